@@ -1,0 +1,52 @@
+"""genofed ClientApp: a hospital's node in the federation.
+
+Built on Flower's NumPyClient so that Flower's SecAgg+ (`secaggplus_mod`) can mask the update
+when the coordinator asks for secure aggregation; without it the mod passes messages through.
+The data folder comes from the SuperNode's node config (`data-path`); in the simulation engine,
+site i reads `<data-root>/site-<i+1>` from the run config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.client import ClientApp, NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Context
+
+from client.site import Site
+from shared.runconfig import RunSettings
+
+
+class SiteClient(NumPyClient):
+    def __init__(self, site: Site, run_id: str) -> None:
+        self.site = site
+        self.run_id = run_id
+
+    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+        report = self.site.fit(
+            parameters, int(config["server-round"]), self.run_id, str(config["panel-sha256"])
+        )
+        return report.weights, report.n_examples, report.metrics
+
+    def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
+        return self.site.evaluate(parameters, str(config["panel-sha256"]))
+
+
+def site_from_context(context: Context) -> Site:
+    settings = RunSettings.from_run_config(context.run_config)
+    node = context.node_config
+    if "data-path" in node:
+        data_path = Path(str(node["data-path"]))
+    else:
+        data_path = Path(settings.data_root) / f"site-{int(node['partition-id']) + 1}"
+    name = str(node["site-id"]) if "site-id" in node else None
+    state = str(node["state-path"]) if "state-path" in node else None
+    return Site(data_path, settings, name=name, state_path=state)
+
+
+def client_fn(context: Context):  # type: ignore[no-untyped-def]
+    return SiteClient(site_from_context(context), str(context.run_id)).to_client()
+
+
+app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])

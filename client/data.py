@@ -1,0 +1,79 @@
+"""A site's data folder, loaded and encoded for the model. Nothing here leaves the site.
+
+Layout (what a hospital holds): `genotypes.vcf.gz` (or `.bcf`) with its index, `reference.fa`
+with `.fai`, `cohort.tsv` and the coordinator's `panel.tsv`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.cohort import Cohort, read_cohort
+from shared.encoding import EncoderSettings, encode_panel
+from shared.errors import InputError
+from shared.genotypes import read_panel_genotypes
+from shared.model import PanelFeatures
+from shared.panel import Panel, read_panel
+
+VCF_NAMES = ("genotypes.vcf.gz", "genotypes.bcf")
+
+
+@dataclass(frozen=True)
+class SitePaths:
+    root: Path
+    vcf: Path
+    reference: Path
+    cohort: Path
+    panel: Path
+
+    @classmethod
+    def in_folder(cls, root: str | Path) -> SitePaths:
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(root, "site data folder not found")
+        vcf = next((root / n for n in VCF_NAMES if (root / n).exists()), root / VCF_NAMES[0])
+        return cls(root, vcf, root / "reference.fa", root / "cohort.tsv", root / "panel.tsv")
+
+
+@dataclass(frozen=True)
+class SiteData:
+    panel: Panel
+    features: PanelFeatures
+    cohort: Cohort
+    genotypes: np.ndarray  # [N, T] int8 codes, rows in cohort order
+    found: np.ndarray  # [T] bool: panel variant present in this site's VCF
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(genotypes, phenotype, ancestry) of the people in split `name`."""
+        mask = self.cohort.split == name
+        return self.genotypes[mask], self.cohort.phenotype[mask], self.cohort.ancestry[mask]
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def load_site(root: str | Path, encoder: EncoderSettings) -> SiteData:
+    """Load and encode a site folder; cached per process while its files are unchanged."""
+    paths = SitePaths.in_folder(root)
+    for p in (paths.vcf, paths.reference, paths.cohort, paths.panel):
+        if not p.exists():
+            raise InputError(p, "required site file not found")
+    key = tuple(_stamp(p) for p in (paths.vcf, paths.reference, paths.cohort, paths.panel))
+    return _load(paths, encoder, key)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(paths: SitePaths, encoder: EncoderSettings, _key: tuple) -> SiteData:
+    panel = read_panel(paths.panel)
+    cohort = read_cohort(paths.cohort)
+    features = encode_panel(panel, paths.reference, encoder)
+    genotypes, found = read_panel_genotypes(paths.vcf, panel, list(cohort.sample_id))
+    if not found.any():
+        raise InputError(paths.vcf, "no panel variant is present in this VCF")
+    return SiteData(panel, features, cohort, genotypes, found)

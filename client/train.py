@@ -1,0 +1,119 @@
+"""Local training with sample-level DP-SGD (Opacus), and scoring, on the site's own machine."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from opacus import PrivacyEngine
+from torch.utils.data import DataLoader, TensorDataset
+
+from shared.model import PanelFeatures, RiskTransformer
+
+# Opacus' notice that its default RNG is not cryptographically secure, and torch's notice when
+# an empty Poisson batch backpropagates into no input: both expected, neither actionable here.
+warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+warnings.filterwarnings("ignore", message="Full backward hook is firing")
+
+
+def pick_device() -> torch.device:
+    """CUDA when the site has it, else CPU: the same code runs on both."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """What one round of local DP-SGD will do: known before training, so it can be costed."""
+
+    sample_rate: float
+    steps: int
+
+    @classmethod
+    def for_site(cls, n_train: int, batch_size: int, epochs: int) -> DPPlan:
+        steps_per_epoch = max(1, n_train // batch_size)
+        return cls(sample_rate=1.0 / steps_per_epoch, steps=steps_per_epoch * epochs)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    sample_rate: float
+    mean_loss: float
+    n_examples: int
+
+
+def train_dp(
+    model: RiskTransformer,
+    genotypes: np.ndarray,
+    labels: np.ndarray,
+    features: PanelFeatures,
+    *,
+    plan: DPPlan,
+    learning_rate: float,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    seed: int,
+    device: torch.device,
+) -> TrainResult:
+    """DP-SGD over the site's training people with Poisson sampling at `plan.sample_rate`.
+
+    Every sampled step is taken and noised, including empty batches, so the steps we account
+    for are exactly the steps released.
+    """
+    torch.manual_seed(seed)
+    model.to(device).train()
+    features = features.to(device)
+    ds = TensorDataset(
+        torch.as_tensor(genotypes, dtype=torch.long), torch.as_tensor(labels, dtype=torch.float32)
+    )
+    steps_per_epoch = round(1 / plan.sample_rate)
+    loader = DataLoader(ds, batch_size=max(1, len(ds) // steps_per_epoch))
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    engine = PrivacyEngine(accountant="prv")
+    dp_model, optimizer, loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        poisson_sampling=True,
+    )
+    steps, loss_sum, seen = 0, 0.0, 0
+    epochs = plan.steps // steps_per_epoch
+    for _ in range(epochs):
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = dp_model(xb, features)
+            if len(xb):
+                loss = F.binary_cross_entropy_with_logits(logits, yb)
+                loss_sum += float(loss.detach()) * len(xb)
+                seen += len(xb)
+            else:  # an empty Poisson batch: the step still happens, as pure noise
+                loss = logits.sum()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+    dp_model.remove_hooks()  # leave the plain model behind for scoring and weight export
+    return TrainResult(steps, plan.sample_rate, loss_sum / max(seen, 1), len(ds))
+
+
+@torch.no_grad()
+def predict_logits(
+    model: RiskTransformer,
+    genotypes: np.ndarray,
+    features: PanelFeatures,
+    device: torch.device,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Risk logits [N] for the site's own people; these never leave the site."""
+    model.to(device).eval()
+    features = features.to(device)
+    out = []
+    for start in range(0, len(genotypes), batch_size):
+        xb = torch.as_tensor(genotypes[start:start + batch_size], dtype=torch.long, device=device)
+        out.append(model(xb, features).float().cpu().numpy())
+    return np.concatenate(out) if out else np.empty(0, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Standing a federation up: the simulated demo, local loopback deployments, benchmarks."""

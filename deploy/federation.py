@@ -1,0 +1,229 @@
+"""Running the genofed Flower app through real Flower processes, and failing loudly.
+
+`flwr run` exits 0 even when the run failed, and `flwr run . local` leaves a detached SuperLink
+that another checkout may later reuse. So we start our own SuperLink on free loopback ports with
+a project-private `FLWR_HOME`, submit the app with `flwr run`, follow its logs, read the run's
+final status back with `flwr ls`, and stop every process we started, by process group, whatever
+happens (including Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import FederationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONNECTION = "genofed"
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for every Flower process: private home, no telemetry, no runtime installs."""
+    env = os.environ.copy()
+    env.update({
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "0",
+        "PYTHONUNBUFFERED": "1",
+    })
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise FederationError(f"{proc.args[0]} exited with code {proc.returncode}; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.2)
+    raise FederationError(f"{proc.args[0]} did not listen on port {port} in {timeout:.0f} s")
+
+
+class ProcessGroup:
+    """Processes started in their own sessions, stopped together by PID (group) on exit."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, cmd: list[str], cwd: Path | None = None) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # Children that outlived their leader (e.g. Ray workers) share its process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+        self.procs.clear()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def run_config_arg(overrides: Mapping[str, object]) -> str:
+    return " ".join(f"{k}={toml_value(v)}" for k, v in overrides.items())
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str
+    sub_status: str
+    details: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished" and self.sub_status == "completed"
+
+
+def write_connection(flwr_home: Path, address: str, options: Mapping[str, object] | None,
+                     root_certificates: Path | None = None) -> None:
+    """The `[superlink.genofed]` connection in `$FLWR_HOME/config.toml`."""
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
+             f'address = "{address}"']
+    if root_certificates:
+        lines.append(f'root-certificates = "{root_certificates}"')
+    else:
+        lines.append("insecure = true")
+    for key, value in (options or {}).items():
+        lines.append(f"options.{key} = {toml_value(value)}")
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+def submit_and_follow(
+    env: dict[str, str], overrides: Mapping[str, object], log_path: Path,
+    timeout: float = 3600.0, app_dir: Path = PROJECT_ROOT,
+) -> RunOutcome:
+    """`flwr run` the app, stream its logs into `log_path`, then read its final status."""
+    flwr = str(Path(sys.executable).parent / "flwr")
+    cmd = [flwr, "run", str(app_dir), CONNECTION, "--format", "json"]
+    if overrides:
+        cmd += ["--run-config", run_config_arg(overrides)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    try:
+        reply = json.loads(out.stdout)
+        run_id = int(reply["run-id"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise FederationError(
+            f"flwr run did not start the app: {(out.stdout + out.stderr).strip()[-500:]}"
+        ) from err
+    deadline = time.monotonic() + timeout
+    with open(log_path, "ab") as log:
+        follow = subprocess.Popen([flwr, "log", str(run_id), CONNECTION, "--stream"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while True:
+                outcome = run_status(env, run_id)
+                if outcome.status == "finished":
+                    return outcome
+                if time.monotonic() > deadline:
+                    raise FederationError(f"run {run_id} still {outcome.status} after {timeout} s")
+                time.sleep(1.0)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(follow.pid, signal.SIGTERM)
+            follow.wait()
+
+
+def run_status(env: dict[str, str], run_id: int) -> RunOutcome:
+    flwr = str(Path(sys.executable).parent / "flwr")
+    out = subprocess.run([flwr, "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    try:
+        runs = json.loads(out.stdout)["runs"]
+        run = next(r for r in runs if int(r["run-id"]) == run_id)
+    except (ValueError, KeyError, StopIteration) as err:
+        raise FederationError(f"cannot read run {run_id}'s status: {out.stdout[-300:]}") from err
+    status = str(run.get("status", ""))
+    main, _, sub = status.partition(":")
+    return RunOutcome(run_id, main, sub, str(run.get("details", "")))
+
+
+@contextlib.contextmanager
+def simulation_superlink(flwr_home: Path, num_sites: int, log_dir: Path,
+                         cpus_per_site: float = 1.0) -> Iterator[dict[str, str]]:
+    """A private SuperLink in simulation mode; yields the env for `flwr` commands against it."""
+    env = flower_env(flwr_home)
+    port = free_port()
+    write_connection(flwr_home, f"127.0.0.1:{port}", {
+        "num-supernodes": num_sites,
+        "backend.client-resources.num-cpus": cpus_per_site,
+    })
+    with ProcessGroup(env, log_dir) as group:
+        proc = group.start("superlink", [
+            "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--disable-runtime-dependency-installation",
+        ], cwd=PROJECT_ROOT)
+        wait_for_port(port, proc, 60, log_dir / "superlink.log")
+        yield env
+
+
+def run_simulation(
+    overrides: Mapping[str, object], num_sites: int, work_dir: Path, timeout: float = 3600.0
+) -> RunOutcome:
+    """Run the app once in Flower's simulation engine; raise FederationError unless completed."""
+    log_dir = work_dir / "logs"
+    with simulation_superlink(work_dir / "flwr-home", num_sites, log_dir) as env:
+        outcome = submit_and_follow(env, overrides, log_dir / "run.log", timeout)
+    if not outcome.ok:
+        raise FederationError(
+            f"federated run {outcome.run_id} ended {outcome.status}:{outcome.sub_status}"
+            f"{' (' + outcome.details + ')' if outcome.details else ''}; logs in {log_dir}"
+        )
+    return outcome

@@ -1,0 +1,1 @@
+"""The coordinator: Flower ServerApp, aggregation strategy, checkpoints, results. Imports only `shared`."""

@@ -1,0 +1,226 @@
+"""The coordinator's aggregation strategy: FedAvg weighted by examples, plus what a consortium
+needs around it: update checks, declined rounds, a checkpoint per round, merged per-ancestry
+evaluation and a signed ledger record per round.
+
+Built on Flower's legacy `FedAvg` so Flower's SecAgg+ workflow can drive it unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from logging import INFO, WARNING
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.common import (
+    EvaluateRes,
+    FitRes,
+    Parameters,
+    Scalar,
+    log,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+
+from shared.fsio import atomic_write, write_json
+from shared.ledger import Ledger
+from shared.metrics import GroupedScores, MetricFrame
+from shared.model import ModelConfig, RiskTransformer, get_weights, set_weights
+from shared.runconfig import RunSettings
+
+
+def weights_sha256(arrays: list[np.ndarray]) -> str:
+    """Hash of the global weights as exchanged (dtype, shape and bytes of every array)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_update(arrays: list[np.ndarray], reference: list[np.ndarray]) -> str | None:
+    """Why an update must be rejected, or None: wrong count, shape, dtype or non-finite values."""
+    if len(arrays) != len(reference):
+        return f"{len(arrays)} arrays where the model has {len(reference)}"
+    for i, (a, r) in enumerate(zip(arrays, reference, strict=True)):
+        if a.shape != r.shape:
+            return f"array {i} has shape {a.shape}, expected {r.shape}"
+        if not np.issubdtype(a.dtype, np.floating):
+            return f"array {i} has dtype {a.dtype}"
+        if not np.isfinite(a).all():
+            return f"array {i} has non-finite values"
+    return None
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    sites: list[str] = field(default_factory=list)
+    declined: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    failures: int = 0
+    privacy: dict[str, dict[str, float]] = field(default_factory=dict)
+    train_loss: dict[str, float] = field(default_factory=dict)
+    metrics: dict | None = None
+    weights_sha256: str | None = None
+
+
+class GenofedStrategy(FedAvg):
+    def __init__(
+        self,
+        settings: RunSettings,
+        model_cfg: ModelConfig,
+        panel_sha256: str,
+        out_dir: Path,
+        ledger: Ledger,
+        initial_weights: list[np.ndarray],
+    ) -> None:
+        self.settings = settings
+        self.model_cfg = model_cfg
+        self.panel_sha256 = panel_sha256
+        self.out_dir = out_dir
+        self.ledger = ledger
+        self.reference = initial_weights
+        self.current = initial_weights
+        self.rounds: dict[int, RoundRecord] = {}
+        round_config: Callable[[int], dict[str, Scalar]] = lambda rnd: {  # noqa: E731
+            "server-round": rnd, "panel-sha256": panel_sha256,
+        }
+        k = settings.min_sites
+        super().__init__(
+            fraction_fit=1.0,
+            fraction_evaluate=1.0,
+            min_fit_clients=k,
+            min_evaluate_clients=k,
+            min_available_clients=k,
+            on_fit_config_fn=round_config,
+            on_evaluate_config_fn=round_config,
+            initial_parameters=ndarrays_to_parameters(initial_weights),
+            accept_failures=True,
+        )
+
+    def _record(self, server_round: int) -> RoundRecord:
+        return self.rounds.setdefault(server_round, RoundRecord(round=server_round))
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list,
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        rec = self._record(server_round)
+        rec.failures = len(failures)
+        accepted = []
+        for proxy, res in results:
+            m = res.metrics
+            site = str(m.get("site", proxy.cid))
+            if "epsilon" in m:
+                rec.privacy[site] = {"epsilon": float(m["epsilon"]), "delta": float(m["delta"])}
+            if int(m.get("declined", 0)):
+                rec.declined[site] = str(m.get("reason", "declined"))
+                log(WARNING, "round %d: site %s declined: %s", server_round, site,
+                    rec.declined[site])
+                continue
+            problem = check_update(parameters_to_ndarrays(res.parameters), self.reference)
+            if problem:
+                rec.rejected[site] = problem
+                log(WARNING, "round %d: update from %s rejected: %s", server_round, site, problem)
+                continue
+            rec.sites.append(site)
+            if "train_loss" in m:
+                rec.train_loss[site] = float(m["train_loss"])
+            accepted.append((proxy, res))
+        if not accepted:
+            log(WARNING, "round %d: no site update was accepted; weights unchanged", server_round)
+            return None, {}
+        params, _ = super().aggregate_fit(server_round, accepted, [])
+        if params is None:
+            return None, {}
+        self.current = parameters_to_ndarrays(params)
+        rec.weights_sha256 = weights_sha256(self.current)
+        self._checkpoint(server_round)
+        return params, {}
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list,
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        rec = self._record(server_round)
+        merged = GroupedScores(groups={})
+        loss_sum, n_sum = 0.0, 0
+        for proxy, res in results:
+            site = str(res.metrics.get("site", proxy.cid))
+            try:
+                merged = merged.merge(GroupedScores.from_json(str(res.metrics["scores"])))
+            except (KeyError, ValueError) as err:
+                log(WARNING, "round %d: evaluation from %s rejected: %s", server_round, site, err)
+                continue
+            loss_sum += res.loss * res.num_examples
+            n_sum += res.num_examples
+        frame = MetricFrame.from_scores(merged, k=self.settings.suppression_k)
+        rec.metrics = frame.to_dict()
+        rec.weights_sha256 = rec.weights_sha256 or weights_sha256(self.current)
+        self._append_ledger(rec)
+        self._write_results()
+        by_group = rec.metrics["by_group"]
+        shown = {g: round(v["auroc"], 3) for g, v in by_group.items() if not v.get("suppressed")}
+        log(INFO, "round %d: AUROC by ancestry %s", server_round, shown)
+        return (loss_sum / n_sum if n_sum else None), {}
+
+    def _checkpoint(self, server_round: int) -> None:
+        model = RiskTransformer(self.model_cfg)
+        set_weights(model, self.current)
+        doc = {
+            "round": server_round,
+            "model_config": self.model_cfg.to_dict(),
+            "state_dict": model.state_dict(),
+            "run_config_sha256": self.settings.sha256(),
+            "panel_sha256": self.panel_sha256,
+            "encoder": {"context_bases": self.settings.context_bases,
+                        "kmer_size": self.settings.kmer_size},
+        }
+        ckpt_dir = self.out_dir / "checkpoints"
+        for path in (ckpt_dir / f"round-{server_round:03d}.pt", ckpt_dir / "latest.pt"):
+            with atomic_write(path, "wb") as fh:
+                torch.save(doc, fh)
+
+    def _append_ledger(self, rec: RoundRecord) -> None:
+        self.ledger.append({
+            "round": rec.round,
+            "sites": sorted(rec.sites),
+            "declined": rec.declined,
+            "rejected": rec.rejected,
+            "weights_sha256": rec.weights_sha256,
+            "config_sha256": self.settings.sha256(),
+            "panel_sha256": self.panel_sha256,
+            "privacy": rec.privacy,
+            "metrics": rec.metrics,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
+
+    def results(self) -> dict:
+        rounds = [vars(self.rounds[r]) for r in sorted(self.rounds)]
+        return {
+            "run_config_sha256": self.settings.sha256(),
+            "panel_sha256": self.panel_sha256,
+            "num_rounds_planned": self.settings.num_server_rounds,
+            "rounds": json.loads(json.dumps(rounds)),
+        }
+
+    def _write_results(self) -> None:
+        write_json(self.out_dir / "results.json", self.results())
+
+
+def initial_weights(cfg: ModelConfig, seed: int) -> list[np.ndarray]:
+    torch.manual_seed(seed)
+    return get_weights(RiskTransformer(cfg))

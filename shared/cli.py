@@ -1,0 +1,53 @@
+"""The one `genofed` command, with a sub-command group per role.
+
+`cohort` and `audit` belong to `shared`. The role groups (`site`, `coordinator`, `deploy`) are
+found through the `genofed.commands` entry points, so `shared` never imports `client` or
+`server`. Each group module exposes `register(subparsers)`, adding one parser whose
+sub-commands set `func(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib.metadata import entry_points
+
+from shared.errors import GenofedError
+
+# Groups that live in `shared` itself: name -> module exposing `register(subparsers)`.
+_SHARED_GROUPS = {"cohort": "shared.simulate", "audit": "shared.audit"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genofed",
+        description="Federated DP training of genomic disease-risk transformers.",
+    )
+    groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
+    for module in _SHARED_GROUPS.values():
+        importlib.import_module(module).register(groups)
+    for ep in sorted(entry_points(group="genofed.commands"), key=lambda e: e.name):
+        ep.load()(groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.parse_args([args.group, "--help"])
+        return 2
+    try:
+        return int(func(args) or 0)
+    except GenofedError as err:
+        print(f"genofed: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("genofed: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

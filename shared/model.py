@@ -1,0 +1,238 @@
+"""The genofed risk model: a transformer encoder over one person's variant tokens.
+
+One token per panel variant. A token is the sum of
+  - the person's genotype at that variant (hom-ref, het, hom-alt, missing),
+  - a learned per-variant vector scaled by the alt-allele dosage, so an additive polygenic
+    score is one linear read-out away (DP-SGD has little signal to spare),
+  - a learned per-variant identity,
+  - the variant's reference context (mean of k-mer embeddings around it) and its REF/ALT bases,
+  - a fixed sinusoidal encoding of its genomic coordinate (bp), so attention knows distance.
+A [CLS] token reads the sequence out into one disease-risk logit. Attention is what lets the
+model combine variants far apart on the genome (epistasis), which an additive score cannot.
+
+Written for Opacus: only nn.Linear, nn.LayerNorm and nn.Embedding hold parameters, attention is
+`F.scaled_dot_product_attention`, and every parameterised layer sees a batch dimension first,
+so per-sample gradients are exact. Per-variant inputs (context, alleles, coordinates) are the same
+for everyone and travel as `PanelFeatures`, not as weights: the exchanged weights never encode data.
+
+Shapes: B batch, T panel variants, C context tokens per variant, D model width, H heads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+GT_HOM_REF, GT_HET, GT_HOM_ALT, GT_MISSING = 0, 1, 2, 3
+N_GENOTYPE_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_variants: int  # T: variants in the panel the model is defined on
+    context_len: int  # C: k-mer tokens of reference context per variant
+    kmer_vocab: int  # size of the context tokenizer's vocabulary
+    allele_vocab: int = 8  # ids from shared.tokenizer.allele_id
+    dim: int = 32  # D
+    layers: int = 2
+    heads: int = 4  # H; D must be divisible by H
+    mlp_ratio: int = 4
+    attention: str = "full"  # "full" or "local" (block-local windows + a global CLS)
+    window: int = 32  # block size for local attention
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"model dim {self.dim} is not divisible by heads {self.heads}")
+        if self.attention not in ("full", "local"):
+            raise ValueError(f"attention must be 'full' or 'local', not {self.attention!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PanelFeatures:
+    """Per-variant model inputs derived from the panel and the reference FASTA (no person data)."""
+
+    context: torch.Tensor  # [T, C] long, k-mer ids around each variant
+    ref: torch.Tensor  # [T] long, allele ids
+    alt: torch.Tensor  # [T] long
+    coord: torch.Tensor  # [T] float64, genomic position in bp
+
+    def to(self, device: torch.device | str) -> PanelFeatures:
+        return PanelFeatures(*(t.to(device) for t in (self.context, self.ref, self.alt, self.coord)))
+
+
+def coordinate_encoding(coord: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoids of the bp coordinate with wavelengths from 10 bp to 10 Mb: [T] -> [T, D].
+
+    Relative distances between variants become linear functions of these features, as with
+    token positions in the original transformer, but measured along the genome.
+    """
+    half = dim // 2
+    wavelengths = torch.logspace(1, 7, half, dtype=torch.float64, device=coord.device)
+    angles = 2 * math.pi * coord.to(torch.float64)[:, None] / wavelengths[None, :]  # [T, D/2]
+    enc = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    if enc.shape[-1] < dim:
+        enc = F.pad(enc, (0, dim - enc.shape[-1]))
+    return enc.to(torch.float32)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, full or block-local, with the CLS token (index 0) global."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.local = cfg.attention == "local"
+        self.window = cfg.window
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, S, D = x.shape  # S = 1 + T
+        q, k, v = self.qkv(x).split(D, dim=2)
+        # [B, S, D] -> [B, H, S, D/H]
+        q, k, v = (t.view(B, S, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        if self.local:
+            y = self._local(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v)
+        y = y.transpose(1, 2).contiguous().view(B, S, D)
+        return self.proj(y)
+
+    def _local(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Each block of `window` variants attends to itself, the previous block and CLS.
+
+        Chunking keeps cost O(T * window) on CPU, where a banded mask would stay dense. CLS
+        attends to everything so the read-out still sees the whole panel.
+        """
+        B, H, S, E = q.shape
+        T, W = S - 1, self.window
+        cls_out = F.scaled_dot_product_attention(q[:, :, :1], k, v)  # [B, H, 1, E]
+        nb = (T + W - 1) // W
+        pad = nb * W - T
+
+        def blocks(t: torch.Tensor) -> torch.Tensor:  # [B, H, T, E] -> [B, H, nb, W, E]
+            return F.pad(t[:, :, 1:], (0, 0, 0, pad)).view(B, H, nb, W, E)
+
+        qb, kb, vb = blocks(q), blocks(k), blocks(v)
+        prev = lambda t: F.pad(t, (0, 0, 0, 0, 1, 0))[:, :, :nb]  # noqa: E731 - block j-1
+        cls_k = k[:, :, :1].unsqueeze(2).expand(B, H, nb, 1, E)
+        cls_v = v[:, :, :1].unsqueeze(2).expand(B, H, nb, 1, E)
+        keys = torch.cat([cls_k, prev(kb), kb], dim=3)  # [B, H, nb, 1 + 2W, E]
+        vals = torch.cat([cls_v, prev(vb), vb], dim=3)
+        # Key validity: CLS always; previous block absent for block 0; padding at the end.
+        idx = torch.arange(nb * W, device=q.device).view(nb, W)
+        valid_prev = torch.cat([torch.zeros(1, W, dtype=torch.bool, device=q.device),
+                                (idx < T)[:-1]], dim=0)
+        valid = torch.cat([torch.ones(nb, 1, dtype=torch.bool, device=q.device),
+                           valid_prev, idx < T], dim=1)  # [nb, 1 + 2W]
+        mask = valid[:, None, :].expand(nb, W, 1 + 2 * W)
+        out = F.scaled_dot_product_attention(qb, keys, vals, attn_mask=mask)  # [B,H,nb,W,E]
+        out = out.reshape(B, H, nb * W, E)[:, :, :T]
+        return torch.cat([cls_out, out], dim=2)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.dim, cfg.mlp_ratio * cfg.dim)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.dim, cfg.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.dim)
+        self.attn = SelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.dim)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class RiskTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.dim
+        self.genotype = nn.Embedding(N_GENOTYPE_TOKENS, D)
+        self.dosage_effect = nn.Embedding(cfg.n_variants, D)
+        self.variant = nn.Embedding(cfg.n_variants, D)
+        self.context = nn.Embedding(cfg.kmer_vocab, D)
+        self.allele = nn.Embedding(cfg.allele_vocab, D)
+        self.cls = nn.Embedding(1, D)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(D)
+        self.head = nn.Linear(D, 1)
+        self.additive = nn.Linear(cfg.n_variants, 1, bias=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def forward(self, genotypes: torch.Tensor, panel: PanelFeatures) -> torch.Tensor:
+        """genotypes [B, T] long in {0,1,2,3=missing} -> risk logits [B]."""
+        B, T = genotypes.shape
+        C = panel.context.shape[1]
+        ids = torch.arange(T, device=genotypes.device).expand(B, T).contiguous()
+        dosage = genotypes.clamp(max=GT_HOM_ALT).masked_fill(genotypes == GT_MISSING, 0)
+        # Per-variant inputs are expanded over the batch so Opacus sees per-sample activations.
+        ctx = self.context(panel.context.expand(B, T, C).contiguous()).mean(dim=2)  # [B, T, D]
+        alleles = self.allele(panel.ref.expand(B, T).contiguous()) + self.allele(
+            panel.alt.expand(B, T).contiguous()
+        )
+        x = (
+            self.genotype(genotypes)
+            + dosage.unsqueeze(-1).to(torch.float32) * self.dosage_effect(ids)
+            + self.variant(ids)
+            + ctx
+            + alleles
+            + coordinate_encoding(panel.coord, self.cfg.dim)  # [T, D], broadcast over B
+        )  # [B, T, D]
+        cls = self.cls(torch.zeros(B, 1, dtype=torch.long, device=genotypes.device))  # [B, 1, D]
+        x = torch.cat([cls, x], dim=1)  # [B, 1 + T, D]
+        for block in self.blocks:
+            x = block(x)
+        # Centred dosage (missing -> 0, the middle): keeps the additive read-out well conditioned.
+        centred = (dosage - 1).masked_fill(genotypes == GT_MISSING, 0).to(torch.float32)
+        additive = self.additive(centred)  # [B, 1]
+        return (self.head(self.ln_f(x[:, 0])) + additive).squeeze(-1)  # [B]
+
+
+def get_weights(model: nn.Module) -> list:
+    """Weights as numpy arrays in state_dict order: the only thing a site ever sends."""
+    return [t.detach().cpu().numpy() for t in model.state_dict().values()]
+
+
+def set_weights(model: nn.Module, arrays: list) -> None:
+    """Load arrays in state_dict order, refusing wrong counts or shapes."""
+    state = model.state_dict()
+    if len(arrays) != len(state):
+        raise ValueError(f"expected {len(state)} weight arrays, got {len(arrays)}")
+    new = {}
+    for (name, ref), arr in zip(state.items(), arrays, strict=True):
+        t = torch.as_tensor(arr)
+        if tuple(t.shape) != tuple(ref.shape):
+            raise ValueError(f"weight {name}: shape {tuple(t.shape)} != {tuple(ref.shape)}")
+        new[name] = t.to(ref.dtype)
+    model.load_state_dict(new, strict=True)

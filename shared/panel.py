@@ -1,0 +1,70 @@
+"""The coordinator's variant panel: the (chrom, pos, ref, alt) list the model is defined on.
+
+Every site encodes its people at exactly these variants, in this order, so weights learned at
+one hospital mean the same thing at another. The panel's sha256 travels in the run config so a
+site refuses to train on a different panel than the coordinator's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shared.errors import InputError
+from shared.fsio import sha256_file
+
+PANEL_COLUMNS = ("chrom", "pos", "ref", "alt")
+_BASES = set("ACGT")
+
+
+@dataclass(frozen=True)
+class Panel:
+    chrom: np.ndarray  # [T] str
+    pos: np.ndarray  # [T] int64, 1-based VCF positions
+    ref: np.ndarray  # [T] str
+    alt: np.ndarray  # [T] str
+    sha256: str
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+
+def read_panel(path: str | Path) -> Panel:
+    """Read and validate a panel TSV; one clear InputError naming the row for anything wrong."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except FileNotFoundError as err:
+        raise InputError(path, "panel file not found") from err
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise InputError(path, f"not a readable tab-separated panel ({err})") from err
+    missing = [c for c in PANEL_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(path, f"panel lacks column(s) {', '.join(missing)}")
+    if df.empty:
+        raise InputError(path, "panel has no variants")
+    for i, row in enumerate(df[list(PANEL_COLUMNS)].itertuples(index=False), start=2):
+        record = f"line {i}"
+        if not row.chrom:
+            raise InputError(path, "empty chrom", record)
+        if not row.pos.isdigit() or int(row.pos) < 1:
+            raise InputError(path, f"position {row.pos!r} is not a positive integer", record)
+        for name, allele in (("ref", row.ref), ("alt", row.alt)):
+            if not allele or set(allele.upper()) - _BASES:
+                raise InputError(path, f"{name} allele {allele!r} is not A/C/G/T", record)
+        if row.ref.upper() == row.alt.upper():
+            raise InputError(path, "ref and alt alleles are identical", record)
+    keys = list(zip(df.chrom, df.pos.astype(np.int64), strict=True))
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise InputError(path, f"variant {dup[0]}:{dup[1]} listed twice")
+    return Panel(
+        chrom=df.chrom.to_numpy(dtype=str),
+        pos=df.pos.astype(np.int64).to_numpy(),
+        ref=df.ref.str.upper().to_numpy(dtype=str),
+        alt=df.alt.str.upper().to_numpy(dtype=str),
+        sha256=sha256_file(path),
+    )

@@ -1,0 +1,77 @@
+"""The federated run's configuration, as both coordinator and sites read it.
+
+Flower hands each app a flat `run_config` (from `[tool.flwr.app.config]` in pyproject.toml plus
+`--run-config` overrides). Parsing it in one place keeps the coordinator and the sites agreeing
+on the model architecture and training settings; its hash goes into every ledger record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+from shared.encoding import EncoderSettings
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    num_server_rounds: int = 5
+    min_sites: int = 2
+    local_epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 0.01
+    max_grad_norm: float = 1.0
+    target_epsilon: float = 8.0
+    target_delta: float = 1e-5
+    model_dim: int = 32
+    model_layers: int = 2
+    model_heads: int = 4
+    attention: str = "full"
+    attention_window: int = 32
+    context_bases: int = 8
+    kmer_size: int = 3
+    suppression_k: int = 10
+    seed: int = 0
+    data_root: str = "demo-out/cohort"
+    out_dir: str = "demo-out/run"
+    panel_path: str = ""  # coordinator's panel; default "<data-root>/panel.tsv"
+    ledger_key: str = ""  # coordinator's Ed25519 key; default "<out-dir>/keys/ledger.key"
+    secagg: bool = False
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, object]) -> RunSettings:
+        """Parse Flower's dashed keys; unknown keys are an error, not silently ignored."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, object] = {}
+        for key, value in run_config.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ValueError(f"unknown run config key {key!r}")
+            kind = type(getattr(cls(), name))
+            if kind is bool and isinstance(value, str):
+                value = value.lower() in ("1", "true", "yes")
+            values[name] = kind(value)
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.suppression_k < 1:
+            raise ValueError("suppression-k must be at least 1")
+        return settings
+
+    def encoder(self) -> EncoderSettings:
+        return EncoderSettings(context_bases=self.context_bases, kmer_size=self.kmer_size)
+
+    def architecture(self) -> dict[str, object]:
+        return {
+            "dim": self.model_dim,
+            "layers": self.model_layers,
+            "heads": self.model_heads,
+            "attention": self.attention,
+            "window": self.attention_window,
+        }
+
+    def sha256(self) -> str:
+        """Hash of everything that defines the run (paths excluded: they differ by machine)."""
+        local = ("data_root", "out_dir", "panel_path", "ledger_key")
+        doc = {k: v for k, v in asdict(self).items() if k not in local}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
