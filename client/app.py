@@ -1,7 +1,8 @@
 """genofed ClientApp: a hospital's node in the federation.
 
 Built on Flower's NumPyClient so that Flower's SecAgg+ (`secaggplus_mod`) can mask the update
-when the coordinator asks for secure aggregation; without it the mod passes messages through.
+when the coordinator asks for secure aggregation. Flower's mod fails on plain train messages, so
+it is engaged only for messages that carry SecAgg+ stage configs.
 The data folder comes from the SuperNode's node config (`data-path`); in the simulation engine,
 site i reads `<data-root>/site-<i+1>` from the run config.
 """
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flwr.app import Message
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
+from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Context
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from client.site import Site
 from shared.runconfig import RunSettings
@@ -49,4 +53,11 @@ def client_fn(context: Context):  # type: ignore[no-untyped-def]
     return SiteClient(site_from_context(context), str(context.run_id)).to_client()
 
 
-app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+def secagg_when_asked(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Route SecAgg+ protocol messages through Flower's mod, everything else straight on."""
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, ctxt, call_next)
+    return call_next(msg, ctxt)
+
+
+app = ClientApp(client_fn=client_fn, mods=[secagg_when_asked])

@@ -81,8 +81,8 @@ class Site:
             # Calibrate once per run for all its rounds, on top of what earlier runs spent.
             remaining = max(1, s.num_server_rounds - server_round + 1)
             sigma = calibrate_noise(
-                s.target_epsilon, s.target_delta, plan.sample_rate, plan.steps * remaining,
-                accountant=ledger.accountant, prior=ledger.history,
+                s.target_epsilon, s.target_delta, plan.sample_rate, plan.steps,
+                accountant=ledger.accountant, prior=ledger.history, blocks=remaining,
             )
             ledger.runs[run_id] = sigma
             ledger.save()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -26,15 +27,28 @@ def pick_device() -> torch.device:
 
 @dataclass(frozen=True)
 class DPPlan:
-    """What one round of local DP-SGD will do: known before training, so it can be costed."""
+    """What one round of local DP-SGD will do: known before training, so it can be costed.
 
-    sample_rate: float
-    steps: int
+    Mirrors Opacus' Poisson loader exactly: `steps_per_epoch` is the length of a plain loader
+    with `batch_size`, and each person is sampled with probability 1 / steps_per_epoch.
+    """
+
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
 
     @classmethod
     def for_site(cls, n_train: int, batch_size: int, epochs: int) -> DPPlan:
-        steps_per_epoch = max(1, n_train // batch_size)
-        return cls(sample_rate=1.0 / steps_per_epoch, steps=steps_per_epoch * epochs)
+        batch_size = max(1, min(batch_size, n_train))
+        return cls(batch_size, math.ceil(n_train / batch_size), epochs)
+
+    @property
+    def sample_rate(self) -> float:
+        return 1.0 / self.steps_per_epoch
+
+    @property
+    def steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
 
 
 @dataclass(frozen=True)
@@ -69,8 +83,7 @@ def train_dp(
     ds = TensorDataset(
         torch.as_tensor(genotypes, dtype=torch.long), torch.as_tensor(labels, dtype=torch.float32)
     )
-    steps_per_epoch = round(1 / plan.sample_rate)
-    loader = DataLoader(ds, batch_size=max(1, len(ds) // steps_per_epoch))
+    loader = DataLoader(ds, batch_size=plan.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     engine = PrivacyEngine(accountant="prv")
     dp_model, optimizer, loader = engine.make_private(
@@ -81,9 +94,10 @@ def train_dp(
         max_grad_norm=max_grad_norm,
         poisson_sampling=True,
     )
+    if len(loader) != plan.steps_per_epoch or loader.sample_rate != plan.sample_rate:
+        raise RuntimeError("Opacus' loader disagrees with the costed DP plan")
     steps, loss_sum, seen = 0, 0.0, 0
-    epochs = plan.steps // steps_per_epoch
-    for _ in range(epochs):
+    for _ in range(plan.epochs):
         for xb, yb in loader:
             xb, yb = xb.to(device), yb.to(device)
             optimizer.zero_grad(set_to_none=True)

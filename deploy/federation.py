@@ -130,8 +130,7 @@ class RunOutcome:
         return self.status == "finished" and self.sub_status == "completed"
 
 
-def write_connection(flwr_home: Path, address: str, options: Mapping[str, object] | None,
-                     root_certificates: Path | None = None) -> None:
+def write_connection(flwr_home: Path, address: str, root_certificates: Path | None = None) -> None:
     """The `[superlink.genofed]` connection in `$FLWR_HOME/config.toml`."""
     lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
              f'address = "{address}"']
@@ -139,8 +138,6 @@ def write_connection(flwr_home: Path, address: str, options: Mapping[str, object
         lines.append(f'root-certificates = "{root_certificates}"')
     else:
         lines.append("insecure = true")
-    for key, value in (options or {}).items():
-        lines.append(f"options.{key} = {toml_value(value)}")
     flwr_home.mkdir(parents=True, exist_ok=True)
     (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
 
@@ -148,12 +145,15 @@ def write_connection(flwr_home: Path, address: str, options: Mapping[str, object
 def submit_and_follow(
     env: dict[str, str], overrides: Mapping[str, object], log_path: Path,
     timeout: float = 3600.0, app_dir: Path = PROJECT_ROOT,
+    federation: Mapping[str, object] | None = None,
 ) -> RunOutcome:
     """`flwr run` the app, stream its logs into `log_path`, then read its final status."""
     flwr = str(Path(sys.executable).parent / "flwr")
     cmd = [flwr, "run", str(app_dir), CONNECTION, "--format", "json"]
     if overrides:
         cmd += ["--run-config", run_config_arg(overrides)]
+    if federation:
+        cmd += ["--federation-config", run_config_arg(federation)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     try:
         reply = json.loads(out.stdout)
@@ -195,15 +195,11 @@ def run_status(env: dict[str, str], run_id: int) -> RunOutcome:
 
 
 @contextlib.contextmanager
-def simulation_superlink(flwr_home: Path, num_sites: int, log_dir: Path,
-                         cpus_per_site: float = 1.0) -> Iterator[dict[str, str]]:
+def simulation_superlink(flwr_home: Path, log_dir: Path) -> Iterator[dict[str, str]]:
     """A private SuperLink in simulation mode; yields the env for `flwr` commands against it."""
     env = flower_env(flwr_home)
     port = free_port()
-    write_connection(flwr_home, f"127.0.0.1:{port}", {
-        "num-supernodes": num_sites,
-        "backend.client-resources.num-cpus": cpus_per_site,
-    })
+    write_connection(flwr_home, f"127.0.0.1:{port}")
     with ProcessGroup(env, log_dir) as group:
         proc = group.start("superlink", [
             "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
@@ -215,12 +211,19 @@ def simulation_superlink(flwr_home: Path, num_sites: int, log_dir: Path,
 
 
 def run_simulation(
-    overrides: Mapping[str, object], num_sites: int, work_dir: Path, timeout: float = 3600.0
+    overrides: Mapping[str, object], num_sites: int, work_dir: Path, timeout: float = 3600.0,
+    cpus_per_site: int = 1,
 ) -> RunOutcome:
-    """Run the app once in Flower's simulation engine; raise FederationError unless completed."""
+    """Run the app once in Flower's simulation engine; raise FederationError unless completed.
+
+    One CPU per simulated site lets two sites train at once on a 2-core machine.
+    """
     log_dir = work_dir / "logs"
-    with simulation_superlink(work_dir / "flwr-home", num_sites, log_dir) as env:
-        outcome = submit_and_follow(env, overrides, log_dir / "run.log", timeout)
+    federation = {"num-supernodes": num_sites,
+                  "client-resources-num-cpus": cpus_per_site}
+    with simulation_superlink(work_dir / "flwr-home", log_dir) as env:
+        outcome = submit_and_follow(env, overrides, log_dir / "run.log", timeout,
+                                    federation=federation)
     if not outcome.ok:
         raise FederationError(
             f"federated run {outcome.run_id} ended {outcome.status}:{outcome.sub_status}"

@@ -1,1 +1,4 @@
-"""The coordinator: Flower ServerApp, aggregation strategy, checkpoints, results. Imports only `shared`."""
+"""The coordinator: Flower ServerApp, aggregation strategy, checkpoints, results.
+
+Imports only `shared`.
+"""

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.strategy import GenofedStrategy, initial_weights
 from shared.encoding import model_config
 from shared.errors import FederationError
 from shared.fsio import write_json
 from shared.ledger import Ledger, ensure_signing_key, load_private_key
 from shared.panel import read_panel
 from shared.runconfig import RunSettings
-from server.strategy import GenofedStrategy, initial_weights
 
 
 @dataclass

@@ -52,7 +52,7 @@ def encode_panel(panel: Panel, fasta_path: str | Path, settings: EncoderSettings
         for chrom, pos, ref in zip(panel.chrom, panel.pos, panel.ref, strict=True):
             record = f"{chrom}:{pos}"
             if chrom not in lengths:
-                raise InputError(fasta_path, "contig of a panel variant is not in the FASTA", record)
+                raise InputError(fasta_path, "panel variant's contig is not in the FASTA", record)
             start, end = int(pos) - 1 - w, int(pos) + w  # 0-based, half open
             if start < 0 or end > lengths[chrom]:
                 raise InputError(fasta_path, "panel variant too close to the contig's end", record)

@@ -89,7 +89,9 @@ def read_panel_genotypes(
             try:
                 records = vf.fetch(chrom, int(pos) - 1, int(pos))
             except ValueError as err:
-                raise InputError(vcf_path, f"cannot fetch region ({err})", f"{chrom}:{pos}") from err
+                raise InputError(
+                    vcf_path, f"cannot fetch region ({err})", f"{chrom}:{pos}"
+                ) from err
             for rec in records:
                 if rec.pos != pos or rec.ref.upper() != ref or not rec.alts:
                     continue

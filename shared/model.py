@@ -64,7 +64,8 @@ class PanelFeatures:
     coord: torch.Tensor  # [T] float64, genomic position in bp
 
     def to(self, device: torch.device | str) -> PanelFeatures:
-        return PanelFeatures(*(t.to(device) for t in (self.context, self.ref, self.alt, self.coord)))
+        parts = (self.context, self.ref, self.alt, self.coord)
+        return PanelFeatures(*(t.to(device) for t in parts))
 
 
 def coordinate_encoding(coord: torch.Tensor, dim: int) -> torch.Tensor:
@@ -98,10 +99,7 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(D, dim=2)
         # [B, S, D] -> [B, H, S, D/H]
         q, k, v = (t.view(B, S, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
-        if self.local:
-            y = self._local(q, k, v)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v)
+        y = self._local(q, k, v) if self.local else F.scaled_dot_product_attention(q, k, v)
         y = y.transpose(1, 2).contiguous().view(B, S, D)
         return self.proj(y)
 

@@ -38,25 +38,28 @@ def calibrate_noise(
     steps: int,
     accountant: str = "prv",
     prior: list[tuple[float, float, int]] | None = None,
+    blocks: int = 1,
     tol: float = 0.01,
 ) -> float:
-    """Smallest noise multiplier whose `steps` at `sample_rate`, after `prior`, stay within target.
+    """Smallest noise multiplier for `blocks` rounds of `steps` at `sample_rate`, after `prior`.
 
     Bisection over Opacus' accountant rather than `get_noise_multiplier`, because the latter
-    cannot compose with what the site already spent in earlier runs.
+    cannot compose with what the site already spent in earlier runs. The rounds are composed as
+    separate history entries, exactly as they will be recorded: the PRV accountant's numerical
+    error differs between one long entry and several short ones.
     """
     prior = list(prior or [])
     if epsilon_for(prior, delta, accountant) >= target_epsilon:
         raise ValueError("the privacy budget is already spent")
 
     def eps(sigma: float) -> float:
-        return epsilon_for(prior + [(sigma, sample_rate, steps)], delta, accountant)
+        return epsilon_for(prior + [(sigma, sample_rate, steps)] * blocks, delta, accountant)
 
     lo, hi = 0.3, 1.0
     while eps(hi) > target_epsilon:
         lo, hi = hi, hi * 2
         if hi > _MAX_SIGMA:
-            raise ValueError(f"no noise multiplier below {_MAX_SIGMA} reaches epsilon {target_epsilon}")
+            raise ValueError(f"no noise multiplier below {_MAX_SIGMA} reaches {target_epsilon}")
     while hi - lo > tol:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if eps(mid) > target_epsilon else (lo, mid)
@@ -96,7 +99,9 @@ class PrivacyLedger:
     def epsilon(self, delta: float) -> float:
         return epsilon_for(self.history, delta, self.accountant)
 
-    def projected_epsilon(self, delta: float, sigma: float, sample_rate: float, steps: int) -> float:
+    def projected_epsilon(
+        self, delta: float, sigma: float, sample_rate: float, steps: int
+    ) -> float:
         """Epsilon if one more block of `steps` were taken: the cost check before a round."""
         return epsilon_for(self.history + [(sigma, sample_rate, steps)], delta, self.accountant)
 

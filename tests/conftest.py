@@ -1,0 +1,22 @@
+"""Shared fixtures: small but real cohorts, simulated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.simulate import SimulationConfig, simulate_cohort
+
+TINY = SimulationConfig(
+    seed=7, sites=2, people_per_population=150, sequence_length=300_000, panel_size=48,
+    n_causal=8, n_interactions=2, prevalence=0.3,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-site cohort (450 people, 48 panel variants) written as real VCF/FASTA/TSV files."""
+    out = tmp_path_factory.mktemp("cohort") / "cohort"
+    simulate_cohort(out, TINY)
+    return out

@@ -1,0 +1,74 @@
+"""A real federation through Flower's simulation engine: SuperLink, ServerApp, ClientApps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy.federation import run_simulation
+from shared.errors import FederationError
+from shared.ledger import load_public_key, verify_ledger
+
+pytestmark = pytest.mark.integration
+
+
+def overrides(cohort: Path, out: Path, **extra: object) -> dict[str, object]:
+    return {
+        "num-server-rounds": 2, "min-sites": 2, "data-root": str(cohort), "out-dir": str(out),
+        "batch-size": 32, "model-dim": 16, "model-layers": 1, "suppression-k": 5, **extra,
+    }
+
+
+def no_stray_flower_processes(marker: Path) -> bool:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return not any(str(marker) in line and "flower" in line for line in ps.splitlines())
+
+
+def test_two_sites_two_rounds(tiny_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    outcome = run_simulation(overrides(tiny_cohort, out), 2, tmp_path / "fed", timeout=600)
+    assert outcome.ok
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "completed"
+    rounds = results["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        assert sorted(r["sites"]) == ["site-1", "site-2"]
+        for p in r["privacy"].values():
+            assert p["epsilon"] > 0 and p["delta"] == 1e-5
+        assert r["metrics"]["by_group"]  # merged per-ancestry evaluation happened
+    eps = {s: [r["privacy"][s]["epsilon"] for r in rounds] for s in ("site-1", "site-2")}
+    assert all(e[1] > e[0] for e in eps.values())  # cumulative, never reset
+    assert all(e[-1] <= 8.0 for e in eps.values())
+    assert (out / "checkpoints" / "round-002.pt").exists()
+    ledger = verify_ledger(out / "ledger.jsonl", load_public_key(out / "keys" / "ledger.pub"))
+    assert ledger.ok and ledger.records == 2
+    assert no_stray_flower_processes(tmp_path / "fed")
+
+
+def test_failed_run_is_loud(tiny_cohort: Path, tmp_path: Path) -> None:
+    """Sites that cannot find their data make every round fail: the run must not pass as done."""
+    bad = overrides(tiny_cohort / "no-such-folder", tmp_path / "run", **{"num-server-rounds": 1})
+    bad["panel-path"] = str(tiny_cohort / "panel.tsv")
+    with pytest.raises(FederationError, match="ended finished:failed"):
+        run_simulation(bad, 2, tmp_path / "fed", timeout=600)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "failed"
+    assert no_stray_flower_processes(tmp_path / "fed")
+
+
+def test_cli_exit_code_on_failure(tmp_path: Path) -> None:
+    """`genofed` turns a failure into one line and a non-zero exit, not a traceback."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "site", "check", "--data", str(tmp_path / "nope")],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "site data folder not found" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,91 @@
+"""Reading genotypes and reference context through pysam, checked against pysam's own API."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+
+from client.data import load_site
+from shared.cohort import read_cohort
+from shared.encoding import EncoderSettings, encode_panel
+from shared.errors import InputError
+from shared.genotypes import gt_code, read_panel_genotypes
+from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
+from shared.panel import read_panel
+from shared.tokenizer import DNATokenizer
+
+
+@pytest.mark.parametrize(
+    ("gt", "n_alleles", "alt", "code"),
+    [
+        ("0|0", 2, 1, GT_HOM_REF), ("0/1", 2, 1, GT_HET), ("1|0", 2, 1, GT_HET),
+        ("1/1", 2, 1, GT_HOM_ALT), ("./.", 2, 1, GT_MISSING), (".|1", 2, 1, GT_MISSING),
+        ("1", 2, 1, GT_HOM_ALT), ("0", 2, 1, GT_HOM_REF),  # haploid
+        ("0/2", 3, 2, GT_HET), ("1/2", 3, 2, GT_MISSING),  # multi-allelic: other ALT
+    ],
+)
+def test_gt_codes(gt: str, n_alleles: int, alt: int, code: int) -> None:
+    assert gt_code(gt, n_alleles, alt) == code
+
+
+def test_allele_index_out_of_range() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        gt_code("0/3", 2, 1)
+
+
+def test_vectorised_reader_matches_pysam_per_sample(tiny_cohort: Path) -> None:
+    site = tiny_cohort / "site-1"
+    panel = read_panel(site / "panel.tsv")
+    cohort = read_cohort(site / "cohort.tsv")
+    samples = list(cohort.sample_id[::-1])  # a different order than the VCF's
+    codes, found = read_panel_genotypes(site / "genotypes.vcf.gz", panel, samples)
+    assert codes.shape == (len(samples), len(panel)) and found.all()
+    with pysam.VariantFile(str(site / "genotypes.vcf.gz")) as vf:
+        for j in range(0, len(panel), 7):
+            rec = next(r for r in vf.fetch(panel.chrom[j], panel.pos[j] - 1, panel.pos[j]))
+            for i in range(0, len(samples), 11):
+                gt = rec.samples[samples[i]]["GT"]
+                expect = GT_MISSING if None in gt else sum(gt)
+                assert codes[i, j] == expect
+
+
+def test_context_tokens_come_from_the_reference(tiny_cohort: Path) -> None:
+    site = tiny_cohort / "site-1"
+    panel = read_panel(site / "panel.tsv")
+    settings = EncoderSettings(context_bases=4, kmer_size=3)
+    features = encode_panel(panel, site / "reference.fa", settings)
+    tok = DNATokenizer(k=3)
+    with pysam.FastaFile(str(site / "reference.fa")) as fa:
+        seq = fa.fetch(panel.chrom[0], int(panel.pos[0]) - 5, int(panel.pos[0]) + 4)
+    assert features.context[0].tolist() == tok.encode(seq)
+    assert features.context.shape == (len(panel), settings.context_len())
+    assert seq[4] == panel.ref[0]
+
+
+def test_ref_mismatch_names_the_variant(tiny_cohort: Path, tmp_path: Path) -> None:
+    site = tiny_cohort / "site-1"
+    bad = tmp_path / "panel.tsv"
+    lines = (site / "panel.tsv").read_text().splitlines()
+    chrom, pos, ref, alt = lines[3].split("\t")
+    wrong = next(b for b in "ACGT" if b not in (ref, alt))
+    lines[3] = "\t".join([chrom, pos, wrong, alt])
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=f"{chrom}:{pos}.*disagrees with the FASTA"):
+        encode_panel(read_panel(bad), site / "reference.fa", EncoderSettings())
+
+
+def test_site_loader_aligns_people_and_caches(tiny_cohort: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    shutil.copytree(tiny_cohort / "site-2", site)
+    data = load_site(site, EncoderSettings())
+    assert data.genotypes.shape == (len(data.cohort), len(data.panel))
+    assert load_site(site, EncoderSettings()) is data  # unchanged files: cached
+    g, y, anc = data.split("test")
+    assert len(g) == len(y) == len(anc) == int((data.cohort.split == "test").sum())
+    assert set(np.unique(data.genotypes)) <= {0, 1, 2, 3}
+    (site / "cohort.tsv").write_text((site / "cohort.tsv").read_text())  # touch: new mtime
+    assert load_site(site, EncoderSettings()) is not data

@@ -1,0 +1,107 @@
+"""The transformer: shapes, Opacus compatibility, attention modes, weight exchange."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from opacus import GradSampleModule
+from opacus.validators import ModuleValidator
+
+from shared.model import (
+    GT_MISSING,
+    ModelConfig,
+    PanelFeatures,
+    RiskTransformer,
+    get_weights,
+    set_weights,
+)
+
+T, C, V = 40, 7, 69
+
+
+def panel() -> PanelFeatures:
+    g = torch.Generator().manual_seed(0)
+    return PanelFeatures(
+        context=torch.randint(0, V, (T, C), generator=g),
+        ref=torch.randint(1, 5, (T,), generator=g),
+        alt=torch.randint(1, 5, (T,), generator=g),
+        coord=torch.arange(T, dtype=torch.float64) * 5000 + 2e7,
+    )
+
+
+def cfg(**kw: object) -> ModelConfig:
+    return ModelConfig(n_variants=T, context_len=C, kmer_vocab=V, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("attention", ["full", "local"])
+def test_shapes_and_validator(attention: str) -> None:
+    model = RiskTransformer(cfg(attention=attention, window=8))
+    assert ModuleValidator.validate(model, strict=False) == []
+    x = torch.randint(0, 4, (5, T))
+    out = model(x, panel())
+    assert out.shape == (5,)
+    assert torch.isfinite(out).all()
+
+
+def test_local_attention_is_local() -> None:
+    """A variant's genotype can reach a far variant only through CLS, not directly."""
+    torch.manual_seed(0)
+    model = RiskTransformer(cfg(attention="local", window=4, layers=1)).eval()
+    x = torch.zeros(1, T, dtype=torch.long)
+    features = panel()
+    captured = {}
+    model.blocks[0].register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
+    model(x, features)
+    base = captured["h"].clone()
+    x2 = x.clone()
+    x2[0, 0] = 2  # change variant 0 (block 0)
+    model(x2, features)
+    diff = (captured["h"] - base).abs().sum(-1)[0]  # per token (index 0 is CLS)
+    assert diff[1] > 0  # variant 0 itself
+    assert diff[1 + 5] > 0  # variant 5 sits in block 1 and attends to block 0
+    assert diff[1 + 20] == 0  # variant 20 (block 5) cannot see block 0 in one layer
+
+
+def test_full_and_local_agree_when_window_covers_panel() -> None:
+    torch.manual_seed(0)
+    full = RiskTransformer(cfg(attention="full"))
+    local = RiskTransformer(cfg(attention="local", window=T))
+    local.load_state_dict(full.state_dict())
+    x = torch.randint(0, 4, (3, T))
+    torch.testing.assert_close(full(x, panel()), local(x, panel()), atol=1e-5, rtol=1e-5)
+
+
+def test_per_sample_gradients_match_brute_force() -> None:
+    torch.manual_seed(0)
+    model = RiskTransformer(cfg(attention="local", window=8))
+    gsm = GradSampleModule(model, loss_reduction="sum")
+    x = torch.randint(0, 4, (4, T))
+    x[0, 3] = GT_MISSING
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(gsm(x, panel()), y, reduction="sum")
+    loss.backward()
+    for i in range(len(x)):
+        model.zero_grad()
+        single = RiskTransformer(model.cfg)
+        single.load_state_dict(model.state_dict())
+        li = torch.nn.functional.binary_cross_entropy_with_logits(
+            single(x[i:i + 1], panel()), y[i:i + 1], reduction="sum"
+        )
+        li.backward()
+        for (name, p), q in zip(model.named_parameters(), single.parameters(), strict=True):
+            torch.testing.assert_close(p.grad_sample[i], q.grad, atol=1e-5, rtol=1e-4,
+                                       msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_weights_round_trip_and_refuse_bad_shapes() -> None:
+    a, b = RiskTransformer(cfg()), RiskTransformer(cfg())
+    set_weights(b, get_weights(a))
+    x = torch.randint(0, 4, (2, T))
+    torch.testing.assert_close(a(x, panel()), b(x, panel()))
+    weights = get_weights(a)
+    with pytest.raises(ValueError, match="expected"):
+        set_weights(b, weights[:-1])
+    weights[0] = np.zeros((1, 1), dtype=np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        set_weights(b, weights)
