@@ -8,7 +8,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv demo test test-fast bench lint clean
+.PHONY: venv demo flwr-run test test-fast bench lint clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,15 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	$(BIN)/genofed deploy demo --out demo-out
+
+# Plain `flwr run .` on the demo cohort (run `make demo` first), with a project-private
+# FLWR_HOME; the local SuperLink that flwr leaves behind is stopped afterwards.
+# `flwr run` exits 0 even when the run fails: `make demo` is the checked path.
+FLWR_HOME_DIR := $(abspath .flwr-home)
+flwr-run: venv
+	PATH=$(abspath $(BIN)):$$PATH FLWR_HOME=$(FLWR_HOME_DIR) $(BIN)/flwr run . local \
+	  --federation-config "num-supernodes=3 client-resources-num-cpus=1" --stream; \
+	status=$$?; pkill -f "$(FLWR_HOME_DIR)/local-superlink" || true; exit $$status
 
 test: venv
 	$(BIN)/ruff check .

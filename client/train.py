@@ -111,7 +111,7 @@ def train_dp(
             loss.backward()
             optimizer.step()
             steps += 1
-    dp_model.remove_hooks()  # leave the plain model behind for scoring and weight export
+    dp_model.to_standard_module()  # no hooks or per-sample grads left on the plain model
     return TrainResult(steps, plan.sample_rate, loss_sum / max(seen, 1), len(ds))
 
 

@@ -1,0 +1,89 @@
+"""A site's local work without Flower: DP training, budget enforcement, what leaves the site."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.site import Site
+from client.train import DPPlan, pick_device, train_dp
+from server.strategy import initial_weights
+from shared.encoding import model_config
+from shared.model import RiskTransformer, get_weights
+from shared.runconfig import RunSettings
+
+SMALL = dict(batch_size=32, model_dim=16, model_layers=1, suppression_k=5, num_server_rounds=2)
+
+
+@pytest.fixture()
+def site_dir(tiny_cohort: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "site-1"
+    shutil.copytree(tiny_cohort / "site-1", dst)
+    return dst
+
+
+def fresh_weights(site: Site) -> list[np.ndarray]:
+    data = site.data()
+    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    return initial_weights(cfg, 0)
+
+
+def test_one_dp_step_changes_weights(site_dir: Path) -> None:
+    site = Site(site_dir, RunSettings(**SMALL))
+    data = site.data()
+    g, y, _ = data.split("train")
+    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    model = RiskTransformer(cfg)
+    before = [w.copy() for w in get_weights(model)]
+    plan = DPPlan.for_site(len(y), batch_size=32, epochs=1)
+    result = train_dp(model, g, y, data.features, plan=plan, learning_rate=0.01,
+                      noise_multiplier=1.0, max_grad_norm=1.0, seed=0, device=pick_device())
+    assert result.steps == plan.steps
+    after = get_weights(model)
+    assert all(a.shape == b.shape for a, b in zip(before, after, strict=True))
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+    assert not any(hasattr(p, "grad_sample") and p.grad_sample is not None
+                   for p in model.parameters())  # Opacus hooks removed after training
+
+
+def test_fit_reports_cumulative_epsilon_and_declines_past_budget(site_dir: Path) -> None:
+    settings = RunSettings(**SMALL, target_epsilon=3.0)
+    site = Site(site_dir, settings)
+    w = fresh_weights(site)
+    reports = [site.fit(w, r, "run-a") for r in (1, 2)]
+    eps = [float(r.metrics["epsilon"]) for r in reports]
+    assert 0 < eps[0] < eps[1] <= 3.0
+    assert all(r.metrics["declined"] == 0 and r.n_examples > 0 for r in reports)
+    ledger = json.loads((site_dir / ".genofed-state" / "privacy-ledger.json").read_text())
+    assert len(ledger["history"]) == 2
+    # A second run on the same data starts from what was spent, never from zero.
+    again = Site(site_dir, settings).fit(w, 1, "run-b")
+    assert again.metrics["declined"] == 1 or float(again.metrics["epsilon"]) > eps[1]
+    # Once the run's rounds are used up, a further round would overspend and is declined.
+    extra = Site(site_dir, settings).fit(w, 3, "run-a")
+    assert extra.metrics["declined"] == 1 and extra.n_examples == 0
+    assert "budget" in str(extra.metrics["reason"])
+
+
+def test_what_leaves_the_site_holds_no_person_level_data(site_dir: Path) -> None:
+    site = Site(site_dir, RunSettings(**SMALL))
+    w = fresh_weights(site)
+    fit = site.fit(w, 1, "run")
+    loss, n, metrics = site.evaluate(fit.weights)
+    ids = set(site.data().cohort.sample_id)
+    sent = json.dumps({"fit": fit.metrics, "eval": metrics, "loss": loss, "n": n})
+    assert not any(i in sent for i in ids)
+    assert set(fit.metrics) <= {"site", "declined", "epsilon", "delta", "noise_multiplier",
+                                "train_loss", "reason"}
+    assert set(metrics) == {"site", "scores"}
+    scores = json.loads(metrics["scores"])
+    n_test = int((site.data().cohort.split == "test").sum())
+    for group in scores["groups"].values():
+        assert group["n"] >= 5  # groups under k are withheld
+        assert group["n"] < n_test or len(scores["groups"]) == 1
+    assert all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in fit.weights)
+
