@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from client.cache import GenotypeCache
 from shared.cohort import Cohort, read_cohort
 from shared.encoding import EncoderSettings, encode_panel
 from shared.errors import InputError
-from shared.genotypes import read_panel_genotypes
+from shared.genotypes import harmonize_panel_genotypes
 from shared.model import PanelFeatures
 from shared.panel import Panel, read_panel
 
@@ -46,6 +47,7 @@ class SiteData:
     cohort: Cohort
     genotypes: np.ndarray  # [N, T] int8 codes, rows in cohort order
     found: np.ndarray  # [T] bool: panel variant present in this site's VCF
+    how: list[str]  # [T] how each panel variant was matched (shared.genotypes.MATCH_KINDS)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(genotypes, phenotype, ancestry) of the people in split `name`."""
@@ -58,22 +60,44 @@ def _stamp(path: Path) -> tuple[str, int, int]:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def load_site(root: str | Path, encoder: EncoderSettings) -> SiteData:
-    """Load and encode a site folder; cached per process while its files are unchanged."""
+def index_path(vcf: Path) -> Path | None:
+    """The VCF/BCF's tabix or CSI index, if present."""
+    return next((p for p in (Path(f"{vcf}.tbi"), Path(f"{vcf}.csi")) if p.exists()), None)
+
+
+def load_site(
+    root: str | Path, encoder: EncoderSettings, cache_dir: str | Path | None = None
+) -> SiteData:
+    """Load and encode a site folder.
+
+    Cached in memory per process while its files are unchanged, and, with `cache_dir`, on the
+    site's disk keyed by the content of its inputs, so the next process skips the VCF.
+    """
     paths = SitePaths.in_folder(root)
     for p in (paths.vcf, paths.reference, paths.cohort, paths.panel):
         if not p.exists():
             raise InputError(p, "required site file not found")
+    if index_path(paths.vcf) is None:
+        raise InputError(paths.vcf, "no .tbi or .csi index next to the VCF/BCF")
     key = tuple(_stamp(p) for p in (paths.vcf, paths.reference, paths.cohort, paths.panel))
-    return _load(paths, encoder, key)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    return _load(paths, encoder, cache, key)
 
 
 @functools.lru_cache(maxsize=4)
-def _load(paths: SitePaths, encoder: EncoderSettings, _key: tuple) -> SiteData:
+def _load(paths: SitePaths, encoder: EncoderSettings, cache: Path | None, _key: tuple) -> SiteData:
     panel = read_panel(paths.panel)
     cohort = read_cohort(paths.cohort)
     features = encode_panel(panel, paths.reference, encoder)
-    genotypes, found = read_panel_genotypes(paths.vcf, panel, list(cohort.sample_id))
-    if not found.any():
+    samples = list(cohort.sample_id)
+    if cache is None:
+        genotypes = harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference)
+    else:
+        inputs = [paths.vcf, index_path(paths.vcf), paths.panel, paths.cohort]
+        genotypes = GenotypeCache(cache).get_or_build(
+            inputs, encoder,
+            lambda: harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference),
+        )
+    if not genotypes.found.any():
         raise InputError(paths.vcf, "no panel variant is present in this VCF")
-    return SiteData(panel, features, cohort, genotypes, found)
+    return SiteData(panel, features, cohort, genotypes.codes, genotypes.found, genotypes.how)

@@ -48,7 +48,7 @@ class Site:
 
     def data(self, panel_sha256: str = "") -> SiteData:
         """The site's encoded data; refuses a panel other than the coordinator's."""
-        data = load_site(self.data_path, self.settings.encoder())
+        data = load_site(self.data_path, self.settings.encoder(), self.state_path / "cache")
         if panel_sha256 and data.panel.sha256 != panel_sha256:
             raise InputError(self.data_path / "panel.tsv",
                              "panel differs from the coordinator's (sha256 mismatch)")

@@ -1,12 +1,39 @@
 """A site's cohort table: who is in the study, their ancestry label, phenotype and split.
 
 This table never leaves the site. Only aggregate, suppressed statistics derived from it do.
+
+Hospitals do not hold our simulator's table, so the reader is configurable through `CohortSpec`:
+
+- **Format**: TSV or CSV, UTF-8 with or without a byte-order mark, optionally gzip/bz2/xz
+  compressed. `.csv` means commas and `.tsv` tabs; any other name (`.txt`, ...) is sniffed from
+  the header line (tab if it holds one, else comma).
+- **Columns**: sample id, ancestry, phenotype, optional split and optional numeric covariates,
+  each under a configurable name. Other columns are ignored.
+- **Phenotype codings**: `"01"` (0 control, 1 case), `"case-control"` (case/control words),
+  `"plink"` (1 control, 2 case, 0 missing) or `"auto"` (decided from the values present).
+  `-9`, `NA`, `N/A`, `NaN`, `.` and empty cells are missing in every coding. People whose
+  phenotype is missing are left out of the cohort and counted in `Cohort.n_missing_phenotype`.
+- **Split**: `train`/`test` (any case) when the table has the split column; otherwise a
+  deterministic split, stratified by ancestry and phenotype, from a seeded hash of the sample id
+  (so it does not depend on row order).
+
+Every problem is one `InputError` naming the file, the line (1-based, the header is line 1) and
+what is wrong. Validation is vectorised: the first bad row is found with masks, never a Python
+loop over rows.
 """
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
+import hashlib
+import lzma
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +43,179 @@ from shared.errors import InputError
 COHORT_COLUMNS = ("sample_id", "ancestry", "phenotype", "split")
 SPLITS = ("train", "test")
 
+# The 26 populations of the 1000 Genomes Project, its 5 superpopulations, and a catch-all.
+KGP_POPULATIONS = (
+    "ACB", "ASW", "BEB", "CDX", "CEU", "CHB", "CHS", "CLM", "ESN", "FIN", "GBR", "GIH", "GWD",
+    "IBS", "ITU", "JPT", "KHV", "LWK", "MSL", "MXL", "PEL", "PJL", "PUR", "STU", "TSI", "YRI",
+)  # fmt: skip
+KGP_SUPERPOPULATIONS = ("AFR", "AMR", "EAS", "EUR", "SAS")
+DEFAULT_ANCESTRIES: tuple[str, ...] = (*KGP_POPULATIONS, *KGP_SUPERPOPULATIONS, "OTHER")
+
+PHENOTYPE_CODINGS = ("auto", "01", "case-control", "plink")
+
+# Tokens are compared after stripping and lower-casing.
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", ".", "-9"})
+_NUMERIC_ALIASES = {"0.0": "0", "1.0": "1", "2.0": "2", "-9.0": "-9"}
+_WORDS = {"case": 1, "cases": 1, "control": 0, "controls": 0}
+_CODES: dict[str, tuple[dict[str, int], frozenset[str], str]] = {
+    # coding: (token -> 0/1, extra missing tokens, how to read it)
+    "01": ({"0": 0, "1": 1}, frozenset(), "0 control, 1 case, -9/NA missing"),
+    "case-control": (_WORDS, frozenset(), "case or control, NA missing"),
+    "plink": ({"1": 0, "2": 1}, frozenset({"0"}), "1 control, 2 case, 0/-9 missing"),
+}
+
+_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """How to read one site's cohort table.
+
+    `split_col=None` ignores any split column and always generates the split. `ancestries=None`
+    accepts any non-empty label; otherwise labels are matched case-insensitively and returned
+    in the spelling given here.
+    """
+
+    sample_col: str = "sample_id"
+    ancestry_col: str = "ancestry"
+    phenotype_col: str = "phenotype"
+    split_col: str | None = "split"
+    covariate_cols: tuple[str, ...] = ()
+    phenotype_coding: str = "auto"
+    ancestries: tuple[str, ...] | None = DEFAULT_ANCESTRIES
+    test_fraction: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Normalise lists to tuples so the spec stays hashable (it keys caches).
+        if isinstance(self.covariate_cols, str):
+            object.__setattr__(self, "covariate_cols", (self.covariate_cols,))
+        object.__setattr__(self, "covariate_cols", tuple(self.covariate_cols))
+        if self.ancestries is not None:
+            if isinstance(self.ancestries, str):
+                object.__setattr__(self, "ancestries", (self.ancestries,))
+            object.__setattr__(self, "ancestries", tuple(self.ancestries))
+        self._validate()
+
+    def _validate(self) -> None:
+        named = [self.sample_col, self.ancestry_col, self.phenotype_col]
+        named += [self.split_col] if self.split_col is not None else []
+        named += list(self.covariate_cols)
+        for name in named:
+            if not isinstance(name, str) or not name.strip():
+                raise InputError(None, f"cohort column name {name!r} must be a non-empty string")
+        twice = sorted({n for n in named if named.count(n) > 1})
+        if twice:
+            raise InputError(None, f"cohort column(s) {', '.join(twice)} named for two roles")
+        if self.phenotype_coding not in PHENOTYPE_CODINGS:
+            raise InputError(
+                None,
+                f"phenotype coding {self.phenotype_coding!r} is not one of "
+                f"{', '.join(PHENOTYPE_CODINGS)}",
+            )
+        if self.ancestries is not None:
+            labels = list(self.ancestries)
+            if not labels or not all(isinstance(a, str) and a.strip() for a in labels):
+                raise InputError(None, "ancestries must be non-empty labels (or None for any)")
+            folded = [a.strip().lower() for a in labels]
+            if len(set(folded)) != len(folded):
+                raise InputError(None, "ancestries list a label twice (case-insensitively)")
+        fraction = self.test_fraction
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0.0 < fraction < 1.0
+        ):
+            raise InputError(None, f"test fraction {fraction!r} is not between 0 and 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InputError(None, f"seed {self.seed!r} is not an integer")
+
+    @classmethod
+    def from_mapping(
+        cls, settings: Mapping[str, Any], source: str | Path | None = None
+    ) -> CohortSpec:
+        """A spec from a site config: keys in kebab- or snake-case (`sample-col`, `covariates`).
+
+        Keys: sample-col, ancestry-col, phenotype-col, split-col (empty/None: always generate),
+        covariates (alias covariate-cols: a list or a comma-separated string), phenotype-coding,
+        ancestries (a list, a comma-separated string, "default", or "any"/"*"/None for any),
+        test-fraction, seed. Unknown keys are an InputError naming `source`.
+        """
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in settings.items():
+            key = str(raw_key).strip().lower().replace("_", "-")
+            field = _SETTING_KEYS.get(key)
+            if field is None:
+                raise InputError(
+                    source,
+                    f"unknown cohort setting {raw_key!r} "
+                    f"(known: {', '.join(sorted(set(_SETTING_KEYS) - {'covariate-cols'}))})",
+                )
+            if field in kwargs:
+                raise InputError(source, f"cohort setting {raw_key!r} given twice")
+            kwargs[field] = _setting_value(field, value, raw_key, source)
+        try:
+            return cls(**kwargs)
+        except InputError as err:
+            raise InputError(source, err.problem, err.record) from None
+
+
+_SETTING_KEYS = {
+    "sample-col": "sample_col",
+    "ancestry-col": "ancestry_col",
+    "phenotype-col": "phenotype_col",
+    "split-col": "split_col",
+    "covariates": "covariate_cols",
+    "covariate-cols": "covariate_cols",
+    "phenotype-coding": "phenotype_coding",
+    "ancestries": "ancestries",
+    "test-fraction": "test_fraction",
+    "seed": "seed",
+}
+
+
+def _str_list(value: Any, key: Any, source: str | Path | None) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(v.strip() for v in value)
+    raise InputError(source, f"cohort setting {key!r} must be a list of names, not {value!r}")
+
+
+def _setting_value(field: str, value: Any, key: Any, source: str | Path | None) -> Any:
+    if field == "split_col" and (value is None or (isinstance(value, str) and not value.strip())):
+        return None
+    if field in ("sample_col", "ancestry_col", "phenotype_col", "split_col", "phenotype_coding"):
+        if not isinstance(value, str):
+            raise InputError(source, f"cohort setting {key!r} must be a string, not {value!r}")
+        return value.strip()
+    if field == "covariate_cols":
+        return _str_list(value, key, source)
+    if field == "ancestries":
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("any", "*")):
+            return None
+        if isinstance(value, str) and value.strip().lower() == "default":
+            return DEFAULT_ANCESTRIES
+        return _str_list(value, key, source)
+    if field == "test_fraction":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise InputError(
+                source, f"cohort setting {key!r} must be a number, not {value!r}"
+            ) from None
+    # seed
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(source, f"cohort setting {key!r} must be an integer, not {value!r}")
+    return value
+
+
+DEFAULT_SPEC = CohortSpec()
+
 
 @dataclass(frozen=True)
 class Cohort:
@@ -23,46 +223,388 @@ class Cohort:
     ancestry: np.ndarray  # [N] str
     phenotype: np.ndarray  # [N] int8, 0 control / 1 case
     split: np.ndarray  # [N] str, "train" or "test"
+    covariates: np.ndarray | None = None  # [N, k] float32, NaN where missing; None -> [N, 0]
+    covariate_names: tuple[str, ...] = ()
+    n_missing_phenotype: int = 0  # people in the table left out for a missing phenotype
+    phenotype_coding: str = "01"  # the coding the table was read with (auto resolved)
+
+    def __post_init__(self) -> None:
+        n = len(self.sample_id)
+        if self.covariates is None:
+            object.__setattr__(self, "covariates", np.zeros((n, 0), dtype=np.float32))
+        cov = self.covariates
+        if cov.ndim != 2 or cov.shape[0] != n or cov.shape[1] != len(self.covariate_names):
+            raise ValueError(
+                f"covariates of shape {cov.shape} do not match {n} people and "
+                f"{len(self.covariate_names)} covariate names"
+            )
+        if not len(self.ancestry) == len(self.phenotype) == len(self.split) == n:
+            raise ValueError("cohort columns differ in length")
 
     def __len__(self) -> int:
         return len(self.sample_id)
 
     def subset(self, mask: np.ndarray) -> Cohort:
-        return Cohort(self.sample_id[mask], self.ancestry[mask], self.phenotype[mask],
-                      self.split[mask])
+        """The people selected by `mask` (bool or index array); table-level counts are kept."""
+        return Cohort(
+            self.sample_id[mask], self.ancestry[mask], self.phenotype[mask], self.split[mask],
+            self.covariates[mask], self.covariate_names, self.n_missing_phenotype,
+            self.phenotype_coding,
+        )  # fmt: skip
 
 
-def read_cohort(path: str | Path) -> Cohort:
-    """Read and validate a cohort TSV/CSV; one InputError naming the row for anything wrong."""
-    path = Path(path)
-    sep = "," if path.suffix.lower() == ".csv" else "\t"
+# --------------------------------------------------------------------------- reading the file
+
+
+def _open_text(path: Path):
+    opener = _COMPRESSED.get(path.suffix.lower())
+    if opener is not None:
+        return opener(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (returned to caller)
+
+
+def _read_header(path: Path) -> str:
+    """The header line, decoded; rejects UTF-16 (Excel's "Unicode text") with a clear message."""
+    opener = _COMPRESSED.get(path.suffix.lower())
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        with opener(path, "rb") if opener else open(path, "rb") as fh:
+            head = fh.read(4)
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise InputError(path, "cohort table is UTF-16 text; save it as UTF-8")
+        with _open_text(path) as fh:
+            return fh.readline()
     except FileNotFoundError as err:
         raise InputError(path, "cohort table not found") from err
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+    except IsADirectoryError as err:
+        raise InputError(path, "cohort table is a directory, not a file") from err
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"cohort table is not UTF-8 text ({err.reason})", "line 1") from err
+    except (OSError, EOFError, lzma.LZMAError) as err:
+        raise InputError(path, f"cohort table cannot be read ({err})") from err
+
+
+def _separator(path: Path, header: str) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSED:
+        suffixes = suffixes[:-1]
+    ext = suffixes[-1] if suffixes else ""
+    if ext == ".csv":
+        return ","
+    if ext == ".tsv":
+        return "\t"
+    if "\t" in header:
+        return "\t"
+    return "," if "," in header else "\t"
+
+
+_FIELDS_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
+    header = _read_header(path)
+    if not header.strip():
+        raise InputError(path, "cohort table is empty (no header line)", "line 1")
+    sep = _separator(path, header)
+    try:
+        df = pd.read_csv(
+            path, sep=sep, dtype=str, na_filter=False, skip_blank_lines=False, index_col=False,
+            encoding="utf-8-sig", compression="infer", engine="c",
+        )  # fmt: skip
+    except pd.errors.ParserError as err:
+        m = _FIELDS_ERROR.search(str(err))
+        if m:
+            want, line, saw = m.groups()
+            raise InputError(
+                path, f"row has {saw} fields but the header has {want}", f"line {line}"
+            ) from err
         raise InputError(path, f"not a readable cohort table ({err})") from err
-    missing = [c for c in COHORT_COLUMNS if c not in df.columns]
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"cohort table is not UTF-8 text ({err.reason})") from err
+    except pd.errors.EmptyDataError as err:
+        raise InputError(path, "cohort table is empty (no header line)") from err
+    except (OSError, EOFError, lzma.LZMAError) as err:
+        raise InputError(path, f"cohort table cannot be read ({err})") from err
+
+    names = next(csv.reader([header.rstrip("\r\n")], delimiter=sep))
+    names = [n.strip() for n in names]
+    if names and names[0].startswith("#"):  # "#sample_id" (bcftools/PLINK-style headers)
+        names[0] = names[0].lstrip("#").strip()
+    twice = sorted({n for n in names if names.count(n) > 1 and n})
+    if len(names) != df.shape[1]:  # quoting the csv module and pandas read differently
+        names = [str(c).strip() for c in df.columns]
+    df.columns = names
+    if twice:
+        raise InputError(path, f"header names column(s) {', '.join(twice)} twice", "line 1")
+    # Rows keep their position as index: line = index + 2. Blank lines are dropped, not errors.
+    blank = (df == "").all(axis=1) if df.shape[1] else pd.Series(False, index=df.index)
+    return df[~blank.to_numpy()], sep
+
+
+def _first(mask: np.ndarray | pd.Series) -> int | None:
+    """Position of the first True in a boolean mask, or None."""
+    hits = np.flatnonzero(np.asarray(mask, dtype=bool))
+    return int(hits[0]) if len(hits) else None
+
+
+def _line(df: pd.DataFrame, pos: int) -> str:
+    return f"line {int(df.index[pos]) + 2}"
+
+
+def _brief(labels: tuple[str, ...]) -> str:
+    if labels == DEFAULT_ANCESTRIES:
+        return (
+            "a 1000 Genomes population code (e.g. CEU, CHB, YRI), AFR, AMR, EAS, EUR, SAS or OTHER"
+        )
+    if len(labels) <= 12:
+        return ", ".join(labels)
+    return f"{', '.join(labels[:10])}, ... ({len(labels)} labels)"
+
+
+# --------------------------------------------------------------------------- the columns
+
+
+def _check_columns(path: Path, df: pd.DataFrame, spec: CohortSpec, sep: str) -> bool:
+    """Raise for missing required/covariate columns; return whether the split column exists."""
+    required = [spec.sample_col, spec.ancestry_col, spec.phenotype_col, *spec.covariate_cols]
+    found = [str(c) for c in df.columns]
+    missing = [c for c in required if c not in found]
     if missing:
-        raise InputError(path, f"cohort table lacks column(s) {', '.join(missing)}")
-    if df.empty:
-        raise InputError(path, "cohort table has no people")
-    dup = df.sample_id[df.sample_id.duplicated()]
-    if len(dup):
-        row = int(dup.index[0]) + 2
-        raise InputError(path, f"sample {dup.iloc[0]!r} is listed twice", f"line {row}")
-    for i, row in enumerate(df.itertuples(index=False), start=2):
-        if not row.sample_id:
-            raise InputError(path, "empty sample_id", f"line {i}")
-        if row.phenotype not in ("0", "1"):
-            raise InputError(path, f"phenotype {row.phenotype!r} is neither 0 nor 1", f"line {i}")
-        if row.split not in SPLITS:
-            raise InputError(path, f"split {row.split!r} is not train or test", f"line {i}")
-        if not row.ancestry:
-            raise InputError(path, "empty ancestry label", f"line {i}")
-    return Cohort(
-        sample_id=df.sample_id.to_numpy(dtype=str),
-        ancestry=df.ancestry.to_numpy(dtype=str),
-        phenotype=df.phenotype.astype(np.int8).to_numpy(),
-        split=df.split.to_numpy(dtype=str),
+        problem = f"cohort table lacks column(s) {', '.join(missing)}; found: {', '.join(found)}"
+        lower = {c.lower(): c for c in found}
+        close = [f"{lower[c.lower()]!r} for {c!r}" for c in missing if c.lower() in lower]
+        if close:
+            problem += f" (did you mean {', '.join(close)}?)"
+        other = "," if sep == "\t" else "\t"
+        if len(found) == 1 and other in found[0]:
+            sep_name = "commas" if other == "," else "tabs"
+            problem += f" (the file seems separated by {sep_name}; name it .csv or .tsv)"
+        raise InputError(path, problem, "line 1")
+    return spec.split_col is not None and spec.split_col in found
+
+
+def _sample_ids(path: Path, df: pd.DataFrame, spec: CohortSpec) -> pd.Series:
+    ids = df[spec.sample_col].str.strip()
+    pos = _first(ids == "")
+    if pos is not None:
+        raise InputError(path, f"empty sample id (column {spec.sample_col})", _line(df, pos))
+    dup = ids.duplicated(keep="first").to_numpy()
+    pos = _first(dup)
+    if pos is not None:
+        sample = ids.iloc[pos]
+        first = _first((ids == sample).to_numpy())
+        raise InputError(
+            path,
+            f"sample {sample!r} is listed twice ({_line(df, first)} and {_line(df, pos)})",
+            _line(df, pos),
+        )
+    return ids
+
+
+def _ancestry(path: Path, df: pd.DataFrame, spec: CohortSpec) -> pd.Series:
+    labels = df[spec.ancestry_col].str.strip()
+    pos = _first(labels == "")
+    if pos is not None:
+        raise InputError(path, f"empty ancestry label (column {spec.ancestry_col})",
+                         _line(df, pos))  # fmt: skip
+    if spec.ancestries is None:
+        return labels
+    canonical = {a.strip().lower(): a.strip() for a in spec.ancestries}
+    folded = labels.str.lower()
+    pos = _first(~folded.isin(canonical).to_numpy())
+    if pos is not None:
+        raise InputError(
+            path,
+            f"ancestry {labels.iloc[pos]!r} is not an allowed label "
+            f"(allowed: {_brief(spec.ancestries)}; a site config can set its own ancestries)",
+            _line(df, pos),
+        )
+    # Fold case only when needed (the common table is already canonical).
+    if (folded.isin(canonical) & ~labels.isin(canonical.values())).any():
+        labels = folded.map(canonical)
+    return labels
+
+
+def _resolve_coding(path: Path, df: pd.DataFrame, tokens: pd.Series, column: str) -> str:
+    """Decide the coding of an `auto` phenotype column from the values present."""
+    present = tokens[~tokens.isin(MISSING_TOKENS)]
+    words = present.isin(_WORDS).to_numpy()
+    digits = present.isin(("0", "1", "2")).to_numpy()
+    pos = _first(~(words | digits))
+    if pos is not None:
+        at = df.index.get_loc(present.index[pos])
+        value = df[column].iloc[at].strip()
+        raise InputError(path, f"phenotype {value!r} is neither case nor control", _line(df, at))
+    if not len(present):
+        return "01"  # everything missing: the caller reports it
+    if words.all():
+        return "case-control"
+    if digits.all():
+        values = set(present.unique())
+        if "2" in values:
+            return "plink"
+        if "0" in values:
+            return "01"  # {0, 1}; {0} alone is all controls (in PLINK it would be all missing)
+        raise InputError(
+            path,
+            "phenotype column holds only the value 1: all cases (01 coding) or all controls "
+            "(PLINK coding)? set the phenotype coding",
+        )
+    first_word = words[0]
+    pos = _first(words != first_word)
+    at = df.index.get_loc(present.index[pos])
+    first_at = df.index.get_loc(present.index[0])
+    raise InputError(
+        path,
+        f"phenotype column mixes case/control words and numeric codes "
+        f"({df[column].iloc[first_at].strip()!r} on {_line(df, first_at)}, "
+        f"{df[column].iloc[at].strip()!r} on {_line(df, at)}); set the phenotype coding",
+        _line(df, at),
     )
+
+
+def _phenotype(path: Path, df: pd.DataFrame, spec: CohortSpec) -> tuple[np.ndarray, str]:
+    """(phenotype int8 with -1 for missing, resolved coding)."""
+    column = spec.phenotype_col
+    tokens = df[column].str.strip().str.lower()
+    if tokens.isin(_NUMERIC_ALIASES).any():
+        tokens = tokens.replace(_NUMERIC_ALIASES)
+    coding = spec.phenotype_coding
+    if coding == "auto":
+        coding = _resolve_coding(path, df, tokens, column)
+    codes, extra_missing, reading = _CODES[coding]
+    missing = tokens.isin(MISSING_TOKENS | extra_missing).to_numpy()
+    known = tokens.isin(codes).to_numpy()
+    pos = _first(~(missing | known))
+    if pos is not None:
+        value = df[column].iloc[pos].strip()
+        raise InputError(
+            path,
+            f"phenotype {value!r} is neither case nor control (coding {coding}: {reading})",
+            _line(df, pos),
+        )
+    y = tokens.map(codes).fillna(-1).to_numpy(dtype=np.int8)
+    return y, coding
+
+
+def _split(path: Path, df: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
+    values = df[spec.split_col].str.strip().str.lower()
+    pos = _first(~values.isin(SPLITS).to_numpy())
+    if pos is not None:
+        raise InputError(
+            path,
+            f"split {df[spec.split_col].iloc[pos].strip()!r} is not train or test "
+            f"(column {spec.split_col}; leave the column out to have the split generated)",
+            _line(df, pos),
+        )
+    return values.to_numpy(dtype=str)
+
+
+def assign_split(
+    sample_id: np.ndarray,
+    ancestry: np.ndarray,
+    phenotype: np.ndarray,
+    test_fraction: float,
+    seed: int,
+) -> np.ndarray:
+    """Deterministic train/test labels, stratified by (ancestry, phenotype).
+
+    Within each stratum people are ordered by a seeded 64-bit hash of their sample id (ties by
+    the id itself), and the first round(n * test_fraction) are "test". The result depends on the
+    set of people, never on row order; adding a person moves at most one other per stratum.
+    """
+    n = len(sample_id)
+    if n == 0:
+        return np.empty(0, dtype="<U5")
+    key = hashlib.sha256(f"genofed-split:{seed}".encode()).hexdigest()[:16]
+    ids = np.asarray(sample_id, dtype=object)
+    h = pd.util.hash_array(ids, hash_key=key, categorize=False)
+    group = pd.factorize(pd.Series(np.asarray(ancestry, dtype=object)), sort=True)[0]
+    group = group.astype(np.int64) * 2 + np.asarray(phenotype, dtype=np.int64)
+    order = np.lexsort((np.asarray(sample_id, dtype=str), h, group))
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    which = np.repeat(np.arange(len(starts)), sizes)
+    rank = np.arange(n) - starts[which]
+    n_test = np.floor(sizes * float(test_fraction) + 0.5).astype(np.int64)
+    is_test = np.empty(n, dtype=bool)
+    is_test[order] = rank < n_test[which]
+    return np.where(is_test, "test", "train")
+
+
+def _covariates(path: Path, df: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
+    out = np.empty((len(df), len(spec.covariate_cols)), dtype=np.float32)
+    for j, column in enumerate(spec.covariate_cols):
+        raw = df[column].str.strip()
+        missing = raw.str.lower().isin(MISSING_TOKENS - {"-9"}).to_numpy()
+        values = pd.to_numeric(raw.where(~missing, None), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
+        with np.errstate(over="ignore"):
+            as32 = values.astype(np.float32)
+        pos = _first(~missing & ~np.isfinite(as32))
+        if pos is not None:
+            raise InputError(
+                path,
+                f"covariate {column!r} value {raw.iloc[pos]!r} is not a finite number",
+                _line(df, pos),
+            )
+        out[:, j] = as32
+    return out
+
+
+def read_cohort(path: str | Path, spec: CohortSpec | None = DEFAULT_SPEC) -> Cohort:
+    """Read and validate a cohort table; one InputError naming the line for anything wrong.
+
+    People with a missing phenotype are left out (counted in `n_missing_phenotype`); the split
+    is generated when the table has no split column.
+    """
+    path = Path(path)
+    spec = DEFAULT_SPEC if spec is None else spec
+    df, sep = _read_table(path)
+    has_split = _check_columns(path, df, spec, sep)
+    if df.empty:
+        raise InputError(path, "cohort table has no people (only a header)")
+    ids = _sample_ids(path, df, spec)
+    ancestry = _ancestry(path, df, spec)
+    y, coding = _phenotype(path, df, spec)
+    split = _split(path, df, spec) if has_split else None
+    covariates = _covariates(path, df, spec)
+
+    keep = y >= 0
+    n_missing = int((~keep).sum())
+    if not keep.any():
+        raise InputError(path, f"every phenotype is missing ({n_missing} people)")
+    sample_id = ids.to_numpy(dtype=str)[keep]
+    ancestry_arr = ancestry.to_numpy(dtype=str)[keep]
+    y = y[keep]
+    if split is None:
+        split = assign_split(sample_id, ancestry_arr, y, spec.test_fraction, spec.seed)
+    else:
+        split = split[keep]
+    return Cohort(
+        sample_id=sample_id,
+        ancestry=ancestry_arr,
+        phenotype=y,
+        split=split,
+        covariates=covariates[keep],
+        covariate_names=tuple(spec.covariate_cols),
+        n_missing_phenotype=n_missing,
+        phenotype_coding=coding,
+    )
+
+
+__all__ = [
+    "COHORT_COLUMNS",
+    "DEFAULT_ANCESTRIES",
+    "DEFAULT_SPEC",
+    "KGP_POPULATIONS",
+    "KGP_SUPERPOPULATIONS",
+    "MISSING_TOKENS",
+    "PHENOTYPE_CODINGS",
+    "SPLITS",
+    "Cohort",
+    "CohortSpec",
+    "assign_split",
+    "read_cohort",
+]

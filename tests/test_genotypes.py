@@ -25,7 +25,7 @@ from shared.tokenizer import DNATokenizer
         ("0|0", 2, 1, GT_HOM_REF), ("0/1", 2, 1, GT_HET), ("1|0", 2, 1, GT_HET),
         ("1/1", 2, 1, GT_HOM_ALT), ("./.", 2, 1, GT_MISSING), (".|1", 2, 1, GT_MISSING),
         ("1", 2, 1, GT_HOM_ALT), ("0", 2, 1, GT_HOM_REF),  # haploid
-        ("0/2", 3, 2, GT_HET), ("1/2", 3, 2, GT_MISSING),  # multi-allelic: other ALT
+        ("0/2", 3, 2, GT_HET), ("1/2", 3, 2, GT_HET), ("2/2", 3, 2, GT_HOM_ALT),  # multi-allelic
     ],
 )
 def test_gt_codes(gt: str, n_alleles: int, alt: int, code: int) -> None:
@@ -89,3 +89,37 @@ def test_site_loader_aligns_people_and_caches(tiny_cohort: Path, tmp_path: Path)
     assert set(np.unique(data.genotypes)) <= {0, 1, 2, 3}
     (site / "cohort.tsv").write_text((site / "cohort.tsv").read_text())  # touch: new mtime
     assert load_site(site, EncoderSettings()) is not data
+
+
+def test_disk_cache_is_keyed_by_content(
+    tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    shutil.copytree(tiny_cohort / "site-1", site)
+    cache = tmp_path / "cache"
+    first = load_site(site, EncoderSettings(), cache)
+    entries = sorted(cache.glob("*.npz"))
+    assert len(entries) == 1
+    from client import data as data_module
+
+    data_module._load.cache_clear()  # a new process: only the disk cache remains
+
+    def no_vcf_reading(*args: object) -> None:
+        raise AssertionError("the VCF was decoded again")
+
+    with monkeypatch.context() as m:
+        m.setattr(data_module, "harmonize_panel_genotypes", no_vcf_reading)
+        again = load_site(site, EncoderSettings(), cache)
+    np.testing.assert_array_equal(again.genotypes, first.genotypes)
+    assert sorted(cache.glob("*.npz")) == entries
+    # Any change to an input (here one phenotype in the cohort table) gives a new key.
+    text = (site / "cohort.tsv").read_text().splitlines()
+    cols = text[1].split("\t")
+    cols[2] = "1" if cols[2] == "0" else "0"
+    text[1] = "\t".join(cols)
+    (site / "cohort.tsv").write_text("\n".join(text) + "\n")
+    load_site(site, EncoderSettings(), cache)
+    assert len(list(cache.glob("*.npz"))) == 2
+    # Other encoder settings too.
+    load_site(site, EncoderSettings(context_bases=4), cache)
+    assert len(list(cache.glob("*.npz"))) == 3

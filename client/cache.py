@@ -1,0 +1,66 @@
+"""A site-local cache of harmonized genotypes, keyed by the content of everything they came from.
+
+Decoding a hospital's VCF is the slow part of starting a round. The cache key hashes the bytes of
+the VCF, its index, the panel and the cohort table plus the encoder settings and the cache format,
+so a second run starts at once and any change to any input makes a new key (the old entry is
+simply never read again). Entries are `.npz` files read with `allow_pickle=False` and written
+atomically. The cache lives in the site's state folder and never leaves the site.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from shared.encoding import EncoderSettings
+from shared.fsio import atomic_write, sha256_file
+from shared.genotypes import PanelGenotypes
+
+CACHE_FORMAT = 1
+
+
+class GenotypeCache:
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def key(self, inputs: Sequence[Path | None], encoder: EncoderSettings) -> str:
+        doc = {
+            "format": CACHE_FORMAT,
+            "inputs": [sha256_file(p) if p is not None else None for p in inputs],
+            "encoder": asdict(encoder),
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"genotypes-{key[:32]}.npz"
+
+    def load(self, key: str) -> PanelGenotypes | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return PanelGenotypes(z["codes"], z["found"], [str(h) for h in z["how"]])
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable entry: rebuild it
+
+    def store(self, key: str, value: PanelGenotypes) -> None:
+        with atomic_write(self.path(key), "wb") as fh:
+            np.savez(fh, codes=value.codes, found=value.found, how=np.array(value.how, dtype=str))
+
+    def get_or_build(
+        self, inputs: Sequence[Path | None], encoder: EncoderSettings,
+        build: Callable[[], PanelGenotypes],
+    ) -> PanelGenotypes:
+        key = self.key(inputs, encoder)
+        cached = self.load(key)
+        if cached is not None:
+            return cached
+        value = build()
+        self.store(key, value)
+        return value

@@ -1,0 +1,113 @@
+"""Harmonizing a hospital's VCF to the coordinator's panel: contig names, swaps, strands,
+multi-allelic records, indel representations, ploidy, phasing, VCF/BCF with TBI/CSI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pysam.bcftools
+import pytest
+
+from shared.genotypes import harmonize_panel_genotypes, normalize
+from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
+from shared.panel import read_panel
+
+#            1         2         3         4
+#   1234567890123456789012345678901234567890
+SEQ = "GATTACAGCACACACATTTGCAGGCATCGATCGTACCGTA" * 3
+SAMPLES = ["p1", "p2", "p3"]
+
+
+def write_reference(path: Path, name: str = "chr1") -> Path:
+    path.write_text(f">{name}\n{SEQ}\n")
+    pysam.faidx(str(path))
+    return path
+
+
+def write_vcf(path: Path, contig: str, records: list[tuple[int, str, tuple[str, ...], list]],
+              fmt: str = "z", csi: bool = False) -> Path:
+    header = pysam.VariantHeader()
+    header.add_line(f"##contig=<ID={contig},length={len(SEQ)}>")
+    header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
+    for s in SAMPLES:
+        header.add_sample(s)
+    mode = "wb" if fmt == "b" else "wz"
+    with pysam.VariantFile(str(path), mode, header=header) as vf:
+        for pos, ref, alts, gts in records:
+            rec = vf.new_record(contig=contig, start=pos - 1, alleles=(ref, *alts))
+            for s, (gt, phased) in zip(SAMPLES, gts, strict=True):
+                rec.samples[s]["GT"] = gt
+                rec.samples[s].phased = phased
+            vf.write(rec)
+    if fmt == "b":
+        pysam.bcftools.index("--csi", "--force", str(path))
+    else:
+        pysam.tabix_index(str(path), preset="vcf", force=True, csi=csi)
+    return path
+
+
+def write_panel(path: Path, rows: list[tuple[str, int, str, str]]) -> Path:
+    body = "".join(f"{c}\t{p}\t{r}\t{a}\n" for c, p, r, a in rows)
+    path.write_text("chrom\tpos\tref\talt\n" + body)
+    return path
+
+
+def test_normalize_trims_and_left_aligns(tmp_path: Path) -> None:
+    fa = pysam.FastaFile(str(write_reference(tmp_path / "ref.fa")))
+    # SEQ[8:16] = "CACACACA": deleting one "CA" anywhere in the run is the same event.
+    assert normalize(14, "ACA", "A", fa, "chr1") == (8, "GCA", "G")
+    assert normalize(9, "CAC", "C", fa, "chr1") == (8, "GCA", "G")
+    assert normalize(5, "ACAG", "ATAG") == (6, "C", "T")  # an MNP-style SNV, trimmed
+
+
+@pytest.mark.parametrize(("fmt", "csi"), [("z", False), ("z", True), ("b", True)])
+def test_every_representation_is_harmonized(tmp_path: Path, fmt: str, csi: bool) -> None:
+    ref = write_reference(tmp_path / "ref.fa")
+    # Panel on "chr1"; the hospital's VCF calls the contig "1".
+    panel = read_panel(write_panel(tmp_path / "panel.tsv", [
+        ("chr1", 2, "A", "G"),     # same
+        ("chr1", 4, "T", "C"),     # VCF has it swapped (REF C / ALT T)
+        ("chr1", 5, "A", "C"),     # VCF on the other strand (T/G)
+        ("chr1", 7, "A", "T"),     # A/T palindrome: the VCF's T/A is a swap, never a flip
+        ("chr1", 18, "T", "G"),    # multi-allelic record T -> C,G
+        ("chr1", 8, "GCA", "G"),   # a CA deletion, called right-shifted in the VCF
+        ("chr1", 20, "G", "A"),    # not in the VCF at all
+        ("chr1", 22, "A", "T"),    # haploid calls
+    ]))
+    S, U = True, False  # phased, unphased
+    vcf = write_vcf(tmp_path / ("g.vcf.gz" if fmt == "z" else "g.bcf"), "1", [
+        (2, "A", ("G",), [((0, 0), S), ((0, 1), U), ((1, 1), S)]),
+        (4, "C", ("T",), [((0, 0), S), ((0, 1), S), ((1, 1), U)]),
+        (5, "T", ("G",), [((0, 1), U), ((None, None), U), ((1, 1), S)]),
+        (7, "T", ("A",), [((0, 0), U), ((1, 0), S), ((1, 1), U)]),
+        (14, "ACA", ("A",), [((0, 1), S), ((0, 0), S), ((1, 1), S)]),
+        (18, "T", ("C", "G"), [((1, 2), U), ((2, 2), S), ((0, 1), U)]),
+        (22, "A", ("T",), [((0,), S), ((1,), S), ((None,), S)]),
+    ], fmt=fmt, csi=csi)
+    result = harmonize_panel_genotypes(vcf, panel, ["p3", "p1", "p2"], ref)
+    got = result.codes
+    r, h, a, m = GT_HOM_REF, GT_HET, GT_HOM_ALT, GT_MISSING
+    expected = np.array([
+        # p3
+        [a, r, a, r, r, a, m, m],
+        # p1
+        [r, a, h, a, h, h, m, r],
+        # p2
+        [h, h, m, h, a, r, m, a],
+    ], dtype=np.int8)
+    np.testing.assert_array_equal(got, expected)
+    assert result.how == ["same", "swapped", "strand-flipped", "swapped", "same", "same",
+                          "missing", "same"]
+    assert result.found.tolist() == [True] * 6 + [False, True]
+
+
+def test_palindrome_is_not_strand_flipped(tmp_path: Path) -> None:
+    ref = write_reference(tmp_path / "ref.fa")
+    panel = read_panel(write_panel(tmp_path / "panel.tsv", [("chr1", 2, "A", "T")]))
+    # T/A at an A/T panel site is read as a swap (dosage flipped), the stated rule.
+    vcf = write_vcf(tmp_path / "g.vcf.gz", "chr1",
+                    [(2, "A", ("T",), [((0, 0), True), ((0, 1), True), ((1, 1), True)])])
+    codes = harmonize_panel_genotypes(vcf, panel, SAMPLES, ref).codes
+    assert codes[:, 0].tolist() == [GT_HOM_REF, GT_HET, GT_HOM_ALT]
