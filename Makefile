@@ -8,7 +8,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv demo flwr-run test test-fast bench lint clean
+.PHONY: venv demo flwr-run test test-fast bench lint clean chromium
 
 venv: $(STAMP)
 
@@ -30,7 +30,11 @@ flwr-run: venv
 	  --federation-config "num-supernodes=3 client-resources-num-cpus=1" --stream; \
 	status=$$?; pkill -f "$(FLWR_HOME_DIR)/local-superlink" || true; exit $$status
 
-test: venv
+# Headless Chromium renders the audit report in tests/test_report.py.
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: venv chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

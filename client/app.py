@@ -18,6 +18,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Context
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
+from client.budget import SiteBudget
 from client.site import Site
 from shared.runconfig import RunSettings
 
@@ -46,7 +47,8 @@ def site_from_context(context: Context) -> Site:
         data_path = Path(settings.data_root) / f"site-{int(node['partition-id']) + 1}"
     name = str(node["site-id"]) if "site-id" in node else None
     state = str(node["state-path"]) if "state-path" in node else None
-    return Site(data_path, settings, name=name, state_path=state)
+    budget = SiteBudget.load(data_path, node)
+    return Site(data_path, settings, name=name, state_path=state, budget=budget)
 
 
 def client_fn(context: Context):  # type: ignore[no-untyped-def]

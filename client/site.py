@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from client.budget import SiteBudget
 from client.data import SiteData, load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
 from shared.encoding import model_config
@@ -38,12 +39,13 @@ class Site:
 
     def __init__(
         self, data_path: str | Path, settings: RunSettings, name: str | None = None,
-        state_path: str | Path | None = None,
+        state_path: str | Path | None = None, budget: SiteBudget | None = None,
     ) -> None:
         self.data_path = Path(data_path)
         self.settings = settings
         self.name = name or self.data_path.name
         self.state_path = Path(state_path) if state_path else self.data_path / ".genofed-state"
+        self.budget = budget or SiteBudget.load(self.data_path)
         self.device = pick_device()
 
     def data(self, panel_sha256: str = "") -> SiteData:
@@ -62,7 +64,7 @@ class Site:
         return model
 
     def ledger(self) -> PrivacyLedger:
-        return PrivacyLedger.load(self.state_path / PRIVACY_LEDGER)
+        return PrivacyLedger.load(self.state_path / PRIVACY_LEDGER, self.budget.accountant)
 
     def _seed(self, server_round: int) -> int:
         digest = hashlib.sha256(f"{self.name}/{self.settings.seed}/{server_round}".encode())
@@ -72,28 +74,37 @@ class Site:
         self, weights: list[np.ndarray], server_round: int, run_id: str, panel_sha256: str = ""
     ) -> FitReport:
         s = self.settings
+        epsilon, delta = self.budget.effective(s.target_epsilon, s.target_delta)
         data = self.data(panel_sha256)
         g, y, _ = data.split("train")
         plan = DPPlan.for_site(len(y), s.batch_size, s.local_epochs)
         ledger = self.ledger()
+        spent = ledger.epsilon(delta)
+
+        def decline(reason: str) -> FitReport:
+            return FitReport(weights, 0, {
+                "site": self.name, "declined": 1, "epsilon": spent, "delta": delta,
+                "reason": reason,
+            })
+
         sigma = ledger.runs.get(run_id)
         if sigma is None:
             # Calibrate once per run for all its rounds, on top of what earlier runs spent.
             remaining = max(1, s.num_server_rounds - server_round + 1)
-            sigma = calibrate_noise(
-                s.target_epsilon, s.target_delta, plan.sample_rate, plan.steps,
-                accountant=ledger.accountant, prior=ledger.history, blocks=remaining,
-            )
+            try:
+                sigma = calibrate_noise(
+                    epsilon, delta, plan.sample_rate, plan.steps,
+                    accountant=ledger.accountant, prior=ledger.history, blocks=remaining,
+                )
+            except ValueError as err:
+                return decline(f"privacy budget epsilon {epsilon:g} cannot fund this run: {err}")
+            sigma = max(sigma, self.budget.min_noise_multiplier)
             ledger.runs[run_id] = sigma
             ledger.save()
-        projected = ledger.projected_epsilon(s.target_delta, sigma, plan.sample_rate, plan.steps)
-        spent = ledger.epsilon(s.target_delta)
-        if projected > s.target_epsilon * 1.001:
-            return FitReport(weights, 0, {
-                "site": self.name, "declined": 1, "epsilon": spent, "delta": s.target_delta,
-                "reason": f"round would spend epsilon to {projected:.3f}, "
-                          f"over the site's budget {s.target_epsilon:g}",
-            })
+        projected = ledger.projected_epsilon(delta, sigma, plan.sample_rate, plan.steps)
+        if projected > epsilon * 1.001:
+            return decline(f"round would spend epsilon to {projected:.3f}, "
+                           f"over the site's budget {epsilon:g}")
         model = self.model(data, weights)
         result = train_dp(
             model, g, y, data.features, plan=plan, learning_rate=s.learning_rate,
@@ -104,8 +115,8 @@ class Site:
         return FitReport(get_weights(model), result.n_examples, {
             "site": self.name,
             "declined": 0,
-            "epsilon": ledger.epsilon(s.target_delta),
-            "delta": s.target_delta,
+            "epsilon": ledger.epsilon(delta),
+            "delta": delta,
             "noise_multiplier": sigma,
             "train_loss": result.mean_loss,
         })

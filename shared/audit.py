@@ -2,7 +2,9 @@
 
 The auditor never needs the coordinator's cooperation: `verify` checks the signed round ledger
 (see `shared.ledger`) offline and names the first record that was altered, moved, removed or
-cut off. `keygen` is for the coordinator, to create the signing key once before the first run.
+cut off. `report` turns the verified records into a self-contained HTML page (and CSV / JSON)
+with per-population metrics, plots and the round log (`shared.report`). `keygen` is for the
+coordinator, to create the signing key once before the first run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from shared.errors import GenofedError
 from shared.ledger import (
     generate_signing_key,
     key_id,
@@ -89,11 +92,66 @@ def _register_keygen(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_keygen)
 
 
-# One entry per `genofed audit` sub-command. A later `audit report` (a human-readable summary
-# of a verified ledger: build it on `shared.ledger.read_verified`) adds its `_register_report`
-# here.
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Write the report; exit 0 if the ledger verified, 1 if not (the report is still written,
+    showing the verified prefix under a failure banner), 2 (InputError) for wrong paths or key.
+    """
+    # Imported here so `genofed audit verify` does not pay for the report's imports.
+    from shared import report
+
+    if args.out is None and args.csv is None and args.json is None:
+        raise GenofedError("audit report: give at least one of --out, --csv, --json")
+    data = report.build_report(args.ledger, args.key)
+    if args.out is not None:
+        report.write_html(data, args.out)
+        print(f"wrote {args.out}")
+    if args.csv is not None:
+        report.write_csv(data, args.csv)
+        print(f"wrote {args.csv}")
+    if args.json is not None:
+        report.write_json(data, args.json)
+        print(f"wrote {args.json}")
+    if data.ok:
+        print(f"OK: {data.records} records, signed by key {data.key_id}")
+        print(f"last hash: {data.last_hash}")
+        return 0
+    index = data.first_bad if data.first_bad is not None else data.records
+    print(f"FAILED: record {index} (line {index + 1}): {data.reason}")
+    plural = "" if data.records == 1 else "s"
+    print(f"the report shows only the {data.records} verified record{plural} before it")
+    return 1
+
+
+def _register_report(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "report",
+        help="write an auditor's HTML report (and CSV / JSON) of a verified ledger",
+        description="Verify a round ledger and write a self-contained HTML report: "
+        "verification status, per-population metrics of the latest round, AUROC / calibration "
+        "/ privacy plots and the round log. A ledger that fails verification still gets a "
+        "report of its verified prefix under a failure banner. Exit 0: intact; 1: tampered or "
+        "truncated; 2: bad paths or key.",
+    )
+    p.add_argument("ledger", type=Path, metavar="LEDGER", help="the ledger (JSON lines)")
+    p.add_argument(
+        "--key",
+        type=Path,
+        required=True,
+        metavar="PUBKEY",
+        help="the coordinator's public key (PEM, e.g. ledger.pub)",
+    )
+    p.add_argument("--out", type=Path, metavar="HTML", help="write the HTML report here")
+    p.add_argument(
+        "--csv", type=Path, metavar="FILE", help="write per round x population metrics as CSV"
+    )
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the report data as JSON")
+    p.set_defaults(func=_cmd_report)
+
+
+# One entry per `genofed audit` sub-command.
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _register_verify,
+    _register_report,
     _register_keygen,
 )
 

@@ -260,7 +260,7 @@ def _open_text(path: Path):
     opener = _COMPRESSED.get(path.suffix.lower())
     if opener is not None:
         return opener(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (returned to caller)
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _read_header(path: Path) -> str:
@@ -300,14 +300,15 @@ def _separator(path: Path, header: str) -> str:
 _FIELDS_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
+def _read_table(path: Path, wanted: set[str]) -> tuple[pd.DataFrame, str]:
+    """The table as strings, header names stripped, blank lines dropped; index = line - 2."""
     header = _read_header(path)
     if not header.strip():
         raise InputError(path, "cohort table is empty (no header line)", "line 1")
     sep = _separator(path, header)
     try:
         df = pd.read_csv(
-            path, sep=sep, dtype=str, na_filter=False, skip_blank_lines=False, index_col=False,
+            path, sep=sep, dtype=str, na_filter=False, skip_blank_lines=False,
             encoding="utf-8-sig", compression="infer", engine="c",
         )  # fmt: skip
     except pd.errors.ParserError as err:
@@ -325,10 +326,15 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
     except (OSError, EOFError, lzma.LZMAError) as err:
         raise InputError(path, f"cohort table cannot be read ({err})") from err
 
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas takes the first column as an index when the first row has one field too many
+        raise InputError(
+            path, f"row has {df.shape[1] + 1} fields but the header has {df.shape[1]}", "line 2"
+        )
     names = next(csv.reader([header.rstrip("\r\n")], delimiter=sep))
     names = [n.strip() for n in names]
-    if names and names[0].startswith("#"):  # "#sample_id" (bcftools/PLINK-style headers)
-        names[0] = names[0].lstrip("#").strip()
+    if names and names[0].startswith("#") and names[0] not in wanted:
+        names[0] = names[0].lstrip("#").strip()  # "#IID", "#sample_id": PLINK/bcftools headers
     twice = sorted({n for n in names if names.count(n) > 1 and n})
     if len(names) != df.shape[1]:  # quoting the csv module and pandas read differently
         names = [str(c).strip() for c in df.columns]
@@ -336,8 +342,13 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
     if twice:
         raise InputError(path, f"header names column(s) {', '.join(twice)} twice", "line 1")
     # Rows keep their position as index: line = index + 2. Blank lines are dropped, not errors.
-    blank = (df == "").all(axis=1) if df.shape[1] else pd.Series(False, index=df.index)
-    return df[~blank.to_numpy()], sep
+    # (A blank line has an empty first field, so only those rows are looked at in full.)
+    if df.shape[1]:
+        candidates = np.flatnonzero((df.iloc[:, 0] == "").to_numpy())
+        if len(candidates):
+            blank = (df.iloc[candidates] == "").all(axis=1).to_numpy()
+            df = df.drop(index=df.index[candidates[blank]])
+    return df, sep
 
 
 def _first(mask: np.ndarray | pd.Series) -> int | None:
@@ -394,109 +405,129 @@ def _sample_ids(path: Path, df: pd.DataFrame, spec: CohortSpec) -> pd.Series:
         first = _first((ids == sample).to_numpy())
         raise InputError(
             path,
-            f"sample {sample!r} is listed twice ({_line(df, first)} and {_line(df, pos)})",
+            f"sample {sample!r} is listed twice "
+            f"(lines {df.index[first] + 2} and {df.index[pos] + 2})",
             _line(df, pos),
         )
     return ids
 
 
-def _ancestry(path: Path, df: pd.DataFrame, spec: CohortSpec) -> pd.Series:
-    labels = df[spec.ancestry_col].str.strip()
-    pos = _first(labels == "")
+class _Distinct:
+    """A column as its distinct values (stripped) and each row's code: per-value logic runs once
+    per distinct value, and row results come back by indexing with `codes`."""
+
+    def __init__(self, column: pd.Series) -> None:
+        codes, uniques = pd.factorize(column, use_na_sentinel=False)
+        self.codes = codes
+        self.values = [str(u).strip() for u in uniques]
+
+    def first_row(self, bad: list[bool] | np.ndarray) -> int | None:
+        """Position of the first row whose distinct value is flagged in `bad`."""
+        bad = np.asarray(bad, dtype=bool)
+        return _first(bad[self.codes]) if bad.any() else None
+
+    def rows(self, per_value: list | np.ndarray, dtype: Any = None) -> np.ndarray:
+        return np.asarray(per_value, dtype=dtype)[self.codes]
+
+
+def _ancestry(path: Path, df: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
+    labels = _Distinct(df[spec.ancestry_col])
+    pos = labels.first_row([v == "" for v in labels.values])
     if pos is not None:
         raise InputError(path, f"empty ancestry label (column {spec.ancestry_col})",
                          _line(df, pos))  # fmt: skip
     if spec.ancestries is None:
-        return labels
+        return labels.rows(labels.values, dtype=str)
     canonical = {a.strip().lower(): a.strip() for a in spec.ancestries}
-    folded = labels.str.lower()
-    pos = _first(~folded.isin(canonical).to_numpy())
+    pos = labels.first_row([v.lower() not in canonical for v in labels.values])
     if pos is not None:
         raise InputError(
             path,
-            f"ancestry {labels.iloc[pos]!r} is not an allowed label "
+            f"ancestry {labels.values[labels.codes[pos]]!r} is not an allowed label "
             f"(allowed: {_brief(spec.ancestries)}; a site config can set its own ancestries)",
             _line(df, pos),
         )
-    # Fold case only when needed (the common table is already canonical).
-    if (folded.isin(canonical) & ~labels.isin(canonical.values())).any():
-        labels = folded.map(canonical)
-    return labels
+    return labels.rows([canonical[v.lower()] for v in labels.values], dtype=str)
 
 
-def _resolve_coding(path: Path, df: pd.DataFrame, tokens: pd.Series, column: str) -> str:
+def _token(value: str) -> str:
+    token = value.lower()
+    return _NUMERIC_ALIASES.get(token, token)
+
+
+def _resolve_coding(path: Path, df: pd.DataFrame, pheno: _Distinct) -> str:
     """Decide the coding of an `auto` phenotype column from the values present."""
-    present = tokens[~tokens.isin(MISSING_TOKENS)]
-    words = present.isin(_WORDS).to_numpy()
-    digits = present.isin(("0", "1", "2")).to_numpy()
-    pos = _first(~(words | digits))
+    tokens = [_token(v) for v in pheno.values]
+    kinds = [
+        "missing" if t in MISSING_TOKENS
+        else "word" if t in _WORDS
+        else "digit" if t in ("0", "1", "2")
+        else "bad"
+        for t in tokens
+    ]  # fmt: skip
+    pos = pheno.first_row([k == "bad" for k in kinds])
     if pos is not None:
-        at = df.index.get_loc(present.index[pos])
-        value = df[column].iloc[at].strip()
-        raise InputError(path, f"phenotype {value!r} is neither case nor control", _line(df, at))
-    if not len(present):
+        value = pheno.values[pheno.codes[pos]]
+        raise InputError(path, f"phenotype {value!r} is neither case nor control", _line(df, pos))
+    present = {t for t, k in zip(tokens, kinds, strict=True) if k != "missing"}
+    if not present:
         return "01"  # everything missing: the caller reports it
-    if words.all():
+    if present <= set(_WORDS):
         return "case-control"
-    if digits.all():
-        values = set(present.unique())
-        if "2" in values:
+    if present <= {"0", "1", "2"}:
+        if "2" in present:
             return "plink"
-        if "0" in values:
+        if "0" in present:
             return "01"  # {0, 1}; {0} alone is all controls (in PLINK it would be all missing)
         raise InputError(
             path,
             "phenotype column holds only the value 1: all cases (01 coding) or all controls "
             "(PLINK coding)? set the phenotype coding",
         )
-    first_word = words[0]
-    pos = _first(words != first_word)
-    at = df.index.get_loc(present.index[pos])
-    first_at = df.index.get_loc(present.index[0])
+    kind_rows = pheno.rows(kinds)
+    first = _first(kind_rows != "missing")
+    other = _first((kind_rows != "missing") & (kind_rows != kind_rows[first]))
+    value = pheno.values
     raise InputError(
         path,
         f"phenotype column mixes case/control words and numeric codes "
-        f"({df[column].iloc[first_at].strip()!r} on {_line(df, first_at)}, "
-        f"{df[column].iloc[at].strip()!r} on {_line(df, at)}); set the phenotype coding",
-        _line(df, at),
+        f"({value[pheno.codes[first]]!r} on {_line(df, first)}, "
+        f"{value[pheno.codes[other]]!r} on {_line(df, other)}); set the phenotype coding",
+        _line(df, other),
     )
 
 
 def _phenotype(path: Path, df: pd.DataFrame, spec: CohortSpec) -> tuple[np.ndarray, str]:
     """(phenotype int8 with -1 for missing, resolved coding)."""
-    column = spec.phenotype_col
-    tokens = df[column].str.strip().str.lower()
-    if tokens.isin(_NUMERIC_ALIASES).any():
-        tokens = tokens.replace(_NUMERIC_ALIASES)
+    pheno = _Distinct(df[spec.phenotype_col])
     coding = spec.phenotype_coding
     if coding == "auto":
-        coding = _resolve_coding(path, df, tokens, column)
+        coding = _resolve_coding(path, df, pheno)
     codes, extra_missing, reading = _CODES[coding]
-    missing = tokens.isin(MISSING_TOKENS | extra_missing).to_numpy()
-    known = tokens.isin(codes).to_numpy()
-    pos = _first(~(missing | known))
+    missing = MISSING_TOKENS | extra_missing
+    tokens = [_token(v) for v in pheno.values]
+    pos = pheno.first_row([t not in codes and t not in missing for t in tokens])
     if pos is not None:
-        value = df[column].iloc[pos].strip()
         raise InputError(
             path,
-            f"phenotype {value!r} is neither case nor control (coding {coding}: {reading})",
+            f"phenotype {pheno.values[pheno.codes[pos]]!r} is neither case nor control "
+            f"(coding {coding}: {reading})",
             _line(df, pos),
         )
-    y = tokens.map(codes).fillna(-1).to_numpy(dtype=np.int8)
-    return y, coding
+    return pheno.rows([codes.get(t, -1) for t in tokens], dtype=np.int8), coding
 
 
 def _split(path: Path, df: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
-    values = df[spec.split_col].str.strip().str.lower()
-    pos = _first(~values.isin(SPLITS).to_numpy())
+    split = _Distinct(df[spec.split_col])
+    pos = split.first_row([v.lower() not in SPLITS for v in split.values])
     if pos is not None:
         raise InputError(
             path,
-            f"split {df[spec.split_col].iloc[pos].strip()!r} is not train or test "
+            f"split {split.values[split.codes[pos]]!r} is not train or test "
             f"(column {spec.split_col}; leave the column out to have the split generated)",
             _line(df, pos),
         )
-    return values.to_numpy(dtype=str)
+    return split.rows([v.lower() for v in split.values], dtype=str)
 
 
 def assign_split(
@@ -535,20 +566,23 @@ def assign_split(
 def _covariates(path: Path, df: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
     out = np.empty((len(df), len(spec.covariate_cols)), dtype=np.float32)
     for j, column in enumerate(spec.covariate_cols):
-        raw = df[column].str.strip()
-        missing = raw.str.lower().isin(MISSING_TOKENS - {"-9"}).to_numpy()
-        values = pd.to_numeric(raw.where(~missing, None), errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan
-        )
+        raw = df[column]
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         with np.errstate(over="ignore"):
             as32 = values.astype(np.float32)
-        pos = _first(~missing & ~np.isfinite(as32))
-        if pos is not None:
-            raise InputError(
-                path,
-                f"covariate {column!r} value {raw.iloc[pos]!r} is not a finite number",
-                _line(df, pos),
-            )
+        # Only the (few) cells that did not parse to a finite number are looked at as text.
+        suspect = np.flatnonzero(~np.isfinite(as32))
+        if len(suspect):
+            text = raw.iloc[suspect].str.strip()
+            bad = ~text.str.lower().isin(MISSING_TOKENS - {"-9"}).to_numpy()
+            if bad.any():
+                pos = int(suspect[_first(bad)])
+                raise InputError(
+                    path,
+                    f"covariate {column!r} value {text.iloc[_first(bad)]!r} is not a finite number",
+                    _line(df, pos),
+                )
+            as32[suspect] = np.nan
         out[:, j] = as32
     return out
 
@@ -561,11 +595,12 @@ def read_cohort(path: str | Path, spec: CohortSpec | None = DEFAULT_SPEC) -> Coh
     """
     path = Path(path)
     spec = DEFAULT_SPEC if spec is None else spec
-    df, sep = _read_table(path)
+    wanted = {spec.sample_col, spec.ancestry_col, spec.phenotype_col, spec.split_col}
+    df, sep = _read_table(path, {c for c in wanted if c} | set(spec.covariate_cols))
     has_split = _check_columns(path, df, spec, sep)
     if df.empty:
         raise InputError(path, "cohort table has no people (only a header)")
-    ids = _sample_ids(path, df, spec)
+    ids = _sample_ids(path, df, spec).to_numpy(dtype=str)
     ancestry = _ancestry(path, df, spec)
     y, coding = _phenotype(path, df, spec)
     split = _split(path, df, spec) if has_split else None
@@ -575,8 +610,8 @@ def read_cohort(path: str | Path, spec: CohortSpec | None = DEFAULT_SPEC) -> Coh
     n_missing = int((~keep).sum())
     if not keep.any():
         raise InputError(path, f"every phenotype is missing ({n_missing} people)")
-    sample_id = ids.to_numpy(dtype=str)[keep]
-    ancestry_arr = ancestry.to_numpy(dtype=str)[keep]
+    sample_id = ids[keep]
+    ancestry_arr = ancestry[keep]
     y = y[keep]
     if split is None:
         split = assign_split(sample_id, ancestry_arr, y, spec.test_fraction, spec.seed)

@@ -117,7 +117,8 @@ class RoundData:
     threshold: float | None
     reference: str | None
     rows: list[MetricRow]
-    calibration: dict[str, list[tuple[float, float, int]]]
+    calibration: dict[str, list[tuple[float, float, int]]]  # shown groups only
+    overall_calibration: list[tuple[float, float, int]]
 
     @property
     def x(self) -> int:
@@ -262,6 +263,7 @@ def _round_from_body(seq: int, body: dict[str, Any]) -> RoundData:
     has_metrics = isinstance(metrics, dict) and isinstance(metrics.get("by_group"), dict)
     rows: list[MetricRow] = []
     calibration: dict[str, list[tuple[float, float, int]]] = {}
+    overall_calibration: list[tuple[float, float, int]] = []
     k = threshold = reference = None
     if has_metrics:
         assert isinstance(metrics, dict)
@@ -276,7 +278,7 @@ def _round_from_body(seq: int, body: dict[str, Any]) -> RoundData:
         if "overall" in metrics:
             rows.append(_row("overall", "overall", metrics["overall"]))
             if not _is_suppressed(metrics["overall"]):
-                calibration["overall"] = _curve(metrics["overall"])
+                overall_calibration = _curve(metrics["overall"])
         for kind in ("difference", "ratio"):
             if isinstance(metrics.get(kind), dict) and metrics[kind]:
                 rows.append(_row(kind, kind, metrics[kind]))
@@ -288,7 +290,8 @@ def _round_from_body(seq: int, body: dict[str, Any]) -> RoundData:
         seq=seq,
         round=_int(body.get("round")),
         time=_text(body.get("time")),
-        sites=[_text(s) for s in body.get("sites", [])] if isinstance(body.get("sites"), list)
+        sites=[_text(s) for s in body.get("sites", [])]
+        if isinstance(body.get("sites"), list)
         else [],
         declined=_str_map(body.get("declined")),
         rejected=_str_map(body.get("rejected")),
@@ -302,6 +305,7 @@ def _round_from_body(seq: int, body: dict[str, Any]) -> RoundData:
         reference=reference,
         rows=rows,
         calibration=calibration,
+        overall_calibration=overall_calibration,
     )
 
 
@@ -332,8 +336,9 @@ def csv_rows(data: ReportData) -> list[list[str]]:
                 row.kind,
                 "true" if row.suppressed else "false",
             ]
-            cells += ["" if row.suppressed else _csv_number(row.values.get(c)) for c in
-                      METRIC_COLUMNS]
+            cells += [
+                "" if row.suppressed else _csv_number(row.values.get(c)) for c in METRIC_COLUMNS
+            ]
             rows.append(cells)
     return rows
 
@@ -375,7 +380,10 @@ def report_dict(data: ReportData) -> dict[str, Any]:
                 "reference": rnd.reference,
                 "metrics": metrics,
                 "calibration_curves": {
-                    name: [list(p) for p in pts] for name, pts in rnd.calibration.items()
+                    "by_group": {
+                        name: [list(p) for p in pts] for name, pts in rnd.calibration.items()
+                    },
+                    "overall": [list(p) for p in rnd.overall_calibration],
                 },
             }
         )
@@ -403,7 +411,7 @@ def write_json(data: ReportData, path: Path) -> None:
 
 def write_html(data: ReportData, path: Path) -> None:
     """Atomically write `render_html`."""
-    with fsio.atomic_write(Path(path), "w", perms=0o644) as fh:
+    with fsio.atomic_write(Path(path), "w") as fh:
         fh.write(render_html(data))
 
 
@@ -420,11 +428,15 @@ def _e(value: Any) -> str:
     return html.escape(_text(value), quote=True)
 
 
-def _colors(names: Iterable[str]) -> dict[str, str]:
+_Series = tuple[bool, str]  # (is the overall row, name): a group may be called "overall" too
+
+
+def _colors(keys: Iterable[_Series]) -> dict[_Series, str]:
+    """Stable colours: groups in name order from the palette, the overall row dark grey."""
     out = {}
-    for i, name in enumerate(sorted(set(names) - {"overall"})):
-        out[name] = _PALETTE[i % len(_PALETTE)]
-    out["overall"] = _OVERALL_COLOR
+    for i, key in enumerate(sorted(key for key in set(keys) if not key[0])):
+        out[key] = _PALETTE[i % len(_PALETTE)]
+    out[(True, "overall")] = _OVERALL_COLOR
     return out
 
 
@@ -490,14 +502,17 @@ class _Plot:
             )
         for x in x_ticks:
             xx = self.sx(x)
-            p.append(f'<line class="axis" x1="{xx:.1f}" y1="{bottom}" x2="{xx:.1f}" '
-                     f'y2="{bottom + 4}"/>')
+            p.append(
+                f'<line class="axis" x1="{xx:.1f}" y1="{bottom}" x2="{xx:.1f}" y2="{bottom + 4}"/>'
+            )
             p.append(
                 f'<text class="tick" x="{xx:.1f}" y="{bottom + 17}" '
                 f'text-anchor="middle">{_fmt_tick(x)}</text>'
             )
-        p.append(f'<rect class="frame" x="{left}" y="{top}" width="{right - left}" '
-                 f'height="{bottom - top}"/>')
+        p.append(
+            f'<rect class="frame" x="{left}" y="{top}" width="{right - left}" '
+            f'height="{bottom - top}"/>'
+        )
         p.append(
             f'<text class="label" x="{(left + right) / 2:.1f}" y="{self.H - 10}" '
             f'text-anchor="middle">{_e(self.x_label)}</text>'
@@ -607,7 +622,8 @@ def _x_range(xs: Sequence[int]) -> tuple[float, float]:
 def auroc_plot(data: ReportData) -> str:
     """Per-population AUROC over rounds, with the 95% CI as a band and error bars."""
     rounds = [r for r in data.rounds if r.has_metrics]
-    series: dict[str, list[tuple[float, tuple[float, float | None, float | None] | None]]] = {}
+    series: dict[_Series, list[tuple[float, tuple[float, float | None, float | None] | None]]]
+    series = {}
     for rnd in rounds:
         for row in rnd.rows:
             if row.kind not in ("group", "overall"):
@@ -615,9 +631,13 @@ def auroc_plot(data: ReportData) -> str:
             value = None if row.suppressed else row.values.get("auroc")
             entry = None
             if value is not None:
-                entry = (float(value), row.values.get("auroc_ci_low"),
-                         row.values.get("auroc_ci_high"))
-            series.setdefault(row.population, []).append((rnd.x, entry))
+                entry = (
+                    float(value),
+                    row.values.get("auroc_ci_low"),
+                    row.values.get("auroc_ci_high"),
+                )
+            key = (row.kind == "overall", row.population)
+            series.setdefault(key, []).append((rnd.x, entry))
     shown = {name: pts for name, pts in series.items() if any(v for _, v in pts)}
     values = [
         bound
@@ -641,9 +661,9 @@ def auroc_plot(data: ReportData) -> str:
     plot.axes(_x_ticks(xs), _nice_ticks(y_lo, 1.0))
     plot.reference_line((plot.x0, 0.5), (plot.x1, 0.5))
     colors = _colors(shown)
-    for name in sorted(shown, key=lambda n: (n == "overall", n)):
-        color, dashed = colors[name], name == "overall"
-        for seg in _segments(shown[name]):
+    for key in sorted(shown):
+        (dashed, name), color = key, colors[key]
+        for seg in _segments(shown[key]):
             with_ci = [(x, v[1], v[2]) for x, v in seg if v[1] is not None and v[2] is not None]
             if not dashed:
                 plot.band(with_ci, color)
@@ -651,8 +671,9 @@ def auroc_plot(data: ReportData) -> str:
             for x, (auc, lo, hi) in seg:
                 if lo is not None and hi is not None:
                     plot.error_bar(x, lo, hi, color)
-                ci = f" (95% CI {lo:.3f}\u2013{hi:.3f})" if lo is not None and hi is not None \
-                    else ""
+                ci = (
+                    f" (95% CI {lo:.3f}\u2013{hi:.3f})" if lo is not None and hi is not None else ""
+                )
                 plot.point(x, auc, color, f"{name}, round {x:g}: AUROC {auc:.3f}{ci}")
         plot.add_legend(name, color, dashed)
     return plot.svg(None if shown else "no unsuppressed AUROC in the verified records")
@@ -661,22 +682,37 @@ def auroc_plot(data: ReportData) -> str:
 def calibration_plot(rnd: RoundData | None) -> str:
     """Observed event rate against mean prediction, per probability bin, for one round."""
     title = "Calibration per population" + (f", round {rnd.x}" if rnd else "")
-    plot = _Plot("plot-calibration", title, "mean predicted risk", "observed event rate",
-                 (0.0, 1.0), (0.0, 1.0))
+    plot = _Plot(
+        "plot-calibration",
+        title,
+        "mean predicted risk",
+        "observed event rate",
+        (0.0, 1.0),
+        (0.0, 1.0),
+    )
     ticks = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     plot.axes(ticks, ticks)
     plot.reference_line((0.0, 0.0), (1.0, 1.0))
-    curves = {n: pts for n, pts in (rnd.calibration if rnd else {}).items() if pts}
+    curves: dict[_Series, list[tuple[float, float, int]]] = {}
+    if rnd is not None:
+        curves = {(False, n): pts for n, pts in rnd.calibration.items() if pts}
+        if rnd.overall_calibration:
+            curves[(True, "overall")] = rnd.overall_calibration
     colors = _colors(curves)
     biggest = max((c for pts in curves.values() for _, _, c in pts), default=1) or 1
-    for name in sorted(curves, key=lambda n: (n == "overall", n)):
-        pts = sorted(curves[name])
-        color, dashed = colors[name], name == "overall"
+    for key in sorted(curves):
+        pts = sorted(curves[key])
+        (dashed, name), color = key, colors[key]
         plot.line([(p, o) for p, o, _ in pts], color, dashed)
         for pred, obs, count in pts:
             radius = 2.5 + 5.0 * math.sqrt(count / biggest)
-            plot.point(pred, obs, color,
-                       f"{name}: predicted {pred:.3f}, observed {obs:.3f}, n={count}", radius)
+            plot.point(
+                pred,
+                obs,
+                color,
+                f"{name}: predicted {pred:.3f}, observed {obs:.3f}, n={count}",
+                radius,
+            )
         plot.add_legend(name, color, dashed)
     return plot.svg(None if curves else "no calibration curve in the latest verified round")
 
@@ -686,22 +722,29 @@ def epsilon_plot(data: ReportData) -> str:
     series: dict[str, list[tuple[float, float | None]]] = {}
     xs = [r.x for r in data.rounds] or [1]
     for rnd in data.rounds:
-        for site, spent in rnd.privacy.items():
+        for site in rnd.privacy:
             series.setdefault(site, [])
         for site in series:
             spent = rnd.privacy.get(site)
             series[site].append((rnd.x, spent["epsilon"] if spent else None))
     values = [v for pts in series.values() for _, v in pts if v is not None]
     top = max(values, default=1.0) * 1.1 or 1.0
-    deltas = sorted({s["delta"] for r in data.rounds for s in r.privacy.values()
-                     if s["delta"] is not None})
+    deltas = sorted(
+        {s["delta"] for r in data.rounds for s in r.privacy.values() if s["delta"] is not None}
+    )
     at = f" at \u03b4 = {', '.join(f'{d:g}' for d in deltas)}" if deltas else ""
-    plot = _Plot("plot-epsilon", f"Privacy loss \u03b5 per site over rounds{at}", "round",
-                 "\u03b5 spent (cumulative)", _x_range(xs), (0.0, top))
+    plot = _Plot(
+        "plot-epsilon",
+        f"Privacy loss \u03b5 per site over rounds{at}",
+        "round",
+        "\u03b5 spent (cumulative)",
+        _x_range(xs),
+        (0.0, top),
+    )
     plot.axes(_x_ticks(xs), _nice_ticks(0.0, top))
-    colors = _colors(series)
+    colors = _colors((False, site) for site in series)
     for site in sorted(series):
-        color = colors[site]
+        color = colors[(False, site)]
         for seg in _segments(series[site]):
             plot.line(seg, color)
             for x, eps in seg:
@@ -726,7 +769,9 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;
 .banner strong{font-size:1.1em}.banner code{word-break:break-all}
 table{border-collapse:collapse;margin:8px 0;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d0d0;padding:4px 8px;text-align:right;vertical-align:top}
-th{background:#f3f3f3}th[scope=row],td.text{text-align:left}
+th{background:#f3f3f3}th[scope=row],th.text,td.text{text-align:left}
+#metrics td{white-space:nowrap}#rounds th{text-align:left}
+#rounds td.nowrap{white-space:nowrap}h3{font-size:15px;margin:18px 0 4px}
 tr.overall{font-weight:600;background:#fafafa}
 tr.summary td,tr.summary th{background:#f7f9fc;color:#333}
 td.suppressed{text-align:left;color:#777;font-style:italic}
@@ -774,7 +819,7 @@ def _row_label(row: MetricRow, reference: str | None) -> str:
 
 def _metrics_table(rnd: RoundData) -> str:
     head = (
-        "<tr><th scope=\"col\">Population</th><th>n</th><th>cases</th>"
+        '<tr><th scope="col" class="text">Population</th><th>n</th><th>cases</th>'
         "<th>AUROC (95% CI)</th><th>AUPRC</th><th>Brier</th><th>Calibration slope</th>"
         "<th>Calibration intercept</th><th>ECE</th><th>Sensitivity</th><th>Specificity</th>"
         "<th>PPV</th></tr>"
@@ -801,9 +846,19 @@ def _metrics_table(rnd: RoundData) -> str:
             cells += [_fmt(v[name]) for name in _FLOAT_METRICS[1:]]
         else:
             blank = '<td class="na"></td>'
-            cells = [blank, blank, _fmt(v["auroc"]), _fmt(v["auprc"]), _fmt(v["brier"]), blank,
-                     blank, _fmt(v["ece"]), _fmt(v["sensitivity"]), _fmt(v["specificity"]),
-                     _fmt(v["ppv"])]
+            cells = [
+                blank,
+                blank,
+                _fmt(v["auroc"]),
+                _fmt(v["auprc"]),
+                _fmt(v["brier"]),
+                blank,
+                blank,
+                _fmt(v["ece"]),
+                _fmt(v["sensitivity"]),
+                _fmt(v["specificity"]),
+                _fmt(v["ppv"]),
+            ]
         body.append(f"<tr {attrs}>{label}{''.join(cells)}</tr>")
     return f'<table id="metrics"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -823,19 +878,23 @@ def _rounds_table(data: ReportData) -> str:
     body = []
     for rnd in data.rounds:
         sites = ", ".join(_e(s) for s in rnd.sites) or "\u2014"
-        eps = "<br>".join(
-            f"{_e(site)}: {spent['epsilon']:.3f}" if spent["epsilon"] is not None
-            else f"{_e(site)}: \u2014"
-            for site, spent in rnd.privacy.items()
-        ) or "\u2014"
+        eps = (
+            "<br>".join(
+                f"{_e(site)}: {spent['epsilon']:.3f}"
+                if spent["epsilon"] is not None
+                else f"{_e(site)}: \u2014"
+                for site, spent in rnd.privacy.items()
+            )
+            or "\u2014"
+        )
         digest = rnd.weights_sha256
         short = _e(digest[:12] + ("\u2026" if len(digest) > 12 else "")) or "\u2014"
         body.append(
             f'<tr data-seq="{rnd.seq}"><td>{_e(rnd.round if rnd.round is not None else "?")}</td>'
-            f"<td>{rnd.seq}</td><td class=\"text\">{sites}</td>{_reasons(rnd.declined)}"
-            f'{_reasons(rnd.rejected)}<td class="text">{eps}</td>'
-            f'<td class="text"><code title="{_e(digest)}">{short}</code></td>'
-            f'<td class="text">{_e(rnd.time)}</td></tr>'
+            f'<td>{rnd.seq}</td><td class="text">{sites}</td>{_reasons(rnd.declined)}'
+            f'{_reasons(rnd.rejected)}<td class="text nowrap">{eps}</td>'
+            f'<td class="text nowrap"><code title="{_e(digest)}">{short}</code></td>'
+            f'<td class="text nowrap">{_e(rnd.time)}</td></tr>'
         )
     if not body:
         body.append('<tr><td colspan="8" class="text na">no verified records</td></tr>')
@@ -911,17 +970,22 @@ def render_html(data: ReportData) -> str:
             "row, for at least one shown group).</p></section>",
         ]
     else:
-        out.append('<section id="latest"><h2>Per-population metrics</h2><p class="note">'
-                   "No verified round carries metrics.</p></section>")
+        out.append(
+            '<section id="latest"><h2>Per-population metrics</h2><p class="note">'
+            "No verified round carries metrics.</p></section>"
+        )
     out += [
         '<section id="plots"><h2>Plots</h2>',
+        "<h3>AUROC per population over rounds</h3>",
         f"<figure>{auroc_plot(data)}<figcaption>AUROC of the global model per population after "
         "each round; shaded band and bars: 95% DeLong interval; dashed: overall (shown groups)."
         " Gaps: suppressed or undefined.</figcaption></figure>",
+        f"<h3>Calibration per population, round {_e(latest.x if latest else '?')}</h3>",
         f"<figure>{calibration_plot(latest)}<figcaption>Calibration of the latest verified "
         "round: observed event rate against mean predicted risk per probability bin (marker "
         "area grows with the bin's people; bins under k people are not published). Dotted: "
         "perfect calibration.</figcaption></figure>",
+        "<h3>Privacy loss \u03b5 per site over rounds</h3>",
         f"<figure>{epsilon_plot(data)}<figcaption>Cumulative differential-privacy loss \u03b5 "
         "each site reported after each round.</figcaption></figure></section>",
         '<section id="round-log"><h2>Rounds</h2>',

@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.budget import SiteBudget
 from client.site import Site
 from client.train import DPPlan, pick_device, train_dp
 from server.strategy import initial_weights
 from shared.encoding import model_config
+from shared.errors import InputError
 from shared.model import RiskTransformer, get_weights
+from shared.privacy import PrivacyLedger
 from shared.runconfig import RunSettings
 
 SMALL = dict(batch_size=32, model_dim=16, model_layers=1, suppression_k=5, num_server_rounds=2)
@@ -87,3 +90,53 @@ def test_what_leaves_the_site_holds_no_person_level_data(site_dir: Path) -> None
         assert group["n"] < n_test or len(scores["groups"]) == 1
     assert all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in fit.weights)
 
+
+
+def copy_site(tiny_cohort: Path, dst: Path) -> Path:
+    shutil.copytree(tiny_cohort / "site-1", dst)
+    return dst
+
+
+def test_coordinator_cannot_lower_a_sites_noise(tiny_cohort: Path, tmp_path: Path) -> None:
+    strict = copy_site(tiny_cohort, tmp_path / "a")
+    (strict / "site.toml").write_text("[privacy]\nmax-epsilon = 2.0\n")
+    greedy = Site(strict, RunSettings(**SMALL, target_epsilon=100.0))  # coordinator asks for more
+    honest = Site(copy_site(tiny_cohort, tmp_path / "b"), RunSettings(**SMALL, target_epsilon=2.0))
+    w = fresh_weights(honest)
+    a, b = greedy.fit(w, 1, "r"), honest.fit(w, 1, "r")
+    assert a.metrics["noise_multiplier"] == pytest.approx(b.metrics["noise_multiplier"])
+    assert float(a.metrics["epsilon"]) <= 2.0
+    # ... but it may ask for less loss, which means more noise.
+    cautious_dir = copy_site(tiny_cohort, tmp_path / "c")
+    cautious = Site(cautious_dir, RunSettings(**SMALL, target_epsilon=1.0))
+    assert cautious.fit(w, 1, "r").metrics["noise_multiplier"] > b.metrics["noise_multiplier"]
+
+
+def test_minimum_noise_multiplier_from_node_config(tiny_cohort: Path, tmp_path: Path) -> None:
+    site_dir = copy_site(tiny_cohort, tmp_path / "s")
+    budget = SiteBudget.load(site_dir, {"min-noise-multiplier": 5.0, "data-path": "x"})
+    site = Site(site_dir, RunSettings(**SMALL), budget=budget)
+    report = site.fit(fresh_weights(site), 1, "r")
+    assert report.metrics["noise_multiplier"] == 5.0
+
+
+def test_spent_site_declines_instead_of_failing(tiny_cohort: Path, tmp_path: Path) -> None:
+    site_dir = copy_site(tiny_cohort, tmp_path / "s")
+    state = site_dir / ".genofed-state"
+    PrivacyLedger(path=state / "privacy-ledger.json", history=[(0.5, 0.5, 200)]).save()
+    site = Site(site_dir, RunSettings(**SMALL))
+    report = site.fit(fresh_weights(site), 1, "new-run")
+    assert report.metrics["declined"] == 1 and report.n_examples == 0
+    assert "cannot fund" in str(report.metrics["reason"])
+
+
+def test_bad_site_config_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text("max-epsilon = [\n")
+    with pytest.raises(InputError, match="site.toml: not valid TOML"):
+        SiteBudget.load(tmp_path)
+    (tmp_path / "site.toml").write_text("max-epsilon = -1\n")
+    with pytest.raises(InputError, match="max-epsilon must be > 0"):
+        SiteBudget.load(tmp_path)
+    (tmp_path / "site.toml").write_text("epsilon = 3\n")
+    with pytest.raises(InputError, match="unknown privacy setting"):
+        SiteBudget.load(tmp_path)

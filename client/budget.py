@@ -1,0 +1,68 @@
+"""The site's own privacy budget, which no coordinator setting can loosen.
+
+A hospital sets its limits in its SuperNode's node config (`max-epsilon`, `delta`,
+`min-noise-multiplier`, `accountant`) or in `site.toml` in its data folder (same keys; node config
+wins). The coordinator's run config may ask for *less* privacy loss (a lower target epsilon or
+delta), never more: the effective budget is the stricter of the two, and the noise multiplier is
+never below the site's minimum.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from shared.errors import InputError
+from shared.privacy import ACCOUNTANTS
+
+SITE_CONFIG = "site.toml"
+
+
+@dataclass(frozen=True)
+class SiteBudget:
+    max_epsilon: float = 8.0
+    delta: float = 1e-5
+    min_noise_multiplier: float = 0.0
+    accountant: str = "prv"
+
+    @classmethod
+    def load(cls, data_path: Path, node_config: Mapping[str, object] | None = None) -> SiteBudget:
+        """Defaults, then `site.toml`, then the node config (the operator's command line)."""
+        values: dict[str, object] = {}
+        path = Path(data_path) / SITE_CONFIG
+        if path.exists():
+            try:
+                doc = tomllib.loads(path.read_text())
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+                raise InputError(path, f"not valid TOML ({err})") from err
+            values.update(doc.get("privacy", doc))
+        names = {f.name.replace("_", "-") for f in fields(cls)}
+        values.update({k: v for k, v in (node_config or {}).items() if k in names})
+        return cls.from_mapping(values, path)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object], where: Path | None = None) -> SiteBudget:
+        known = {f.name: f.type for f in fields(cls)}
+        kwargs: dict[str, object] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise InputError(where, f"unknown privacy setting {key!r}")
+            try:
+                kwargs[name] = str(value) if name == "accountant" else float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as err:
+                raise InputError(where, f"{key} must be a number, not {value!r}") from err
+        budget = cls(**kwargs)  # type: ignore[arg-type]
+        if budget.max_epsilon <= 0 or not 0 < budget.delta < 1:
+            raise InputError(where, "max-epsilon must be > 0 and delta in (0, 1)")
+        if budget.min_noise_multiplier < 0:
+            raise InputError(where, "min-noise-multiplier must be >= 0")
+        if budget.accountant not in ACCOUNTANTS:
+            raise InputError(where, f"accountant must be one of {', '.join(ACCOUNTANTS)}")
+        return budget
+
+    def effective(self, run_epsilon: float, run_delta: float) -> tuple[float, float]:
+        """(epsilon, delta) for this run: the stricter of the site's and the coordinator's."""
+        return min(self.max_epsilon, run_epsilon), min(self.delta, run_delta)
