@@ -27,7 +27,7 @@ from flwr.common import (
     parameters_to_ndarrays,
 )
 from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import FedAvg
+from flwr.server.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
 from shared.fsio import atomic_write, write_json
 from shared.ledger import Ledger
@@ -46,8 +46,11 @@ def weights_sha256(arrays: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def check_update(arrays: list[np.ndarray], reference: list[np.ndarray]) -> str | None:
-    """Why an update must be rejected, or None: wrong count, shape, dtype or non-finite values."""
+def check_update(
+    arrays: list[np.ndarray], reference: list[np.ndarray], max_norm: float = 0.0
+) -> str | None:
+    """Why an update must be rejected, or None: wrong count, shape, dtype, non-finite values, or
+    (with `max_norm` > 0) an L2 distance from the reference weights beyond the bound."""
     if len(arrays) != len(reference):
         return f"{len(arrays)} arrays where the model has {len(reference)}"
     for i, (a, r) in enumerate(zip(arrays, reference, strict=True)):
@@ -57,7 +60,29 @@ def check_update(arrays: list[np.ndarray], reference: list[np.ndarray]) -> str |
             return f"array {i} has dtype {a.dtype}"
         if not np.isfinite(a).all():
             return f"array {i} has non-finite values"
+    if max_norm > 0:
+        norm = update_norm(arrays, reference)
+        if norm > max_norm:
+            return f"update norm {norm:.3g} exceeds the bound {max_norm:g}"
     return None
+
+
+def update_norm(arrays: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """L2 norm of the whole update, all arrays together."""
+    sq = sum(float(np.sum((a.astype(np.float64) - r) ** 2))
+             for a, r in zip(arrays, reference, strict=True))
+    return float(np.sqrt(sq))
+
+
+def make_aggregator(name: str) -> FedAvg:
+    """Flower's own aggregation rule by name (all are FedAvg subclasses in the legacy API)."""
+    rules = {
+        "fedavg": FedAvg,
+        "fedmedian": FedMedian,
+        "fedtrimmedavg": lambda: FedTrimmedAvg(beta=0.2),
+        "krum": lambda: Krum(num_malicious_clients=0, num_clients_to_keep=0),
+    }
+    return rules[name]()
 
 
 @dataclass
@@ -88,9 +113,9 @@ class GenofedStrategy(FedAvg):
         self.panel_sha256 = panel_sha256
         self.out_dir = out_dir
         self.ledger = ledger
-        self.reference = initial_weights
         self.current = initial_weights
         self.rounds: dict[int, RoundRecord] = {}
+        self.aggregator = make_aggregator(settings.aggregation)
         round_config: Callable[[int], dict[str, Scalar]] = lambda rnd: {  # noqa: E731
             "server-round": rnd, "panel-sha256": panel_sha256,
         }
@@ -129,7 +154,10 @@ class GenofedStrategy(FedAvg):
                 log(WARNING, "round %d: site %s declined: %s", server_round, site,
                     rec.declined[site])
                 continue
-            problem = check_update(parameters_to_ndarrays(res.parameters), self.reference)
+            # Under SecAgg+ every result carries the same (already aggregated) parameters, so
+            # this check then applies to the aggregate, the only update the coordinator sees.
+            problem = check_update(parameters_to_ndarrays(res.parameters), self.current,
+                                   self.settings.max_update_norm)
             if problem:
                 rec.rejected[site] = problem
                 log(WARNING, "round %d: update from %s rejected: %s", server_round, site, problem)
@@ -141,7 +169,7 @@ class GenofedStrategy(FedAvg):
         if not accepted:
             log(WARNING, "round %d: no site update was accepted; weights unchanged", server_round)
             return None, {}
-        params, _ = super().aggregate_fit(server_round, accepted, [])
+        params, _ = self.aggregator.aggregate_fit(server_round, accepted, [])
         if params is None:
             return None, {}
         self.current = parameters_to_ndarrays(params)

@@ -16,6 +16,8 @@ Hospitals do not hold our simulator's table, so the reader is configurable throu
 - **Split**: `train`/`test` (any case) when the table has the split column; otherwise a
   deterministic split, stratified by ancestry and phenotype, from a seeded hash of the sample id
   (so it does not depend on row order).
+- **Covariates**: numeric columns returned as float32 `[N, k]`; empty/NA/NaN cells are NaN
+  (`-9` is kept as the number -9 here); text or infinities are an error.
 
 Every problem is one `InputError` naming the file, the line (1-based, the header is line 1) and
 what is wrong. Validation is vectorised: the first bad row is found with masks, never a Python
@@ -335,7 +337,7 @@ def _read_table(path: Path, wanted: set[str]) -> tuple[pd.DataFrame, str]:
     names = [n.strip() for n in names]
     if names and names[0].startswith("#") and names[0] not in wanted:
         names[0] = names[0].lstrip("#").strip()  # "#IID", "#sample_id": PLINK/bcftools headers
-    twice = sorted({n for n in names if names.count(n) > 1 and n})
+    twice = sorted({n for n in names if n in wanted and names.count(n) > 1})
     if len(names) != df.shape[1]:  # quoting the csv module and pandas read differently
         names = [str(c).strip() for c in df.columns]
     df.columns = names

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields
 
 from shared.encoding import EncoderSettings
 
+AGGREGATIONS = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -39,6 +41,8 @@ class RunSettings:
     panel_path: str = ""  # coordinator's panel; default "<data-root>/panel.tsv"
     ledger_key: str = ""  # coordinator's Ed25519 key; default "<out-dir>/keys/ledger.key"
     secagg: bool = False
+    aggregation: str = "fedavg"  # fedavg | fedmedian | fedtrimmedavg | krum
+    max_update_norm: float = 0.0  # L2 bound on (site weights - global weights); 0 = no bound
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> RunSettings:
@@ -56,6 +60,13 @@ class RunSettings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.suppression_k < 1:
             raise ValueError("suppression-k must be at least 1")
+        if settings.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
+        if settings.secagg and settings.min_sites < 3:
+            raise ValueError("SecAgg+ needs min-sites >= 3: with two, each site can subtract "
+                             "its own update from the sum and learn the other's")
+        if settings.secagg and settings.aggregation != "fedavg":
+            raise ValueError("robust aggregation needs each site's update; SecAgg+ hides them")
         return settings
 
     def encoder(self) -> EncoderSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,12 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort") / "cohort"
     simulate_cohort(out, TINY)
     return out
+
+
+def fresh_copy(cohort: Path, dst: Path) -> Path:
+    """A private copy of a cohort without any site state (privacy ledgers, caches).
+
+    Privacy spent is persisted per site folder, so tests that train must not share folders.
+    """
+    shutil.copytree(cohort, dst, ignore=shutil.ignore_patterns(".genofed-state"))
+    return dst

@@ -150,6 +150,14 @@ def test_comma_table_named_tsv_says_so(tmp_path: Path) -> None:
     assert err.record == "line 1" and "commas" in err.problem
 
 
+def test_column_named_twice(tmp_path: Path) -> None:
+    rows = [[*HEADER, "phenotype"], ["A", "CEU", "1", "0"]]
+    err = raises(write(tmp_path / "c.tsv", rows))
+    assert err.record == "line 1" and "phenotype" in err.problem and "twice" in err.problem
+    rows = [[*HEADER, "note", "note"], ["A", "CEU", "1", "x", "y"], ["B", "CEU", "0", "", ""]]
+    assert len(read_cohort(write(tmp_path / "c.tsv", rows))) == 2  # unused columns: no matter
+
+
 def test_utf16_and_ragged_rows(tmp_path: Path) -> None:
     path = tmp_path / "excel.tsv"
     path.write_bytes("sample_id\tancestry\tphenotype\nA\tCEU\t1\n".encode("utf-16"))

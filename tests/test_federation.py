@@ -13,6 +13,7 @@ import pytest
 from deploy.federation import run_simulation
 from shared.errors import FederationError
 from shared.ledger import load_public_key, verify_ledger
+from tests.conftest import fresh_copy
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,8 @@ def no_stray_flower_processes(marker: Path) -> bool:
 
 def test_two_sites_two_rounds(tiny_cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    outcome = run_simulation(overrides(tiny_cohort, out), 2, tmp_path / "fed", timeout=600)
+    cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
+    outcome = run_simulation(overrides(cohort, out), 2, tmp_path / "fed", timeout=600)
     assert outcome.ok
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "completed"

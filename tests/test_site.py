@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,14 @@ from shared.errors import InputError
 from shared.model import RiskTransformer, get_weights
 from shared.privacy import PrivacyLedger
 from shared.runconfig import RunSettings
+from tests.conftest import fresh_copy
 
 SMALL = dict(batch_size=32, model_dim=16, model_layers=1, suppression_k=5, num_server_rounds=2)
 
 
 @pytest.fixture()
 def site_dir(tiny_cohort: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "site-1"
-    shutil.copytree(tiny_cohort / "site-1", dst)
-    return dst
+    return fresh_copy(tiny_cohort / "site-1", tmp_path / "site-1")
 
 
 def fresh_weights(site: Site) -> list[np.ndarray]:
@@ -93,8 +91,7 @@ def test_what_leaves_the_site_holds_no_person_level_data(site_dir: Path) -> None
 
 
 def copy_site(tiny_cohort: Path, dst: Path) -> Path:
-    shutil.copytree(tiny_cohort / "site-1", dst)
-    return dst
+    return fresh_copy(tiny_cohort / "site-1", dst)
 
 
 def test_coordinator_cannot_lower_a_sites_noise(tiny_cohort: Path, tmp_path: Path) -> None:

@@ -1,0 +1,92 @@
+"""`make bench` in miniature: the runner writes one JSON file, `--only` merges into it, and the
+data-path section measures every decoder on the same VCF and checks they agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy.bench import format_table
+from deploy.bench_data import parse_gt_lines
+from shared.genotypes import gt_code
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.bench", "--out", str(out), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    """An existing bench.json with another section, then `--only data_path --quick` on it."""
+    out = tmp_path_factory.mktemp("bench")
+    earlier = {"meta": {"date": "earlier"}, "other_section": {"value_s": 1.5, "wall_s": 2.0}}
+    (out / "bench.json").write_text(json.dumps(earlier))
+    proc = _bench(out, "--only", "data_path", "--quick")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "bench.json").read_text()), proc.stdout
+
+
+def test_data_path_measures_every_decoder(quick_run: tuple[Path, dict, str]) -> None:
+    _, doc, _ = quick_run
+    data = doc["data_path"]
+    for key in ("calls_per_s", "panel_calls_per_s", "per_sample_pysam_calls_per_s",
+                "cached_load_s", "cold_load_s", "wall_s"):
+        assert isinstance(data[key], float) and data[key] > 0, key
+    assert data["calls"] == data["samples"] * data["variants"] > 0
+    assert data["file_bytes"] > 0
+    if shutil.which("bcftools") is None:
+        assert data["bcftools_calls_per_s"] is None
+        assert "bcftools" in data["bcftools_reason"]
+    else:
+        assert isinstance(data["bcftools_calls_per_s"], float)
+        assert data["bcftools_calls_per_s"] > 0
+        assert any(c.startswith("bcftools") for c in data["agree_checks"])
+    assert data["agree"] is True
+    assert data["cached_load_s"] < data["cold_load_s"]
+
+
+def test_only_merges_and_records_the_machine(quick_run: tuple[Path, dict, str]) -> None:
+    out, doc, stdout = quick_run
+    assert doc["other_section"] == {"value_s": 1.5, "wall_s": 2.0}
+    meta = doc["meta"]
+    assert meta["cpu_count"] >= 1 and meta["python"] and meta["date"] != "earlier"
+    assert "torch" in meta and meta["sections_run"] == ["data_path"]
+    assert not list(out.glob(".bench.json.*")), "temporary file left behind"
+    # The table: one row per measurement, with units.
+    assert "calls_per_s" in stdout and "M calls/s" in stdout and "cold_load_s" in stdout
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    proc = _bench(tmp_path, "--only", "no_such_section")
+    assert proc.returncode == 2 and "available: data_path" in proc.stderr
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_bcftools_output_parse_matches_gt_code() -> None:
+    lines = ["0|0\t0/1\t1|1\t.|.\t\n", "1\t0\t.\t2|1\t\n", "10|1\t0|2\t1/.\t0/1/1\t\n"]
+    expected = [[gt_code(f, 100, 1) for f in line.rstrip("\t\n").split("\t")] for line in lines]
+    assert parse_gt_lines("".join(lines).encode(), 4).tolist() == expected
+
+
+def test_table_units() -> None:
+    table = format_table({"s": {"calls_per_s": 2.5e7, "load_s": 0.25, "file_bytes": 3_000_000,
+                                "variants": 12, "agree": True, "x_calls_per_s": None}})
+    rows = {line.split()[1]: line.split()[2:] for line in table.splitlines()[2:]}
+    assert rows["calls_per_s"] == ["25.00", "M", "calls/s"]
+    assert rows["load_s"] == ["0.250", "s"]
+    assert rows["file_bytes"] == ["3.0", "MB"]
+    assert rows["variants"] == ["12", "variants"]
+    assert rows["agree"] == ["yes"] and rows["x_calls_per_s"] == ["n/a"]
