@@ -20,6 +20,17 @@ from shared.privacy import ACCOUNTANTS
 SITE_CONFIG = "site.toml"
 
 
+def read_site_config(data_path: Path) -> dict:
+    """The site's `site.toml` ({} when absent): `[privacy]` and `[cohort]` tables."""
+    path = Path(data_path) / SITE_CONFIG
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not valid TOML ({err})") from err
+
+
 @dataclass(frozen=True)
 class SiteBudget:
     max_epsilon: float = 8.0
@@ -30,14 +41,10 @@ class SiteBudget:
     @classmethod
     def load(cls, data_path: Path, node_config: Mapping[str, object] | None = None) -> SiteBudget:
         """Defaults, then `site.toml`, then the node config (the operator's command line)."""
-        values: dict[str, object] = {}
         path = Path(data_path) / SITE_CONFIG
-        if path.exists():
-            try:
-                doc = tomllib.loads(path.read_text())
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-                raise InputError(path, f"not valid TOML ({err})") from err
-            values.update(doc.get("privacy", doc))
+        doc = read_site_config(data_path)
+        # Privacy keys live in [privacy]; bare top-level keys are accepted too.
+        values = dict(doc.get("privacy", {k: v for k, v in doc.items() if k != "cohort"}))
         names = {f.name.replace("_", "-") for f in fields(cls)}
         values.update({k: v for k, v in (node_config or {}).items() if k in names})
         return cls.from_mapping(values, path)

@@ -1,7 +1,8 @@
 """A site-local cache of harmonized genotypes, keyed by the content of everything they came from.
 
 Decoding a hospital's VCF is the slow part of starting a round. The cache key hashes the bytes of
-the VCF, its index, the panel and the cohort table plus the encoder settings and the cache format,
+the VCF, its index, the panel, the cohort table and the reference index, plus the people read,
+the encoder settings and the cache format,
 so a second run starts at once and any change to any input makes a new key (the old entry is
 simply never read again). Entries are `.npz` files read with `allow_pickle=False` and written
 atomically. The cache lives in the site's state folder and never leaves the site.
@@ -28,11 +29,15 @@ class GenotypeCache:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
-    def key(self, inputs: Sequence[Path | None], encoder: EncoderSettings) -> str:
+    def key(
+        self, inputs: Sequence[Path | None], encoder: EncoderSettings, samples: Sequence[str]
+    ) -> str:
         doc = {
             "format": CACHE_FORMAT,
             "inputs": [sha256_file(p) if p is not None else None for p in inputs],
             "encoder": asdict(encoder),
+            # Which people, in which order: the cohort spec can change that for the same files.
+            "samples": hashlib.sha256("\n".join(samples).encode()).hexdigest(),
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -54,10 +59,10 @@ class GenotypeCache:
             np.savez(fh, codes=value.codes, found=value.found, how=np.array(value.how, dtype=str))
 
     def get_or_build(
-        self, inputs: Sequence[Path | None], encoder: EncoderSettings,
+        self, inputs: Sequence[Path | None], encoder: EncoderSettings, samples: Sequence[str],
         build: Callable[[], PanelGenotypes],
     ) -> PanelGenotypes:
-        key = self.key(inputs, encoder)
+        key = self.key(inputs, encoder, samples)
         cached = self.load(key)
         if cached is not None:
             return cached

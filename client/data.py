@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from client.budget import SITE_CONFIG, read_site_config
 from client.cache import GenotypeCache
-from shared.cohort import Cohort, read_cohort
+from shared.cohort import Cohort, CohortSpec, read_cohort
 from shared.encoding import EncoderSettings, encode_panel
 from shared.errors import InputError
 from shared.genotypes import harmonize_panel_genotypes
@@ -65,6 +66,14 @@ def index_path(vcf: Path) -> Path | None:
     return next((p for p in (Path(f"{vcf}.tbi"), Path(f"{vcf}.csi")) if p.exists()), None)
 
 
+def cohort_spec(root: str | Path) -> CohortSpec:
+    """How to read this site's cohort table: the `[cohort]` table of its `site.toml`."""
+    table = read_site_config(Path(root)).get("cohort")
+    if table is None:
+        return CohortSpec()
+    return CohortSpec.from_mapping(table, Path(root) / SITE_CONFIG)
+
+
 def load_site(
     root: str | Path, encoder: EncoderSettings, cache_dir: str | Path | None = None
 ) -> SiteData:
@@ -81,21 +90,26 @@ def load_site(
         raise InputError(paths.vcf, "no .tbi or .csi index next to the VCF/BCF")
     key = tuple(_stamp(p) for p in (paths.vcf, paths.reference, paths.cohort, paths.panel))
     cache = Path(cache_dir) if cache_dir is not None else None
-    return _load(paths, encoder, cache, key)
+    return _load(paths, encoder, cohort_spec(paths.root), cache, key)
 
 
 @functools.lru_cache(maxsize=4)
-def _load(paths: SitePaths, encoder: EncoderSettings, cache: Path | None, _key: tuple) -> SiteData:
+def _load(
+    paths: SitePaths, encoder: EncoderSettings, spec: CohortSpec, cache: Path | None,
+    _key: tuple,
+) -> SiteData:
     panel = read_panel(paths.panel)
-    cohort = read_cohort(paths.cohort)
+    cohort = read_cohort(paths.cohort, spec)
     features = encode_panel(panel, paths.reference, encoder)
     samples = list(cohort.sample_id)
     if cache is None:
         genotypes = harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference)
     else:
-        inputs = [paths.vcf, index_path(paths.vcf), paths.panel, paths.cohort]
+        fai = Path(f"{paths.reference}.fai")
+        inputs = [paths.vcf, index_path(paths.vcf), paths.panel, paths.cohort,
+                  fai if fai.exists() else None]
         genotypes = GenotypeCache(cache).get_or_build(
-            inputs, encoder,
+            inputs, encoder, samples,
             lambda: harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference),
         )
     if not genotypes.found.any():

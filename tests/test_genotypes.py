@@ -123,3 +123,27 @@ def test_disk_cache_is_keyed_by_content(
     # Other encoder settings too.
     load_site(site, EncoderSettings(context_bases=4), cache)
     assert len(list(cache.glob("*.npz"))) == 3
+
+
+def test_site_config_describes_a_hospitals_own_cohort_table(
+    tiny_cohort: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    site = tmp_path / "site"
+    shutil.copytree(tiny_cohort / "site-1", site)
+    table = pd.read_csv(site / "cohort.tsv", sep="\t", dtype=str)
+    own = pd.DataFrame({
+        "IID": table.sample_id, "pop": table.ancestry,
+        "status": table.phenotype.map({"0": "control", "1": "case"}),
+    })
+    own.loc[0, "status"] = "NA"  # one person without a phenotype
+    own.to_csv(site / "cohort.tsv", sep="\t", index=False)
+    (site / "site.toml").write_text(
+        '[cohort]\nsample-col = "IID"\nancestry-col = "pop"\nphenotype-col = "status"\n'
+        'split-col = ""\n\n[privacy]\nmax-epsilon = 4.0\n'
+    )
+    data = load_site(site, EncoderSettings())
+    assert len(data.cohort) == len(table) - 1 and data.cohort.n_missing_phenotype == 1
+    assert set(data.cohort.split) == {"train", "test"}
+    assert data.genotypes.shape[0] == len(table) - 1
