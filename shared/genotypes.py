@@ -59,18 +59,51 @@ def gt_code(gt: str, n_alleles: int, alt_index: int) -> int:
     return (GT_HOM_REF, GT_HET, GT_HOM_ALT)[n_alt]
 
 
+_ZERO, _DOT = ord("0"), ord(".")
+
+
 def record_codes(rec: pysam.VariantRecord, alt_index: int) -> np.ndarray:
-    """Genotype codes [n_samples] int8 of one record, parsed from its text in one pass."""
-    fields = str(rec).rstrip("\n").split("\t")
+    """Genotype codes [n_samples] int8 of one record, parsed from its text in one pass.
+
+    Fast path: a GT-only record whose calls are all diploid single digits ("0|1") is a fixed
+    width byte array, decoded with numpy arithmetic. Anything else (other FORMAT fields,
+    haploid or multi-digit alleles) takes the general path: each distinct GT string once.
+    """
+    text = str(rec).encode()
+    fields = text.rstrip(b"\n").split(b"\t", 9)
     if len(fields) <= 9:
         return np.empty(0, dtype=np.int8)
-    gts = np.array(fields[9:])
-    if not fields[8].startswith("GT"):
+    n = len(rec.samples)
+    body = fields[9]
+    if fields[8] == b"GT" and len(body) == 4 * n - 1 and alt_index < 10:
+        codes = _fast_diploid(np.frombuffer(body + b"\t", dtype=np.uint8).reshape(n, 4),
+                              len(rec.alleles), alt_index)
+        if codes is not None:
+            return codes
+    return _general_codes(fields, len(rec.alleles), alt_index)
+
+
+def _fast_diploid(b: np.ndarray, n_alleles: int, alt_index: int) -> np.ndarray | None:
+    a1, sep, a2 = b[:, 0], b[:, 1], b[:, 2]
+    phased_or_not = ((sep == ord("|")) | (sep == ord("/"))) & (b[:, 3] == ord("\t"))
+    miss = (a1 == _DOT) | (a2 == _DOT)
+    d1, d2 = a1.astype(np.int16) - _ZERO, a2.astype(np.int16) - _ZERO
+    digits = ((d1 >= 0) & (d1 <= 9) | (a1 == _DOT)) & ((d2 >= 0) & (d2 <= 9) | (a2 == _DOT))
+    if not (phased_or_not.all() and digits.all()):
+        return None
+    if ((~miss) & ((d1 >= n_alleles) | (d2 >= n_alleles))).any():
+        return None  # let the general path name the bad genotype
+    n_alt = (d1 == alt_index).astype(np.int8) + (d2 == alt_index).astype(np.int8)
+    return np.where(miss, np.int8(GT_MISSING), n_alt).astype(np.int8)
+
+
+def _general_codes(fields: list[bytes], n_alleles: int, alt_index: int) -> np.ndarray:
+    gts = np.array(fields[9].split(b"\t"))
+    if not fields[8].startswith(b"GT"):
         return np.full(len(gts), GT_MISSING, dtype=np.int8)
-    gts = np.char.partition(gts, ":")[:, 0]
+    gts = np.char.partition(gts, b":")[:, 0]
     uniq, inverse = np.unique(gts, return_inverse=True)
-    n_alleles = len(rec.alleles)
-    lut = np.array([gt_code(str(u), n_alleles, alt_index) for u in uniq], dtype=np.int8)
+    lut = np.array([gt_code(u.decode(), n_alleles, alt_index) for u in uniq], dtype=np.int8)
     return lut[inverse]
 
 
@@ -157,7 +190,8 @@ def harmonize_panel_genotypes(
     """Genotype codes of `samples` at every panel variant, harmonized to the panel's alleles.
 
     Panel variants absent from the VCF are all-missing (code 3). Sample order follows
-    `samples`, which must all be in the VCF header.
+    `samples`, which must all be in the VCF header. A contig with many panel variants is read
+    in one pass over the panel's span; a sparse one with a region fetch per variant.
     """
     vcf_path = Path(vcf_path)
     try:
@@ -166,61 +200,114 @@ def harmonize_panel_genotypes(
         raise InputError(vcf_path, f"cannot open VCF/BCF ({err})") from err
     fasta = pysam.FastaFile(str(fasta_path)) if fasta_path else None
     try:
-        header_samples = list(vf.header.samples)
-        where = {s: i for i, s in enumerate(header_samples)}
+        where = {s: i for i, s in enumerate(vf.header.samples)}
         absent = [s for s in samples if s not in where]
         if absent:
             raise InputError(vcf_path, "sample in the cohort table but not the VCF", absent[0])
+        result = PanelGenotypes(
+            np.full((len(samples), len(panel)), GT_MISSING, dtype=np.int8),
+            np.zeros(len(panel), dtype=bool), ["missing"] * len(panel),
+        )
         cols = np.array([where[s] for s in samples], dtype=np.int64)
-        out = np.full((len(samples), len(panel)), GT_MISSING, dtype=np.int8)
-        found = np.zeros(len(panel), dtype=bool)
-        how = ["missing"] * len(panel)
-        contigs = set(vf.header.contigs)
-        for j, (chrom, pos, ref, alt) in enumerate(
-            zip(panel.chrom, panel.pos, panel.ref, panel.alt, strict=True)
-        ):
-            contig = contig_alias(str(chrom), contigs)
-            if contig is None:
-                continue
-            fa_contig = contig_alias(str(chrom), set(fasta.references)) if fasta else None
-            target = normalize(int(pos), ref, alt, fasta if fa_contig else None, fa_contig)
-            snv = len(target[1]) == len(target[2]) == 1
-            pad = 0 if snv else _INDEL_WINDOW
-            start = max(0, target[0] - 1 - pad)
-            try:
-                records = vf.fetch(contig, start, target[0] + len(target[1]) + pad)
-            except ValueError as err:
-                raise InputError(
-                    vcf_path, f"cannot fetch region ({err})", f"{chrom}:{pos}"
-                ) from err
-            hit = _first_match(records, target, fasta if fa_contig else None, fa_contig)
-            if hit is None:
-                continue
-            rec, alt_index, kind = hit
-            try:
-                codes = record_codes(rec, alt_index=alt_index)
-            except ValueError as err:
-                raise InputError(vcf_path, str(err), f"{rec.chrom}:{rec.pos}") from err
-            codes = codes[cols]
-            out[:, j] = _FLIP[codes] if kind.endswith("swapped") else codes
-            found[j] = True
-            how[j] = kind
+        for contig, fa_contig, targets in _targets_by_contig(vf, panel, fasta):
+            ref_fa = fasta if fa_contig else None
+            if len(targets) >= _SCAN_MIN_VARIANTS:
+                hits = _scan(vf, contig, targets, ref_fa, fa_contig)
+            else:
+                hits = _fetch_each(vf, contig, targets, ref_fa, fa_contig, vcf_path, panel)
+            for j, (rec, alt_index, kind) in hits.items():
+                try:
+                    codes = record_codes(rec, alt_index=alt_index)[cols]
+                except ValueError as err:
+                    raise InputError(vcf_path, str(err), f"{rec.chrom}:{rec.pos}") from err
+                result.codes[:, j] = _FLIP[codes] if kind.endswith("swapped") else codes
+                result.found[j] = True
+                result.how[j] = kind
     finally:
         vf.close()
         if fasta is not None:
             fasta.close()
-    return PanelGenotypes(out, found, how)
+    return result
+
+
+_SCAN_MIN_VARIANTS = 64  # panel variants on a contig above which one pass beats many fetches
+Target = tuple[int, str, str]
+Hit = tuple[pysam.VariantRecord, int, str]
+
+
+def _targets_by_contig(
+    vf: pysam.VariantFile, panel: Panel, fasta: pysam.FastaFile | None
+) -> list[tuple[str, str | None, dict[int, Target]]]:
+    """Normalized panel variants, grouped under the VCF's (and the FASTA's) contig names."""
+    contigs = set(vf.header.contigs)
+    fa_names = set(fasta.references) if fasta else set()
+    groups: dict[str, tuple[str | None, dict[int, Target]]] = {}
+    for j, (chrom, pos, ref, alt) in enumerate(
+        zip(panel.chrom, panel.pos, panel.ref, panel.alt, strict=True)
+    ):
+        contig = contig_alias(str(chrom), contigs)
+        if contig is None:
+            continue
+        fa_contig = contig_alias(str(chrom), fa_names) if fasta else None
+        target = normalize(int(pos), ref, alt, fasta if fa_contig else None, fa_contig)
+        groups.setdefault(contig, (fa_contig, {}))[1][j] = target
+    return [(c, fa, t) for c, (fa, t) in groups.items()]
+
+
+def _alleles(rec: pysam.VariantRecord) -> list[tuple[int, str]]:
+    """(allele index, ALT) pairs of a record that can match a sequence variant."""
+    return [(i, a) for i, a in enumerate(rec.alts or (), start=1)
+            if not a.startswith("<") and a not in ("*", ".")]
+
+
+def _scan(
+    vf: pysam.VariantFile, contig: str, targets: dict[int, Target],
+    fasta: pysam.FastaFile | None, fa_contig: str | None,
+) -> dict[int, Hit]:
+    by_pos: dict[int, list[int]] = {}
+    for j, t in targets.items():
+        by_pos.setdefault(t[0], []).append(j)
+    lo = min(t[0] for t in targets.values()) - 1 - _INDEL_WINDOW
+    hi = max(t[0] + len(t[1]) for t in targets.values()) + _INDEL_WINDOW
+    hits: dict[int, Hit] = {}
+    for rec in vf.fetch(contig, max(0, lo), hi):
+        simple = len(rec.ref) == 1 and all(len(a) == 1 for a in rec.alts or ())
+        if simple and rec.pos not in by_pos:
+            continue  # a plain SNV normalizes to itself: nothing at this position
+        for i, ralt in _alleles(rec):
+            norm = normalize(rec.pos, rec.ref, ralt, fasta, fa_contig)
+            for j in by_pos.get(norm[0], ()):
+                kind = _match(targets[j], norm)
+                if kind is not None and j not in hits:
+                    hits[j] = (rec, i, kind)
+    return hits
+
+
+def _fetch_each(
+    vf: pysam.VariantFile, contig: str, targets: dict[int, Target],
+    fasta: pysam.FastaFile | None, fa_contig: str | None, vcf_path: Path, panel: Panel,
+) -> dict[int, Hit]:
+    hits: dict[int, Hit] = {}
+    for j, target in targets.items():
+        snv = len(target[1]) == len(target[2]) == 1
+        pad = 0 if snv else _INDEL_WINDOW
+        try:
+            records = vf.fetch(contig, max(0, target[0] - 1 - pad),
+                               target[0] + len(target[1]) + pad)
+        except ValueError as err:
+            raise InputError(vcf_path, f"cannot fetch region ({err})",
+                             f"{panel.chrom[j]}:{panel.pos[j]}") from err
+        hit = _first_match(records, target, fasta, fa_contig)
+        if hit is not None:
+            hits[j] = hit
+    return hits
 
 
 def _first_match(
-    records, target: tuple[int, str, str], fasta: pysam.FastaFile | None, contig: str | None
-) -> tuple[pysam.VariantRecord, int, str] | None:
+    records, target: Target, fasta: pysam.FastaFile | None, contig: str | None
+) -> Hit | None:
     for rec in records:
-        if not rec.alts:
-            continue
-        for i, ralt in enumerate(rec.alts, start=1):
-            if ralt.startswith("<") or ralt in ("*", "."):
-                continue
+        for i, ralt in _alleles(rec):
             kind = _match(target, normalize(rec.pos, rec.ref, ralt, fasta, contig))
             if kind is not None:
                 return rec, i, kind

@@ -10,6 +10,7 @@ import pysam
 import pysam.bcftools
 import pytest
 
+from shared import genotypes
 from shared.genotypes import harmonize_panel_genotypes, normalize
 from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 from shared.panel import read_panel
@@ -62,8 +63,12 @@ def test_normalize_trims_and_left_aligns(tmp_path: Path) -> None:
     assert normalize(5, "ACAG", "ATAG") == (6, "C", "T")  # an MNP-style SNV, trimmed
 
 
+@pytest.mark.parametrize("scan_from", [1, 10_000], ids=["one-pass", "fetch-each"])
 @pytest.mark.parametrize(("fmt", "csi"), [("z", False), ("z", True), ("b", True)])
-def test_every_representation_is_harmonized(tmp_path: Path, fmt: str, csi: bool) -> None:
+def test_every_representation_is_harmonized(
+    tmp_path: Path, fmt: str, csi: bool, scan_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(genotypes, "_SCAN_MIN_VARIANTS", scan_from)
     ref = write_reference(tmp_path / "ref.fa")
     # Panel on "chr1"; the hospital's VCF calls the contig "1".
     panel = read_panel(write_panel(tmp_path / "panel.tsv", [
