@@ -48,7 +48,8 @@ def site_from_context(context: Context) -> Site:
     name = str(node["site-id"]) if "site-id" in node else None
     state = str(node["state-path"]) if "state-path" in node else None
     budget = SiteBudget.load(data_path, node)
-    return Site(data_path, settings, name=name, state_path=state, budget=budget)
+    balance = str(node["balance"]) if "balance" in node else None
+    return Site(data_path, settings, name=name, state_path=state, budget=budget, balance=balance)
 
 
 def client_fn(context: Context):  # type: ignore[no-untyped-def]

@@ -31,6 +31,11 @@ def read_site_config(data_path: Path) -> dict:
         raise InputError(path, f"not valid TOML ({err})") from err
 
 
+def training_option(data_path: Path, key: str, default: str) -> str:
+    """A `[training]` setting of the site's `site.toml` (e.g. `balance = "reweight"`)."""
+    return str(read_site_config(data_path).get("training", {}).get(key, default))
+
+
 @dataclass(frozen=True)
 class SiteBudget:
     max_epsilon: float = 8.0
@@ -44,7 +49,8 @@ class SiteBudget:
         path = Path(data_path) / SITE_CONFIG
         doc = read_site_config(data_path)
         # Privacy keys live in [privacy]; bare top-level keys are accepted too.
-        values = dict(doc.get("privacy", {k: v for k, v in doc.items() if k != "cohort"}))
+        bare = {k: v for k, v in doc.items() if not isinstance(v, dict)}
+        values = dict(doc.get("privacy", bare))
         names = {f.name.replace("_", "-") for f in fields(cls)}
         values.update({k: v for k, v in (node_config or {}).items() if k in names})
         return cls.from_mapping(values, path)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.budget import SiteBudget
+from client.budget import SITE_CONFIG, SiteBudget, training_option
 from client.data import SiteData, load_site
-from client.train import DPPlan, pick_device, predict_logits, train_dp
+from client.train import DPPlan, balancing_weights, pick_device, predict_logits, train_dp
 from shared.encoding import model_config
 from shared.errors import InputError
 from shared.metrics import GroupedScores
@@ -25,6 +25,7 @@ from shared.privacy import PrivacyLedger, calibrate_noise
 from shared.runconfig import RunSettings
 
 PRIVACY_LEDGER = "privacy-ledger.json"
+BALANCE_MODES = ("none", "reweight")
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,18 @@ class Site:
     def __init__(
         self, data_path: str | Path, settings: RunSettings, name: str | None = None,
         state_path: str | Path | None = None, budget: SiteBudget | None = None,
+        balance: str | None = None,
     ) -> None:
         self.data_path = Path(data_path)
         self.settings = settings
         self.name = name or self.data_path.name
         self.state_path = Path(state_path) if state_path else self.data_path / ".genofed-state"
         self.budget = budget or SiteBudget.load(self.data_path)
+        # Ancestry balancing in training: "none" or "reweight" (site.toml [training] balance).
+        self.balance = balance or training_option(self.data_path, "balance", "none")
+        if self.balance not in BALANCE_MODES:
+            raise InputError(self.data_path / SITE_CONFIG,
+                             f"balance must be one of {', '.join(BALANCE_MODES)}")
         self.device = pick_device()
 
     def data(self, panel_sha256: str = "") -> SiteData:
@@ -76,7 +83,7 @@ class Site:
         s = self.settings
         epsilon, delta = self.budget.effective(s.target_epsilon, s.target_delta)
         data = self.data(panel_sha256)
-        g, y, _ = data.split("train")
+        g, y, ancestry = data.split("train")
         plan = DPPlan.for_site(len(y), s.batch_size, s.local_epochs)
         ledger = self.ledger()
         spent = ledger.epsilon(delta)
@@ -110,6 +117,7 @@ class Site:
             model, g, y, data.features, plan=plan, learning_rate=s.learning_rate,
             noise_multiplier=sigma, max_grad_norm=s.max_grad_norm,
             seed=self._seed(server_round), device=self.device,
+            sample_weights=balancing_weights(ancestry) if self.balance == "reweight" else None,
         )
         ledger.record(sigma, result.sample_rate, result.steps)
         return FitReport(get_weights(model), result.n_examples, {

@@ -71,17 +71,22 @@ def train_dp(
     max_grad_norm: float,
     seed: int,
     device: torch.device,
+    sample_weights: np.ndarray | None = None,
 ) -> TrainResult:
     """DP-SGD over the site's training people with Poisson sampling at `plan.sample_rate`.
 
     Every sampled step is taken and noised, including empty batches, so the steps we account
-    for are exactly the steps released.
+    for are exactly the steps released. `sample_weights` (mean 1) scale each person's loss
+    before per-sample clipping: the DP-compatible way to rebalance groups, since per-person
+    sampling rates would break the accountant's uniform-sampling assumption.
     """
     torch.manual_seed(seed)
     model.to(device).train()
     features = features.to(device)
+    weights = np.ones(len(labels)) if sample_weights is None else sample_weights
     ds = TensorDataset(
-        torch.as_tensor(genotypes, dtype=torch.long), torch.as_tensor(labels, dtype=torch.float32)
+        torch.as_tensor(genotypes, dtype=torch.long), torch.as_tensor(labels, dtype=torch.float32),
+        torch.as_tensor(weights, dtype=torch.float32),
     )
     loader = DataLoader(ds, batch_size=plan.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
@@ -98,12 +103,13 @@ def train_dp(
         raise RuntimeError("Opacus' loader disagrees with the costed DP plan")
     steps, loss_sum, seen = 0, 0.0, 0
     for _ in range(plan.epochs):
-        for xb, yb in loader:
-            xb, yb = xb.to(device), yb.to(device)
+        for xb, yb, wb in loader:
+            xb, yb, wb = xb.to(device), yb.to(device), wb.to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = dp_model(xb, features)
             if len(xb):
-                loss = F.binary_cross_entropy_with_logits(logits, yb)
+                loss = (wb * F.binary_cross_entropy_with_logits(logits, yb, reduction="none"))
+                loss = loss.mean()
                 loss_sum += float(loss.detach()) * len(xb)
                 seen += len(xb)
             else:  # an empty Poisson batch: the step still happens, as pure noise
@@ -131,3 +137,10 @@ def predict_logits(
         xb = torch.as_tensor(genotypes[start:start + batch_size], dtype=torch.long, device=device)
         out.append(model(xb, features).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
+
+
+def balancing_weights(groups: np.ndarray) -> np.ndarray:
+    """Per-person weights, mean 1, giving every ancestry group the same total weight."""
+    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    w = len(groups) / (len(names) * counts)
+    return w[inverse]

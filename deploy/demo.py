@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 from deploy.federation import run_simulation
+from shared.errors import FederationError
 from shared.fsio import write_json
+from shared.report import build_report, write_html
 from shared.simulate import SimulationConfig, simulate_cohort
 
 
@@ -76,6 +78,13 @@ def run_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -> dict
     summary = summarize(results)
     write_json(out / "summary.json", summary)
     print(format_table(summary, meta.get("oracle_auroc")))
+    ledger, key = run_dir / "ledger.jsonl", run_dir / "keys" / "ledger.pub"
+    report = build_report(ledger, key)
+    if not report.ok:
+        raise FederationError(f"the run's own ledger does not verify: {report.reason}")
+    write_html(report, out / "report.html")
     print(f"Summary: {out / 'summary.json'}   Results: {run_dir / 'results.json'}")
-    print(f"Ledger: {run_dir / 'ledger.jsonl'} (key {run_dir / 'keys' / 'ledger.pub'})")
+    print(f"Ledger:  {ledger} - verified, {report.records} signed records (key {key})")
+    print(f"Report:  {out / 'report.html'}   "
+          f"(re-check: genofed audit verify {ledger} --key {key})")
     return summary

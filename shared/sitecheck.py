@@ -5,26 +5,37 @@ no .fai, no cache), and returns a `CheckReport`: a JSON-ready summary and one `F
 problem, each a single line naming the file, the record (line, sample id or chrom:pos) and what
 is wrong. It never raises for bad input: every read failure becomes a Finding.
 
-Levels:
-- **error** blocks joining: truncated/corrupt or unindexed VCF, stale index, unsorted records,
-  no `##contig` lines, REF disagreeing with the FASTA, genotype allele index out of range, no
-  records, duplicated sample in the VCF header, a cohort-table sample missing from the VCF (the
-  site could not encode that person), no VCF sample in the table, no panel variant in the VCF,
-  and anything `read_panel`/`read_cohort` reject (malformed panel row, duplicated sample,
-  phenotype neither case nor control, unknown ancestry label, ...).
-- **warning** does not block: a VCF sample that is not in the cohort table (it is simply not
-  used; an error only when *no* VCF sample matches), contig names differing only by the `chr`
-  prefix between VCF, panel and FASTA (harmonized when genotypes are read), panel variants
-  absent from the VCF, contig lengths differing from the FASTA, call missingness over 10%.
+Levels (`ok` means no error):
+- **error** blocks joining.
+  VCF/BCF: not found; unreadable; plain gzip or uncompressed (cannot be indexed); truncated
+  (htslib read error while iterating the whole file, or no BGZF end-of-file marker); no index
+  (.tbi/.csi; a BCF needs .csi); stale index (older than the file, whole seconds as htslib
+  compares, or records fetched back through it do not come back); unsorted records (position
+  decreasing within a contig, or a contig resumed later); no `##contig` lines, or records on an
+  undeclared contig; records on a contig the FASTA lacks; REF disagreeing with the FASTA (first
+  chrom:pos and the count); a genotype with an allele index out of range, or malformed (chrom:pos
+  and sample); no records; a sample twice in the header.
+  Cohort table: whatever `read_cohort` rejects (duplicated sample, phenotype neither case nor
+  control, unknown ancestry label, ...), named by line.
+  Panel: whatever `read_panel` rejects (malformed row, ...), a contig the FASTA lacks, a panel
+  REF disagreeing with the FASTA.
+  Reference: FASTA or its .fai (or a compressed FASTA's .gzi) missing (we never build them).
+  Across files: a cohort-table sample missing from the VCF header (that person could not be
+  encoded); no VCF sample in the table; none of the panel variants in the VCF.
+- **warning** does not block: a VCF sample not among the cohort table's people (simply unused;
+  the error above instead when *no* sample matches); contig names differing only by the `chr`
+  prefix between VCF, panel and FASTA (harmonized when genotypes are read); some panel variants
+  absent from the VCF; header contig lengths differing from the FASTA's (the REF check decides);
+  a .fai older than its FASTA; samples or panel sites missing over 10% of their calls.
 - **info**: what could not be computed because of an earlier error.
 
 Speed: the VCF is read once, front to back, without the index (so truncation anywhere is
 found). In that pass each record's REF is compared with the FASTA (a chunk of records against
 one fetched reference window, vectorised) and its genotypes are parsed from the record text with
-numpy (one lookup per distinct GT string per chunk), which gives per-sample missingness and
-out-of-range allele indices. Panel genotypes (coverage, per-site missingness, per-ancestry allele
-frequencies) are then read through the index with `read_panel_genotypes`, exactly as training
-will read them, which also exercises the index.
+numpy (one-character alleles as a byte matrix, anything else by one lookup per distinct GT
+string per chunk): per-sample missingness and out-of-range allele indices at about 30 M calls/s.
+Panel genotypes (coverage, per-site missingness, per-ancestry allele frequencies) then come from
+`read_panel_genotypes`, exactly as training will read them.
 """
 
 from __future__ import annotations
@@ -128,7 +139,7 @@ def check_site(
 # --------------------------------------------------------------------------- helpers
 
 
-def contig_alias(name: str, available: Iterable[str]) -> str | None:
+def _contig_alias(name: str, available: Iterable[str]) -> str | None:
     """`name` as spelled in `available`: the same, or with/without the `chr` prefix."""
     available = set(available)
     if name in available:
@@ -360,7 +371,7 @@ class _SiteCheck:
         renamed: dict[str, str] = {}
         for chrom, pos, ref in zip(p.chrom, p.pos, p.ref, strict=True):
             chrom, pos = str(chrom), int(pos)
-            contig = contig_alias(chrom, self.fa_lengths)
+            contig = _contig_alias(chrom, self.fa_lengths)
             if contig is None:
                 absent.setdefault(chrom, []).append(f"{chrom}:{pos}")
                 continue
@@ -506,12 +517,10 @@ class _SiteCheck:
     def _check_contigs_vs_reference(
         self, declared: list[str], header_contigs: dict[str, int | None]
     ) -> None:
-        if self.fasta is None:
-            return
         table = []
         for name in declared:
             length = header_contigs.get(name)
-            contig = contig_alias(name, self.fa_lengths)
+            contig = _contig_alias(name, self.fa_lengths) if self.fasta is not None else None
             ref_len = self.fa_lengths.get(contig) if contig else None
             table.append({"vcf": name, "vcf_length": length, "reference": contig,
                           "reference_length": ref_len})
@@ -594,7 +603,8 @@ class _SiteCheck:
     def check_samples(self) -> None:
         if self.vcf_samples is None:
             dups = (self.summary.get("vcf") or {}).get("duplicated_samples", 0)
-            self.summary["samples"] = {"vcf": None, "duplicated_in_vcf": dups}
+            table = len(self.cohort) if self.cohort is not None else None
+            self.summary["samples"] = {"vcf": None, "table": table, "duplicated_in_vcf": dups}
             return
         vcf_ids = self.vcf_samples
         in_vcf = set(vcf_ids)
@@ -810,6 +820,11 @@ class _Scan:
         self.buf_pos: list[int] = []
         self.buf_ref: list[str] = []
         self.buf_nall: list[int] = []
+        # GT columns: one-character alleles ("0|1\t1/1\t./." exactly 4 bytes a sample) are
+        # parsed as a byte matrix; anything else (more FORMAT fields, haploid, allele 10+) per
+        # distinct GT string.
+        self.buf_fixed: list[str] = []
+        self.buf_fixed_rows: list[int] = []
         self.buf_gt: list[list[str]] = []
         self.buf_gt_rows: list[int] = []
         self.buf_partition = False
@@ -851,12 +866,15 @@ class _Scan:
         self.buf_nall.append(n_alleles)
 
         if self.n_samples:
-            fields = str(rec).rstrip("\n").split("\t")
-            fmt = fields[8] if len(fields) > 8 else ""
-            if fmt.startswith("GT") and len(fields) == 9 + self.n_samples:
-                self.buf_gt.append(fields[9:])
-                self.buf_gt_rows.append(len(self.buf_pos) - 1)
-                self.buf_partition |= ":" in fmt
+            parts = str(rec).split("\t", 9)
+            fmt = parts[8] if len(parts) == 10 else ""
+            body = parts[9].rstrip("\n") if fmt else ""
+            row = len(self.buf_pos) - 1
+            if fmt == "GT" and len(body) == 4 * self.n_samples - 1:
+                self.buf_fixed.append(body)
+                self.buf_fixed_rows.append(row)
+            elif fmt.startswith("GT"):
+                self._add_generic(row, body.split("\t"), ":" in fmt)
             else:
                 self.no_gt += 1
         self._panel_match(chrom, pos, ref, rec.alts)
@@ -868,7 +886,7 @@ class _Scan:
         if self.declared and chrom not in self.declared and chrom not in self.undeclared:
             self.undeclared[chrom] = where
         lengths = self.check.fa_lengths
-        self.fa_contig = contig_alias(chrom, lengths) if self.check.fasta is not None else None
+        self.fa_contig = _contig_alias(chrom, lengths) if self.check.fasta is not None else None
         if self.check.fasta is not None and self.fa_contig is None:
             self.not_in_reference.setdefault(chrom, [where, 0])
 
@@ -894,7 +912,7 @@ class _Scan:
             self.not_in_reference[self.chrom][1] += len(pos)
         elif self.fa_contig is not None:
             self._check_ref(pos)
-        if self.buf_gt:
+        if self.buf_fixed or self.buf_gt:
             self._check_gt(pos)
         self._reset()
 
@@ -931,30 +949,69 @@ class _Scan:
             self.ref_first = (f"{self.chrom}:{int(pos[i])}", refs[i], found)
         self.ref_mismatch += n_bad
 
-    def _check_gt(self, pos: np.ndarray) -> None:
+    def _add_generic(self, row: int, gts: list[str], partition: bool) -> None:
+        if len(gts) != self.n_samples:
+            self.no_gt += 1
+            return
+        self.buf_gt.append(gts)
+        self.buf_gt_rows.append(row)
+        self.buf_partition |= partition
+
+    def _fixed_width(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """(rows, highest allele index, missing, malformed) of the one-character-allele rows."""
+        n, rows = self.n_samples, np.array(self.buf_fixed_rows, dtype=np.int64)
+        text = "\t".join(self.buf_fixed) + "\t"
+        raw = np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)
+        raw = raw.reshape(len(rows), n, 4)
+        sep = raw[:, :, 1]
+        aligned = (((sep == ord("|")) | (sep == ord("/"))) & (raw[:, :, 3] == ord("\t"))).all(1)
+        for r in np.flatnonzero(~aligned):  # equal length by coincidence: parse generically
+            self._add_generic(int(rows[r]), self.buf_fixed[r].split("\t"), False)
+        raw, rows = raw[aligned], rows[aligned]
+        texts = [t for t, ok in zip(self.buf_fixed, aligned, strict=True) if ok]
+        a = raw[:, :, (0, 2)].astype(np.int16)
+        dot = a == ord(".")
+        digit = (a >= ord("0")) & (a <= ord("9"))
+        top = np.where(digit, a - ord("0"), -1).max(axis=2)
+        return rows, top, dot.any(axis=2), ~(dot | digit).all(axis=2), texts
+
+    def _generic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, highest allele index, missing, malformed, GT strings) of the other rows."""
         gts = np.array(self.buf_gt, dtype=str)
         if self.buf_partition:
             gts = np.char.partition(gts, ":")[..., 0]
         uniq, inverse = np.unique(gts, return_inverse=True)
         inverse = inverse.reshape(gts.shape)
         top, missing, malformed = _gt_table(uniq)
-        assert self.sample_missing is not None
-        self.sample_missing += missing[inverse].sum(axis=0)
-        self.n_gt_records += len(gts)
         rows = np.array(self.buf_gt_rows, dtype=np.int64)
-        n_alleles = np.array(self.buf_nall, dtype=np.int64)[rows]
-        bad = (top[inverse] >= n_alleles[:, None]) | malformed[inverse]
-        n_bad = int(bad.sum())
-        if not n_bad:
-            return
-        self.gt_bad_count += n_bad
+        return rows, top[inverse], missing[inverse], malformed[inverse], gts
+
+    def _check_gt(self, pos: np.ndarray) -> None:
+        assert self.sample_missing is not None
+        n_alleles = np.array(self.buf_nall, dtype=np.int64)
+        hits: list[tuple[int, int, str, bool]] = []  # (row, sample, GT, malformed)
+        parts = []
+        if self.buf_fixed:
+            rows, top, missing, malformed, texts = self._fixed_width()
+            parts.append((rows, top, missing, malformed,
+                          lambda r, c, t=texts: t[r][4 * c:4 * c + 3]))
+        if self.buf_gt:
+            rows, top, missing, malformed, gts = self._generic()
+            parts.append((rows, top, missing, malformed, lambda r, c, g=gts: str(g[r, c])))
+        for rows, top, missing, malformed, gt_of in parts:
+            self.sample_missing += missing.sum(axis=0)
+            self.n_gt_records += len(rows)
+            bad = (top >= n_alleles[rows][:, None]) | malformed
+            n_bad = int(bad.sum())
+            if not n_bad:
+                continue
+            self.gt_bad_count += n_bad
+            for r, c in list(zip(*np.nonzero(bad), strict=True))[:MAX_LISTED]:
+                hits.append((int(rows[r]), int(c), gt_of(int(r), int(c)), bool(malformed[r, c])))
         samples = self.check.vcf_samples or []
-        for r, s in zip(*np.nonzero(bad), strict=True):
-            if len(self.gt_bad) >= MAX_LISTED:
-                break
-            self.gt_bad.append((f"{self.chrom}:{int(pos[rows[r]])}", samples[int(s)],
-                                str(gts[r, s]), int(n_alleles[r]),
-                                bool(malformed[inverse[r, s]])))
+        for row, c, gt, bad_text in sorted(hits)[: MAX_LISTED - len(self.gt_bad)]:
+            self.gt_bad.append((f"{self.chrom}:{int(pos[row])}", samples[c], gt,
+                                int(n_alleles[row]), bad_text))
 
     # ---- findings after the pass
 

@@ -137,3 +137,27 @@ def test_bad_site_config_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "site.toml").write_text("epsilon = 3\n")
     with pytest.raises(InputError, match="unknown privacy setting"):
         SiteBudget.load(tmp_path)
+
+
+def test_balancing_weights_equalize_groups() -> None:
+    from client.train import balancing_weights
+
+    groups = np.array(["CEU"] * 80 + ["YRI"] * 15 + ["CHB"] * 5)
+    w = balancing_weights(groups)
+    assert w.mean() == pytest.approx(1.0)
+    totals = {g: w[groups == g].sum() for g in ("CEU", "YRI", "CHB")}
+    assert max(totals.values()) == pytest.approx(min(totals.values()))
+
+
+def test_reweighting_changes_training_and_is_validated(tiny_cohort: Path, tmp_path: Path) -> None:
+    plain = copy_site(tiny_cohort, tmp_path / "plain")
+    balanced = copy_site(tiny_cohort, tmp_path / "balanced")
+    (balanced / "site.toml").write_text('[training]\nbalance = "reweight"\n')
+    a, b = Site(plain, RunSettings(**SMALL)), Site(balanced, RunSettings(**SMALL))
+    assert (a.balance, b.balance) == ("none", "reweight")
+    w = fresh_weights(a)
+    wa, wb = a.fit(w, 1, "r").weights, b.fit(w, 1, "r").weights
+    assert any(not np.allclose(x, y) for x, y in zip(wa, wb, strict=True))
+    (balanced / "site.toml").write_text('[training]\nbalance = "oversample"\n')
+    with pytest.raises(InputError, match="balance must be one of"):
+        Site(balanced, RunSettings(**SMALL))
