@@ -50,6 +50,10 @@ def _lazy(module: str, attr: str = "run") -> Section:
 # overhead, membership attack) register here.
 SECTIONS: dict[str, Section] = {
     "data_path": _lazy("deploy.bench_data"),
+    "utility": _lazy("deploy.bench_utility"),
+    "dp_cost": _lazy("deploy.bench_cost"),
+    "membership_attack": _lazy("deploy.bench_privacy"),
+    "federation": _lazy("deploy.bench_federation"),
 }
 
 

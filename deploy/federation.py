@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import FederationError
+from shared.fsio import write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONNECTION = "genofed"
@@ -48,6 +49,37 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of `pid` (Linux /proc), children first found first.
+
+    Flower's SuperLink starts its SuperExec in a new session, which starts the ServerApp or the
+    simulation, which starts Ray: a process group does not hold them all, their parentage does.
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a process, its process group and every descendant."""
+    targets = [pid, *descendants(pid)]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    for p in targets:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, sig)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log: Path) -> None:
@@ -78,21 +110,29 @@ class ProcessGroup:
         )
         log.close()
         self.procs.append(proc)
+        self._write_pids(name, proc.pid)
         return proc
 
+    def _write_pids(self, name: str, pid: int) -> None:
+        """`pids.json` beside the logs: what to stop by hand if this supervisor itself dies."""
+        path = self.log_dir / "pids.json"
+        pids = json.loads(path.read_text()) if path.exists() else {}
+        pids[name] = pid
+        write_json(path, pids)
+
     def stop(self, proc: subprocess.Popen, grace: float = 10.0) -> None:
+        """SIGTERM (Flower shuts its children down on it), then SIGKILL whatever is left of the
+        process, its group and all its descendants, found before the leader exits."""
+        tree = descendants(proc.pid)
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Children that outlived their leader (e.g. Ray workers) share its process group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
+        for pid in tree:
+            kill_tree(pid)
+        proc.wait()
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):

@@ -20,7 +20,10 @@ def main(grid, context: Context) -> None:  # type: ignore[no-untyped-def]
     coordinator = Coordinator.from_run_config(context.run_config)
     legacy = LegacyContext(
         context=context,
-        config=ServerConfig(num_rounds=coordinator.settings.num_server_rounds),
+        config=ServerConfig(
+            num_rounds=coordinator.rounds_left,
+            round_timeout=coordinator.settings.round_timeout or None,
+        ),
         strategy=coordinator.strategy,
     )
     fit_workflow = None

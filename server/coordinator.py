@@ -1,16 +1,27 @@
-"""Everything the coordinator sets up around a run: panel, model, keys, outputs, the verdict."""
+"""Everything the coordinator sets up around a run: panel, model, keys, outputs, resumption, and
+the verdict.
+
+Resumption: the signed ledger is the source of truth for which rounds are done. Restarted with
+the same out-dir and run config, the coordinator verifies its ledger, reloads the checkpoint of
+the last recorded round (checking it against the weights hash the ledger signed) and carries on
+at the next round: no round lost, none counted twice.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from server.strategy import GenofedStrategy, initial_weights
+import torch
+
+from server.strategy import GenofedStrategy, RoundRecord, initial_weights, weights_sha256
 from shared.encoding import model_config
-from shared.errors import FederationError
+from shared.errors import FederationError, GenofedError
 from shared.fsio import write_json
-from shared.ledger import Ledger, ensure_signing_key, load_private_key
+from shared.ledger import Ledger, ensure_signing_key, load_private_key, read_records
+from shared.model import ModelConfig, RiskTransformer, get_weights
 from shared.panel import read_panel
 from shared.runconfig import RunSettings
 
@@ -21,6 +32,10 @@ class Coordinator:
     strategy: GenofedStrategy
     out_dir: Path
 
+    @property
+    def rounds_left(self) -> int:
+        return self.settings.num_server_rounds - self.strategy.offset
+
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> Coordinator:
         settings = RunSettings.from_run_config(run_config)
@@ -30,10 +45,14 @@ class Coordinator:
         cfg = model_config(len(panel), settings.encoder(), **settings.architecture())
         key = Path(settings.ledger_key) if settings.ledger_key else out_dir / "keys" / "ledger.key"
         ensure_signing_key(key, key.with_suffix(".pub"))
-        ledger = Ledger(out_dir / "ledger.jsonl", load_private_key(key))
+        ledger = Ledger(out_dir / "ledger.jsonl", load_private_key(key))  # verifies the chain
+        weights, completed = resume_point(out_dir, settings, panel.sha256, cfg)
         strategy = GenofedStrategy(
-            settings, cfg, panel.sha256, out_dir, ledger, initial_weights(cfg, settings.seed)
+            settings, cfg, panel.sha256, out_dir, ledger, weights, completed=completed
         )
+        if strategy.offset >= settings.num_server_rounds:
+            raise GenofedError(f"{out_dir}: this run already completed its "
+                               f"{settings.num_server_rounds} rounds")
         write_json(out_dir / "run-config.json", {"run_config": dict(run_config),
                                                  "model_config": cfg.to_dict()})
         return cls(settings, strategy, out_dir)
@@ -53,3 +72,41 @@ class Coordinator:
                 f"only {len(trained)} of {planned} rounds trained and {len(evaluated)} were "
                 f"evaluated; see {self.out_dir / 'results.json'}"
             )
+
+
+def resume_point(
+    out_dir: Path, settings: RunSettings, panel_sha256: str, cfg: ModelConfig
+) -> tuple[list, list[RoundRecord]]:
+    """Initial weights and completed rounds: fresh, or from the last round the ledger signed."""
+    records = read_records(out_dir / "ledger.jsonl") if (out_dir / "ledger.jsonl").exists() else []
+    if not records:
+        return initial_weights(cfg, settings.seed), []
+    last = records[-1]
+    where = out_dir / "ledger.jsonl"
+    if last.get("config_sha256") != settings.sha256():
+        raise GenofedError(f"{where}: recorded under another run config; use a new out-dir")
+    if last.get("panel_sha256") != panel_sha256:
+        raise GenofedError(f"{where}: recorded for another panel; use a new out-dir")
+    done = int(last["round"])
+    ckpt = out_dir / "checkpoints" / f"round-{done:03d}.pt"
+    try:
+        doc = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model = RiskTransformer(cfg)
+        model.load_state_dict(doc["state_dict"])
+    except (OSError, RuntimeError, KeyError) as err:
+        raise GenofedError(f"{ckpt}: cannot resume from round {done} ({err})") from err
+    weights = get_weights(model)
+    if weights_sha256(weights) != last.get("weights_sha256"):
+        raise GenofedError(f"{ckpt}: weights differ from those the ledger signed for round {done}")
+    return weights, _completed_rounds(out_dir, done)
+
+
+def _completed_rounds(out_dir: Path, done: int) -> list[RoundRecord]:
+    path = out_dir / "results.json"
+    if not path.exists():
+        return [RoundRecord(round=r) for r in range(1, done + 1)]
+    names = {f.name for f in fields(RoundRecord)}
+    rounds = json.loads(path.read_text()).get("rounds", [])
+    kept = [RoundRecord(**{k: v for k, v in r.items() if k in names})
+            for r in rounds if int(r["round"]) <= done]
+    return kept

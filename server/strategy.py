@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from logging import INFO, WARNING
 from pathlib import Path
@@ -107,17 +107,21 @@ class GenofedStrategy(FedAvg):
         out_dir: Path,
         ledger: Ledger,
         initial_weights: list[np.ndarray],
+        completed: list[RoundRecord] | None = None,
     ) -> None:
+        """`completed` holds the rounds of an interrupted run being resumed: Flower then counts
+        its rounds from 1 again, and we number them on from the last completed one."""
         self.settings = settings
         self.model_cfg = model_cfg
         self.panel_sha256 = panel_sha256
         self.out_dir = out_dir
         self.ledger = ledger
         self.current = initial_weights
-        self.rounds: dict[int, RoundRecord] = {}
+        self.rounds: dict[int, RoundRecord] = {r.round: r for r in completed or []}
+        self.offset = max(self.rounds, default=0)
         self.aggregator = make_aggregator(settings.aggregation)
         round_config: Callable[[int], dict[str, Scalar]] = lambda rnd: {  # noqa: E731
-            "server-round": rnd, "panel-sha256": panel_sha256,
+            "server-round": rnd + self.offset, "panel-sha256": panel_sha256,
         }
         k = settings.min_sites
         super().__init__(
@@ -141,6 +145,7 @@ class GenofedStrategy(FedAvg):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list,
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        server_round += self.offset
         rec = self._record(server_round)
         rec.failures = len(failures)
         accepted = []
@@ -166,15 +171,15 @@ class GenofedStrategy(FedAvg):
             if "train_loss" in m:
                 rec.train_loss[site] = float(m["train_loss"])
             accepted.append((proxy, res))
-        if not accepted:
-            log(WARNING, "round %d: no site update was accepted; weights unchanged", server_round)
-            return None, {}
-        params, _ = self.aggregator.aggregate_fit(server_round, accepted, [])
+        params = None
+        if accepted:
+            params, _ = self.aggregator.aggregate_fit(server_round, accepted, [])
         if params is None:
-            return None, {}
-        self.current = parameters_to_ndarrays(params)
+            log(WARNING, "round %d: no site update was accepted; weights unchanged", server_round)
+        else:
+            self.current = parameters_to_ndarrays(params)
         rec.weights_sha256 = weights_sha256(self.current)
-        self._checkpoint(server_round)
+        self._checkpoint(server_round)  # every round, so a resumed run finds its weights
         return params, {}
 
     def aggregate_evaluate(
@@ -183,6 +188,7 @@ class GenofedStrategy(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list,
     ) -> tuple[float | None, dict[str, Scalar]]:
+        server_round += self.offset
         rec = self._record(server_round)
         merged = GroupedScores(groups={})
         loss_sum, n_sum = 0.0, 0
@@ -237,7 +243,7 @@ class GenofedStrategy(FedAvg):
         })
 
     def results(self) -> dict:
-        rounds = [vars(self.rounds[r]) for r in sorted(self.rounds)]
+        rounds = [asdict(self.rounds[r]) for r in sorted(self.rounds)]
         return {
             "run_config_sha256": self.settings.sha256(),
             "panel_sha256": self.panel_sha256,

@@ -43,6 +43,7 @@ class RunSettings:
     secagg: bool = False
     aggregation: str = "fedavg"  # fedavg | fedmedian | fedtrimmedavg | krum
     max_update_norm: float = 0.0  # L2 bound on (site weights - global weights); 0 = no bound
+    round_timeout: float = 0.0  # seconds to wait for sites in a round; 0 = wait for all
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> RunSettings:

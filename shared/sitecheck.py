@@ -1083,7 +1083,7 @@ def format_report(report: CheckReport) -> list[str]:
         out.append(f"cohort     {cohort['people']} people: {ph['cases']} cases, "
                    f"{ph['controls']} controls, {ph['missing']} phenotype missing; {anc}")
     samples = s.get("samples")
-    if samples and samples.get("table") is not None:
+    if samples and "matched" in samples:
         out.append(f"samples    {samples['matched']} matched, {samples['table_not_vcf']} in the "
                    f"table only, {samples['vcf_not_table']} in the VCF only")
     cov = (s.get("panel") or {}).get("coverage")

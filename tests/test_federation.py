@@ -26,8 +26,15 @@ def overrides(cohort: Path, out: Path, **extra: object) -> dict[str, object]:
 
 
 def no_stray_flower_processes(marker: Path) -> bool:
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return not any(str(marker) in line and "flower" in line for line in ps.splitlines())
+    """No process left whose command line or environment mentions this run's folder."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if str(marker).encode() in blob:
+            return False
+    return True
 
 
 def test_two_sites_two_rounds(tiny_cohort: Path, tmp_path: Path) -> None:

@@ -1,0 +1,439 @@
+"""Benchmark section `utility`: how good is the federated, private model, per ancestry?
+
+ONE simulated cohort (the demo's: `SimulationConfig(seed=0)`, three hospitals) and ONE set of
+held-out people (every site's `test` split) for every method:
+
+- `federated_dp`: the real federation (`deploy.federation.run_simulation`, Flower's simulation
+  engine) with the demo's settings: 5 rounds x 1 local epoch of DP-SGD per site, epsilon <= 8 at
+  delta = 1e-5, everything else the `[tool.flwr.app.config]` defaults. The final global weights
+  (the coordinator's `checkpoints/latest.pt`) score the held-out people here;
+- `centralized`: the same transformer, same initial weights, trained on all sites' training
+  people pooled, WITHOUT DP: plain Adam, same batch size and learning rate, as many epochs as
+  the federation's rounds x local epochs;
+- `site_alone`: each site trains the same model alone with DP-SGD under its own epsilon = 8 over
+  the same number of epochs (noise calibrated with `shared.privacy.calibrate_noise`), scored on
+  ALL held-out people; per population the best single site is reported, each site under
+  `site_alone_by_site`;
+- `linear_prs`: L2-penalised logistic regression (scikit-learn) on the panel dosages (0/1/2,
+  missing -> training mean, standardised), C chosen by 5-fold CV (AUROC) on the training people;
+- `oracle`: the true genetic liability (`truth.tsv`), the ceiling.
+
+Per method and population: `auroc` (sklearn, pooled over the population's held-out people) and
+`attainable` = (AUROC - 0.5) / (oracle AUROC - 0.5). `targets` checks the project's goals and
+reports margins; nothing here is tuned to meet them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from client.data import load_site
+from client.train import DPPlan, pick_device, predict_logits, train_dp
+from deploy.federation import run_simulation
+from server.strategy import initial_weights
+from shared.encoding import model_config
+from shared.model import GT_MISSING, ModelConfig, PanelFeatures, RiskTransformer, set_weights
+from shared.privacy import calibrate_noise, epsilon_for
+from shared.runconfig import RunSettings
+from shared.simulate import POPULATIONS, SimulationConfig, simulate_cohort
+
+# The demo's cohort and run (`genofed deploy demo` defaults).
+FULL = SimulationConfig(seed=0)
+FULL_ROUNDS = 5
+FULL_RUN: dict[str, object] = {}  # the pyproject defaults, like the demo
+# Seconds, for the tests: 2 small sites, 2 rounds, a small model.
+QUICK = SimulationConfig(
+    seed=3, sites=2, people_per_population=120, sequence_length=200_000, panel_size=32,
+    n_causal=8, n_interactions=2, prevalence=0.3,
+)
+QUICK_ROUNDS = 2
+QUICK_RUN: dict[str, object] = {
+    "batch-size": 32, "model-dim": 16, "model-layers": 1, "model-heads": 2, "suppression-k": 5,
+}
+METHODS = ("federated_dp", "centralized", "site_alone", "linear_prs", "oracle")
+CV_FOLDS = 5
+CV_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
+
+
+def say(section: str, message: str) -> None:
+    print(f"  {section}: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class People:
+    """Encoded people of several sites, in site order."""
+
+    genotypes: np.ndarray  # [N, T] int8 codes
+    labels: np.ndarray  # [N] 0/1
+    ancestry: np.ndarray  # [N] str
+    sample_id: np.ndarray  # [N] str
+    site: np.ndarray  # [N] str
+
+    def subset(self, mask: np.ndarray) -> People:
+        return People(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
+
+    @classmethod
+    def concat(cls, parts: list[People]) -> People:
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts])
+                     for f in dataclasses.fields(cls)))
+
+
+@dataclass(frozen=True)
+class CohortData:
+    features: PanelFeatures
+    n_variants: int
+    train: People
+    test: People
+    sites: list[str]
+
+
+def load_cohort(cohort_dir: Path, settings: RunSettings) -> CohortData:
+    """Every site's people, encoded exactly as the sites encode them (`client.data.load_site`)."""
+    sites = sorted((p.name for p in cohort_dir.glob("site-*") if p.is_dir()),
+                   key=lambda n: int(n.removeprefix("site-")))
+    parts: dict[str, list[People]] = {"train": [], "test": []}
+    features, n_variants, panel_sha = None, 0, None
+    for name in sites:
+        data = load_site(cohort_dir / name, settings.encoder(), None)
+        if panel_sha is None:
+            features, n_variants, panel_sha = data.features, len(data.panel), data.panel.sha256
+        elif data.panel.sha256 != panel_sha:
+            raise RuntimeError(f"{name} holds a different panel from site-1")
+        for split in parts:
+            mask = data.cohort.split == split
+            parts[split].append(People(
+                data.genotypes[mask], data.cohort.phenotype[mask].astype(np.int64),
+                data.cohort.ancestry[mask].astype(str), data.cohort.sample_id[mask].astype(str),
+                np.full(int(mask.sum()), name),
+            ))
+    assert features is not None
+    return CohortData(features, n_variants, People.concat(parts["train"]),
+                      People.concat(parts["test"]), sites)
+
+
+def dosages(codes: np.ndarray) -> np.ndarray:
+    """Alt-allele dosage 0/1/2 as float, missing calls as NaN."""
+    out = np.clip(codes, 0, 2).astype(np.float64)
+    out[codes == GT_MISSING] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def auroc_by_population(scores: np.ndarray, people: People) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for pop in POPULATIONS:
+        mask = people.ancestry == pop
+        y = people.labels[mask]
+        out[pop] = (float(roc_auc_score(y, scores[mask]))
+                    if mask.any() and 0 < y.sum() < len(y) else None)
+    return out
+
+
+def attainable(auroc: float | None, oracle: float | None) -> float | None:
+    """(AUROC - 0.5) / (oracle - 0.5): the share of the attainable discrimination reached."""
+    if auroc is None or oracle is None or oracle <= 0.5:
+        return None
+    return (auroc - 0.5) / (oracle - 0.5)
+
+
+def method_table(auroc: dict[str, float | None], oracle: dict[str, float | None]) -> dict:
+    return {pop: {"auroc": auroc[pop], "attainable": attainable(auroc[pop], oracle[pop])}
+            for pop in POPULATIONS}
+
+
+def _margin_check(margins: dict[str, float | None], strict: bool = False) -> dict[str, Any]:
+    """Met when every margin is known and >= 0 (> 0 if `strict`); the margin is the smallest."""
+    known = [m for m in margins.values() if m is not None]
+    ok = all(m > 0 if strict else m >= 0 for m in known)
+    return {"met": bool(known) and len(known) == len(margins) and ok,
+            "margin": min(known) if known else None}
+
+
+def targets(results: dict[str, dict]) -> dict[str, Any]:
+    """The project's utility goals, with margins (>= 0 met; < 0 missed by that much)."""
+    fed, cen, lin = results["federated_dp"], results["centralized"], results["linear_prs"]
+
+    vs_cen: dict[str, Any] = {}
+    for pop in POPULATIONS:
+        f, c = fed[pop]["attainable"], cen[pop]["attainable"]
+        need = None if c is None else 0.9 * c
+        vs_cen[pop] = {"federated_attainable": f, "required": need,
+                       "margin": None if f is None or need is None else f - need}
+    beats: dict[str, Any] = {}
+    for pop in POPULATIONS:
+        f, lo = fed[pop]["auroc"], lin[pop]["auroc"]
+        beats[pop] = {"federated_auroc": f, "linear_prs_auroc": lo,
+                      "margin": None if f is None or lo is None else f - lo}
+    att = {pop: fed[pop]["attainable"] for pop in POPULATIONS}
+    known = {p: a for p, a in att.items() if a is not None}
+    worst_best: dict[str, Any] = {"met": False, "margin": None}
+    if len(known) == len(att):
+        worst, best = min(known, key=known.get), max(known, key=known.get)  # type: ignore[arg-type]
+        margin = known[worst] - 0.8 * known[best]
+        worst_best = {
+            "met": margin >= 0, "margin": margin, "worst_population": worst,
+            "worst_attainable": known[worst], "best_population": best,
+            "best_attainable": known[best], "required": 0.8 * known[best],
+        }
+    return {
+        "federated_vs_centralized": {
+            "rule": "federated_dp attainable >= 0.9 x centralized attainable, every population",
+            **_margin_check({p: v["margin"] for p, v in vs_cen.items()}), "by_population": vs_cen,
+        },
+        "federated_beats_linear_prs": {
+            "rule": "federated_dp AUROC > linear_prs AUROC, every population",
+            **_margin_check({p: v["margin"] for p, v in beats.items()}, strict=True),
+            "by_population": beats,
+        },
+        "worst_vs_best_population": {
+            "rule": "federated_dp: worst-population attainable >= 0.8 x best-population",
+            **worst_best,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def train_plain(
+    model: RiskTransformer, genotypes: np.ndarray, labels: np.ndarray, features: PanelFeatures,
+    *, epochs: int, batch_size: int, learning_rate: float, seed: int,
+) -> list[float]:
+    """Ordinary (non-private) minibatch Adam, shuffled each epoch; mean loss per epoch."""
+    device = pick_device()
+    torch.manual_seed(seed)
+    order = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    features = features.to(device)
+    x = torch.as_tensor(genotypes, dtype=torch.long)
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    losses = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), generator=order)
+        total = 0.0
+        for start in range(0, len(y), batch_size):
+            idx = perm[start:start + batch_size]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.binary_cross_entropy_with_logits(model(xb, features), yb)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / max(len(y), 1))
+    return losses
+
+
+def fresh_model(cfg: ModelConfig, seed: int) -> RiskTransformer:
+    """The federation's initial global model (same seed, same weights)."""
+    model = RiskTransformer(cfg)
+    set_weights(model, initial_weights(cfg, seed))
+    return model
+
+
+def dp_alone(
+    cfg: ModelConfig, data: CohortData, people: People, settings: RunSettings, epochs: int,
+    seed: int,
+) -> tuple[RiskTransformer, dict[str, Any]]:
+    """One site's DP-SGD training on its own people under its whole budget, `epochs` epochs."""
+    plan = DPPlan.for_site(len(people.labels), settings.batch_size, epochs)
+    sigma = calibrate_noise(settings.target_epsilon, settings.target_delta, plan.sample_rate,
+                            plan.steps)
+    model = fresh_model(cfg, settings.seed)
+    result = train_dp(
+        model, people.genotypes, people.labels, data.features, plan=plan,
+        learning_rate=settings.learning_rate, noise_multiplier=sigma,
+        max_grad_norm=settings.max_grad_norm, seed=seed, device=pick_device(),
+    )
+    eps = epsilon_for([(sigma, result.sample_rate, result.steps)], settings.target_delta, "prv")
+    return model, {"n_train": len(people.labels), "noise_multiplier": sigma, "epsilon": eps,
+                   "delta": settings.target_delta, "steps": result.steps, "epochs": epochs}
+
+
+def linear_prs(data: CohortData, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Held-out scores of an L2 logistic regression on dosages, C by CV on the training people."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(),
+                         LogisticRegression(max_iter=5000))
+    search = GridSearchCV(
+        pipe, {"logisticregression__C": list(CV_CS)}, scoring="roc_auc",
+        cv=StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed), n_jobs=1,
+    )
+    search.fit(dosages(data.train.genotypes), data.train.labels)
+    scores = search.decision_function(dosages(data.test.genotypes))
+    return scores, {"C": float(search.best_params_["logisticregression__C"]),
+                    "cv_auroc": float(search.best_score_), "cv_folds": CV_FOLDS,
+                    "C_grid": [min(CV_CS), max(CV_CS), len(CV_CS)],
+                    "model": "StandardScaler + LogisticRegression (L2), dosages, "
+                             "missing -> training mean"}
+
+
+def oracle_scores(cohort_dir: Path, test: People) -> np.ndarray:
+    truth = pd.read_csv(cohort_dir / "truth.tsv", sep="\t", dtype={"sample_id": str})
+    liability = truth.set_index("sample_id")["genetic_liability"]
+    held_out = set(truth.loc[truth["split"] == "test", "sample_id"])
+    if held_out != set(test.sample_id):
+        raise RuntimeError("the sites' test split and truth.tsv's disagree")
+    return liability.loc[test.sample_id].to_numpy()
+
+
+def federated_model(run_dir: Path) -> RiskTransformer:
+    doc = torch.load(run_dir / "checkpoints" / "latest.pt", map_location="cpu",
+                     weights_only=True)
+    model = RiskTransformer(ModelConfig(**doc["model_config"]))
+    model.load_state_dict(doc["state_dict"])
+    return model
+
+
+def federation_reported(run_dir: Path) -> dict[str, Any]:
+    """What the coordinator itself reported for its last round (histogram-pooled AUROC)."""
+    results = json.loads((run_dir / "results.json").read_text())
+    last = next(r for r in reversed(results["rounds"]) if r.get("metrics"))
+    by_group = last["metrics"]["by_group"]
+    epsilon: dict[str, float] = {}
+    for r in results["rounds"]:
+        epsilon.update({s: p["epsilon"] for s, p in r.get("privacy", {}).items()})
+    return {
+        "status": results.get("status"),
+        "auroc": {p: (None if by_group.get(p, {}).get("suppressed")
+                      else by_group.get(p, {}).get("auroc")) for p in POPULATIONS},
+        "epsilon": epsilon,
+    }
+
+
+# --------------------------------------------------------------------------- section
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def run(work_dir: Path, quick: bool) -> dict[str, Any]:
+    config = QUICK if quick else FULL
+    rounds = QUICK_ROUNDS if quick else FULL_ROUNDS
+    extra = QUICK_RUN if quick else FULL_RUN
+    cohort_dir, run_dir = work_dir / "cohort", work_dir / "run"
+    timings: dict[str, float] = {}
+
+    began = time.perf_counter()
+    say("utility", f"simulating the cohort ({config.sites} sites, "
+                   f"{config.people_per_population} people per population)")
+    meta = simulate_cohort(cohort_dir, config, force=True)
+    timings["simulate_s"] = time.perf_counter() - began
+
+    overrides: dict[str, object] = {
+        "num-server-rounds": rounds, "min-sites": config.sites, "data-root": str(cohort_dir),
+        "out-dir": str(run_dir), "seed": config.seed, **extra,
+    }
+    settings = RunSettings.from_run_config(overrides)
+    epochs = settings.num_server_rounds * settings.local_epochs
+
+    say("utility", f"federated_dp: {rounds} rounds through Flower's simulation engine")
+    began = time.perf_counter()
+    run_simulation(overrides, config.sites, work_dir / "federation", timeout=3000)
+    timings["federated_dp_s"] = time.perf_counter() - began
+
+    data = load_cohort(cohort_dir, settings)
+    cfg = model_config(data.n_variants, settings.encoder(), **settings.architecture())
+    device = pick_device()
+    oracle = oracle_scores(cohort_dir, data.test)
+    oracle_auroc = auroc_by_population(oracle, data.test)
+    results: dict[str, dict] = {
+        "oracle": {pop: {"auroc": oracle_auroc[pop], "attainable": 1.0} for pop in POPULATIONS},
+    }
+    fed = federated_model(run_dir)
+    results["federated_dp"] = method_table(
+        auroc_by_population(predict_logits(fed, data.test.genotypes, data.features, device),
+                            data.test), oracle_auroc)
+
+    say("utility", f"centralized: {len(data.train.labels)} pooled people, {epochs} epochs, no DP")
+    began = time.perf_counter()
+    model = fresh_model(cfg, settings.seed)
+    losses = train_plain(model, data.train.genotypes, data.train.labels, data.features,
+                         epochs=epochs, batch_size=settings.batch_size,
+                         learning_rate=settings.learning_rate, seed=settings.seed)
+    results["centralized"] = method_table(
+        auroc_by_population(predict_logits(model, data.test.genotypes, data.features, device),
+                            data.test), oracle_auroc)
+    timings["centralized_s"] = time.perf_counter() - began
+
+    by_site: dict[str, dict] = {}
+    site_privacy: dict[str, dict] = {}
+    began = time.perf_counter()
+    for k, name in enumerate(data.sites):
+        say("utility", f"site_alone: {name}, DP-SGD, {epochs} epochs")
+        model, info = dp_alone(cfg, data, data.train.subset(data.train.site == name), settings,
+                               epochs, seed=settings.seed + 101 * (k + 1))
+        site_privacy[name] = info
+        by_site[name] = method_table(
+            auroc_by_population(predict_logits(model, data.test.genotypes, data.features, device),
+                                data.test), oracle_auroc)
+    timings["site_alone_s"] = time.perf_counter() - began
+    best: dict[str, dict] = {}
+    for pop in POPULATIONS:
+        scored = [(s, t[pop]) for s, t in by_site.items() if _finite(t[pop]["auroc"])]
+        if scored:
+            site, row = max(scored, key=lambda item: item[1]["auroc"])
+            best[pop] = {**row, "site": site}
+        else:
+            best[pop] = {"auroc": None, "attainable": None, "site": None}
+    results["site_alone"] = best
+
+    say("utility", "linear_prs: L2 logistic regression on dosages, C by CV")
+    began = time.perf_counter()
+    scores, linear_info = linear_prs(data, settings.seed)
+    results["linear_prs"] = method_table(auroc_by_population(scores, data.test), oracle_auroc)
+    timings["linear_prs_s"] = time.perf_counter() - began
+
+    n_test = {pop: {"n": int((data.test.ancestry == pop).sum()),
+                    "cases": int(data.test.labels[data.test.ancestry == pop].sum())}
+              for pop in POPULATIONS}
+    return {
+        **{m: results[m] for m in METHODS},
+        "site_alone_by_site": by_site,
+        "targets": targets(results),
+        "held_out": n_test,
+        "n_train": int(len(data.train.labels)),
+        "cohort_oracle_auroc": meta.get("oracle_auroc"),
+        "federated_dp_reported": federation_reported(run_dir),
+        "site_alone_privacy": site_privacy,
+        "centralized_train_loss": losses,
+        "linear_prs_fit": linear_info,
+        "settings": {
+            "cohort": dataclasses.asdict(config),
+            "rounds": settings.num_server_rounds, "local_epochs": settings.local_epochs,
+            "epochs": epochs, "batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate, "target_epsilon": settings.target_epsilon,
+            "target_delta": settings.target_delta, "architecture": settings.architecture(),
+            "max_grad_norm": settings.max_grad_norm,
+        },
+        "note": (
+            "every method is scored on the same held-out people (all sites' test split) with "
+            "sklearn's roc_auc_score per population; federated_dp uses the coordinator's final "
+            "checkpoint; attainable = (AUROC - 0.5) / (oracle AUROC - 0.5)"
+        ),
+        **timings,
+    }
