@@ -59,7 +59,7 @@ QUICK = SimulationConfig(
     seed=3, sites=2, people_per_population=120, sequence_length=200_000, panel_size=32,
     n_causal=8, n_interactions=2, prevalence=0.3,
 )
-QUICK_ROUNDS = 2
+QUICK_ROUNDS = 1
 QUICK_RUN: dict[str, object] = {
     "batch-size": 32, "model-dim": 16, "model-layers": 1, "model-heads": 2, "suppression-k": 5,
 }

@@ -13,6 +13,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local(args: argparse.Namespace) -> int:
+    from deploy.demo import run_local_demo
+
+    run_local_demo(Path(args.out), args.sites, args.rounds, args.seed, args.people)
+    return 0
+
+
 def _init(args: argparse.Namespace) -> int:
     from deploy.init import init_deployment, summary_lines
 
@@ -52,7 +59,8 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
                       help="address the SuperLink listens on (default %(default)s; use the "
                       "interface only the consortium network reaches)")
     init.add_argument("--data-path", default=defaults.DEFAULT_DATA_PATH,
-                      help="each site's data folder on its own machine (default %(default)s)")
+                      help="each site's data folder on its own machine; {site} stands for the "
+                      "site's name (default %(default)s)")
     init.add_argument("--state-path", default=defaults.DEFAULT_STATE_PATH,
                       help="each site's state folder (privacy ledger, genotype cache; "
                       "default %(default)s)")
@@ -74,4 +82,13 @@ def register(groups: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--people", type=int, default=2000, help="people per ancestry")
     demo.set_defaults(func=_demo)
+    local = sub.add_parser(
+        "local", help="the demo through real TLS SuperLink/SuperNode processes on loopback"
+    )
+    local.add_argument("--out", default="demo-out", help="output folder (generated)")
+    local.add_argument("--sites", type=int, default=3)
+    local.add_argument("--rounds", type=int, default=2)
+    local.add_argument("--seed", type=int, default=0)
+    local.add_argument("--people", type=int, default=500, help="people per ancestry")
+    local.set_defaults(func=_local)
     _add_init(sub)

@@ -52,18 +52,43 @@ def format_table(summary: dict, oracle: dict[str, float] | None = None) -> str:
     return "\n".join(lines)
 
 
+def fresh_cohort(out: Path, sites: int, seed: int, people: int) -> dict:
+    """Simulate the demo cohort into `out/cohort`, replacing earlier demo outputs."""
+    for name in ("cohort", "run", "federation", "local"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)  # our own outputs: a fresh cohort, fresh privacy budgets
+    t0 = time.monotonic()
+    print(f"Simulating a {sites}-site cohort (msprime, OutOfAfrica_3G09) into {out / 'cohort'}")
+    meta = simulate_cohort(
+        out / "cohort", SimulationConfig(seed=seed, sites=sites, people_per_population=people)
+    )
+    print(f"  done in {time.monotonic() - t0:.0f} s.")
+    return meta
+
+
+def report_run(out: Path, run_dir: Path, ledger_key: Path, meta: dict) -> dict:
+    """Summary table, summary.json, verified ledger and the audit report for a finished run."""
+    results = json.loads((run_dir / "results.json").read_text())
+    summary = summarize(results)
+    write_json(out / "summary.json", summary)
+    print(format_table(summary, meta.get("oracle_auroc")))
+    ledger = run_dir / "ledger.jsonl"
+    report = build_report(ledger, ledger_key)
+    if not report.ok:
+        raise FederationError(f"the run's own ledger does not verify: {report.reason}")
+    write_html(report, out / "report.html")
+    print(f"Summary: {out / 'summary.json'}   Results: {run_dir / 'results.json'}")
+    print(f"Ledger:  {ledger} - verified, {report.records} signed records (key {ledger_key})")
+    print(f"Report:  {out / 'report.html'}   "
+          f"(re-check: genofed audit verify {ledger} --key {ledger_key})")
+    return summary
+
+
 def run_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -> dict:
     out = out.resolve()
     cohort_dir, run_dir = out / "cohort", out / "run"
-    for d in (cohort_dir, run_dir, out / "federation"):
-        if d.exists():
-            shutil.rmtree(d)  # the demo's own outputs: a fresh cohort means fresh privacy budgets
-    t0 = time.monotonic()
-    print(f"Simulating a {sites}-site cohort (msprime, OutOfAfrica_3G09) into {cohort_dir} ...")
-    meta = simulate_cohort(
-        cohort_dir, SimulationConfig(seed=seed, sites=sites, people_per_population=people)
-    )
-    print(f"  done in {time.monotonic() - t0:.0f} s. Federating {rounds} rounds ...")
+    meta = fresh_cohort(out, sites, seed, people)
+    print(f"Federating {rounds} rounds in Flower's simulation engine ...")
     overrides = {
         "num-server-rounds": rounds,
         "min-sites": sites,
@@ -74,17 +99,23 @@ def run_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -> dict
     t1 = time.monotonic()
     run_simulation(overrides, sites, out / "federation")
     print(f"  federation finished in {time.monotonic() - t1:.0f} s.")
-    results = json.loads((run_dir / "results.json").read_text())
-    summary = summarize(results)
-    write_json(out / "summary.json", summary)
-    print(format_table(summary, meta.get("oracle_auroc")))
-    ledger, key = run_dir / "ledger.jsonl", run_dir / "keys" / "ledger.pub"
-    report = build_report(ledger, key)
-    if not report.ok:
-        raise FederationError(f"the run's own ledger does not verify: {report.reason}")
-    write_html(report, out / "report.html")
-    print(f"Summary: {out / 'summary.json'}   Results: {run_dir / 'results.json'}")
-    print(f"Ledger:  {ledger} - verified, {report.records} signed records (key {key})")
-    print(f"Report:  {out / 'report.html'}   "
-          f"(re-check: genofed audit verify {ledger} --key {key})")
-    return summary
+    return report_run(out, run_dir, run_dir / "keys" / "ledger.pub", meta)
+
+
+def run_local_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -> dict:
+    """The same, through real TLS SuperLink/SuperNode processes on loopback."""
+    from deploy.local import run_local
+
+    out = out.resolve()
+    meta = fresh_cohort(out, sites, seed, people)
+    names = [f"site-{i}" for i in range(1, sites + 1)]
+    print(f"Starting a TLS SuperLink and {sites} authenticated SuperNodes on loopback; "
+          f"federating {rounds} rounds ...")
+    t1 = time.monotonic()
+    run_local(out / "local", out / "cohort", names, {
+        "num-server-rounds": rounds, "min-sites": sites, "seed": seed,
+        "panel-path": str(out / "cohort" / "panel.tsv"), "round-timeout": 600.0,
+    })
+    print(f"  federation finished in {time.monotonic() - t1:.0f} s.")
+    coordinator = out / "local" / "deployment" / "coordinator"
+    return report_run(out, coordinator / "results", coordinator / "ledger.pub", meta)

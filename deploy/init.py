@@ -10,8 +10,8 @@ One call writes, under ``out``:
 - ``sites/NAME/``: the bundle a hospital receives: its SuperNode authentication key pair
   (OpenSSH EC P-384, what ``ssh-keygen -t ecdsa -b 384`` writes and what
   ``flower-supernode --auth-supernode-private-key`` / ``flwr supernode register`` read), the CA
-  certificate, a commented ``site.toml`` and ``supernode.env`` with its ``flower-supernode``
-  command line;
+  certificate, a commented ``site.toml``, ``supernode.env`` with its ``flower-supernode``
+  command line, and a SuperExec secret used by the Docker setup (``deploy/compose.yaml``);
 - ``deployment.json``: every file (role, owner, mode, sha256 of the public ones), every port and
   every command line, for tools and tests.
 
@@ -93,6 +93,8 @@ def validate_site_names(sites: Iterable[str]) -> list[str]:
     a flag); at most 63 characters; unique, also ignoring case (``Hospital-A`` and
     ``hospital-a`` would be one folder on a case-insensitive file system).
     """
+    if isinstance(sites, str):  # "a,b" from a caller that did not split it
+        sites = [s.strip() for s in sites.split(",")]
     names = [str(s) for s in sites]
     if not names:
         raise GenofedError("give at least one site name (--sites hospital-a,hospital-b)")
@@ -548,8 +550,9 @@ def init_deployment(
     `host`: the name (or names; the first is the address sites dial) of the SuperLink as the
     sites reach it; `ips`: extra IP addresses for the server certificate. `bind`: the address
     the SuperLink listens on. `data_path` / `state_path`: each site's data and state folders
-    (absolute, on the site's machine), written into its ``--node-config``. Without `force` any
-    existing output file is a GenofedError and nothing is written.
+    (absolute, on the site's machine; ``{site}`` stands for the site's name), written into its
+    ``--node-config``. Without `force` any existing output file is a GenofedError and nothing
+    is written; with `force` every file is replaced (new CA and keys).
     """
     out = Path(out)
     names = validate_site_names(sites)
@@ -609,6 +612,7 @@ def init_deployment(
         ]), "superexec-command", "coordinator")
     plan.add("coordinator/flwr-config.toml", _flwr_config(address, root / "certs/ca.crt"),
              "flwr-config", "coordinator")
+    plan.dirs.append(("coordinator", 0o700))
     plan.dirs.append(("coordinator/state", 0o700))
     plan.dirs.append(("coordinator/results", 0o700))
 
@@ -624,17 +628,19 @@ def init_deployment(
         plan.add(f"{base}/site.toml", _site_toml(name), "site-config", name)
         plan.add(f"{base}/superexec.secret", secrets.token_hex(32), "superexec-secret", name,
                  secret=True)
-        node_cfg[name] = node_config_arg(name, data_path, state_path)
+        site_data = data_path.replace("{site}", name)
+        site_state = state_path.replace("{site}", name)
+        node_cfg[name] = node_config_arg(name, site_data, site_state)
         argv = supernode_argv(address, "ca.crt", "auth.key", node_cfg[name])
         plan.add(f"{base}/supernode.env",
-                 _supernode_env(name, address, argv, data_path, state_path),
+                 _supernode_env(name, address, argv, site_data, site_state),
                  "supernode-command", name)
         plan.dirs.append((base, 0o700))
         site_entries[name] = {
             "dir": base,
             "cwd": base,
             "argv": argv,
-            "node_config": {"site-id": name, "data-path": data_path, "state-path": state_path},
+            "node_config": {"site-id": name, "data-path": site_data, "state-path": site_state},
             "auth_key": f"{base}/auth.key",
             "auth_pub": f"{base}/auth.pub",
             "auth_pub_sha256": _sha256(pub),
@@ -743,18 +749,22 @@ def init_deployment(
 def summary_lines(doc: dict[str, Any], out: Path) -> list[str]:
     """What `genofed deploy init` prints: where things are and what to do next."""
     sl = doc["superlink"]
+    names = ", ".join(sl["hosts"] + sl["ips"])
     lines = [
-        f"wrote a {len(doc['sites'])}-site deployment to {out} (see {out}/deployment.json)",
-        f"  SuperLink {sl['address']} (listens on {host_port(sl['bind'], sl['port'])}); "
-        f"certificate SANs: {', '.join(sl['hosts'] + sl['ips'])}",
+        f"wrote a {len(doc['sites'])}-site deployment to {out} "
+        f"(files, ports, commands: {out}/deployment.json)",
+        f"  SuperLink {sl['address']}, listening on {host_port(sl['bind'], sl['port'])}; "
+        f"certificate names: {names}",
         f"  coordinator: sh {out}/coordinator/superlink.args; "
         f"sh {out}/coordinator/superexec.args",
+        f"  flwr CLI: cp {out}/coordinator/flwr-config.toml \"$FLWR_HOME/config.toml\"",
+    ]
+    lines += [f"  register: flwr supernode register {out}/{site['auth_pub']} {doc['connection']}"
+              for site in doc["sites"].values()]
+    lines += [
         f"  ledger key id {doc['coordinator']['ledger_key_id']} "
         f"(auditors verify with {out}/coordinator/ledger.pub)",
+        f"  send each site its {out}/sites/NAME/ folder (it holds the site's private key); "
+        f"keep {out}/certs/ca.key offline",
     ]
-    for name, site in doc["sites"].items():
-        lines.append(f"  site {name}: send {out}/{site['dir']}/ to it; then "
-                     f"FLWR_HOME=... flwr supernode register {out}/{site['auth_pub']} "
-                     f"{doc['connection']}")
-    lines.append(f"  keep {out}/certs/ca.key offline; site folders hold private keys")
     return lines

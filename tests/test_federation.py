@@ -55,8 +55,18 @@ def test_two_sites_two_rounds(tiny_cohort: Path, tmp_path: Path) -> None:
     assert all(e[1] > e[0] for e in eps.values())  # cumulative, never reset
     assert all(e[-1] <= 8.0 for e in eps.values())
     assert (out / "checkpoints" / "round-002.pt").exists()
-    ledger = verify_ledger(out / "ledger.jsonl", load_public_key(out / "keys" / "ledger.pub"))
+    key = load_public_key(out / "keys" / "ledger.pub")
+    ledger = verify_ledger(out / "ledger.jsonl", key)
     assert ledger.ok and ledger.records == 2
+    # The real run's ledger: change one recorded epsilon and verification names that record.
+    lines = (out / "ledger.jsonl").read_bytes().splitlines(keepends=True)
+    at = lines[1].index(b'"epsilon":') + len(b'"epsilon":')
+    digit = lines[1][at:at + 1]
+    assert digit.isdigit()
+    edited = lines[1][:at] + str((int(digit) + 1) % 10).encode() + lines[1][at + 1:]
+    (out / "tampered.jsonl").write_bytes(lines[0] + edited)
+    bad = verify_ledger(out / "tampered.jsonl", key)
+    assert not bad.ok and bad.first_bad == 1
     assert no_stray_flower_processes(tmp_path / "fed")
 
 

@@ -1,0 +1,223 @@
+"""Benchmark section `dp_cost`: what DP-SGD costs per training step, in time and memory.
+
+The demo's model (the `RunSettings` defaults on a 256-variant panel) takes training steps on
+batches of 64 people, once as a plain PyTorch step (forward, backward, Adam) and once per Opacus
+grad-sample mode (`hooks`, the default; `functorch`; `ew`, expanded weights; `ghost`, ghost
+clipping) as a full DP-SGD step: per-sample gradients, clipping, noise, Adam. Every
+configuration runs in a FRESH Python process (`python -m deploy.bench_cost --worker MODE`), so
+its peak memory is its own:
+
+- time: `time.perf_counter` over `steps` timed steps after `warmup` untimed ones; the
+  configurations are run in turn `repetitions` times and the fastest repetition is kept;
+- memory: the process' resident-set high-water mark (`resource.getrusage(RUSAGE_SELF)
+  .ru_maxrss`) after the steps, minus the resident set just before the first step (read from
+  `/proc/self/statm`, model and data already built): the step's working memory. Python's
+  `tracemalloc` does not see torch's allocations and torch has no CPU allocator statistics.
+
+Genotypes and panel features are random codes of the right shapes: the model's cost does not
+depend on their values. A mode that fails is recorded with its error, not dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MODES = ("hooks", "functorch", "ew", "ghost")
+DEFAULT_MODE = "hooks"
+FULL = {"variants": 256, "batch": 64, "warmup": 3, "steps": 12, "repetitions": 2}
+QUICK = {"variants": 32, "batch": 16, "warmup": 1, "steps": 2, "repetitions": 1}
+WORKER_TIMEOUT_S = 900
+
+
+def _rss_bytes() -> int:
+    """Current resident set size of this process."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+    """Time and measure `steps` training steps of one configuration in this process."""
+    import warnings
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from shared.encoding import model_config
+    from shared.model import PanelFeatures, RiskTransformer
+    from shared.runconfig import RunSettings
+
+    warnings.filterwarnings("ignore")
+    settings = RunSettings()
+    cfg = model_config(variants, settings.encoder(), **settings.architecture())
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    features = PanelFeatures(
+        context=torch.as_tensor(rng.integers(0, cfg.kmer_vocab, (variants, cfg.context_len))),
+        ref=torch.as_tensor(rng.integers(0, cfg.allele_vocab, variants)),
+        alt=torch.as_tensor(rng.integers(0, cfg.allele_vocab, variants)),
+        coord=torch.as_tensor(np.sort(rng.choice(1_000_000, variants, replace=False)) + 2e7,
+                              dtype=torch.float64),
+    )
+    codes = rng.choice(4, size=(batch, variants), p=[0.5, 0.35, 0.149, 0.001])
+    x = torch.as_tensor(codes, dtype=torch.long)
+    y = torch.as_tensor(rng.integers(0, 2, batch), dtype=torch.float32)
+    model = RiskTransformer(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+
+    if mode == "nondp":
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            F.binary_cross_entropy_with_logits(model(x, features), y).backward()
+            optimizer.step()
+    else:
+        from opacus import PrivacyEngine
+        from torch.utils.data import DataLoader, TensorDataset
+
+        loader = DataLoader(TensorDataset(x, y), batch_size=batch)
+        engine = PrivacyEngine(accountant="prv")
+        common = dict(module=model, optimizer=optimizer, data_loader=loader,
+                      noise_multiplier=1.0, max_grad_norm=settings.max_grad_norm,
+                      poisson_sampling=False, grad_sample_mode=mode)
+        if mode == "ghost":
+            criterion = torch.nn.BCEWithLogitsLoss()
+            dp_model, dp_opt, _, dp_crit = engine.make_private(**common, criterion=criterion)
+        else:
+            dp_model, dp_opt, _ = engine.make_private(**common)
+            dp_crit = F.binary_cross_entropy_with_logits
+
+        def step() -> None:
+            dp_opt.zero_grad(set_to_none=True)
+            dp_crit(dp_model(x, features), y).backward()
+            dp_opt.step()
+
+    rss_before, peak_before = _rss_bytes(), _peak_rss_bytes()
+    for _ in range(warmup):
+        step()
+    began = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = time.perf_counter() - began
+    peak = _peak_rss_bytes()
+    return {
+        "step_s": elapsed / steps,
+        "samples_per_s": batch * steps / elapsed,
+        "peak_rss_bytes": peak,
+        "rss_before_bytes": rss_before,
+        "peak_before_bytes": peak_before,
+        "step_memory_bytes": max(peak - rss_before, 0),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _measure(mode: str, sizes: dict[str, int], out: Path) -> dict[str, Any]:
+    """One configuration in a fresh interpreter; its result or its error."""
+    cmd = [sys.executable, "-m", "deploy.bench_cost", "--worker", mode, "--out", str(out)]
+    for key in ("variants", "batch", "warmup", "steps"):
+        cmd += [f"--{key}", str(sizes[key])]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
+                              cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {WORKER_TIMEOUT_S} s"}
+    if proc.returncode != 0 or not out.exists():
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        return {"error": lines[-1][:500] if lines else f"exit code {proc.returncode}"}
+    return json.loads(out.read_text())
+
+
+def _ratios(dp: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    if "error" in dp:
+        return {"error": dp["error"]}
+    memory = (dp["step_memory_bytes"] / base["step_memory_bytes"]
+              if base["step_memory_bytes"] > 0 else None)
+    return {
+        "time_ratio": dp["step_s"] / base["step_s"],
+        "memory_ratio": memory,
+        "peak_rss_ratio": dp["peak_rss_bytes"] / base["peak_rss_bytes"],
+        "samples_per_s": dp["samples_per_s"],
+        "step_s": dp["step_s"],
+        "step_memory_bytes": dp["step_memory_bytes"],
+        "peak_rss_bytes": dp["peak_rss_bytes"],
+    }
+
+
+def run(work_dir: Path, quick: bool) -> dict[str, Any]:
+    sizes = QUICK if quick else FULL
+    configs = ("nondp", *MODES)
+    best: dict[str, dict[str, Any]] = {}
+    load = [os.getloadavg()[0]]
+    for rep in range(sizes["repetitions"]):
+        for mode in configs:
+            if "error" in best.get(mode, {}):
+                continue  # a mode that failed once fails again; do not pay for it twice
+            print(f"  dp_cost: {mode} (repetition {rep + 1})", file=sys.stderr, flush=True)
+            result = _measure(mode, sizes, work_dir / f"{mode}-{rep}.json")
+            if mode not in best or "error" in result or result["step_s"] < best[mode]["step_s"]:
+                best[mode] = result
+    load.append(os.getloadavg()[0])
+    base = best["nondp"]
+    if "error" in base:
+        raise RuntimeError(f"the non-private step failed: {base['error']}")
+    modes = {mode: _ratios(best[mode], base) for mode in MODES}
+    default = modes[DEFAULT_MODE]
+    if "error" in default:
+        raise RuntimeError(f"the default grad-sample mode failed: {default['error']}")
+    return {
+        "time_ratio": default["time_ratio"],
+        "memory_ratio": default["memory_ratio"],
+        "default_mode": DEFAULT_MODE,
+        "nondp_samples_per_s": base["samples_per_s"],
+        "nondp_step_s": base["step_s"],
+        "nondp_step_memory_bytes": base["step_memory_bytes"],
+        "nondp_peak_rss_bytes": base["peak_rss_bytes"],
+        "modes": modes,
+        "batch_size": sizes["batch"],
+        "panel_variants": sizes["variants"],
+        "warmup_steps": sizes["warmup"],
+        "timed_steps": sizes["steps"],
+        "repetitions": sizes["repetitions"],
+        "torch_threads": base["threads"],
+        "load_average_1min": load,
+        "method": (
+            "each configuration (non-DP, and DP-SGD per Opacus grad_sample_mode) in a fresh "
+            "Python process on the demo model (RunSettings defaults) with random genotype codes; "
+            "time = perf_counter over the timed steps after warm-up, fastest of the repetitions; "
+            "memory = getrusage ru_maxrss after the steps minus the RSS (/proc/self/statm) "
+            "just before the first step, i.e. the step's working memory (memory_ratio); "
+            "peak_rss_ratio compares whole-process peaks (interpreter, torch and model included)"
+        ),
+    }
+
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.bench_cost")
+    parser.add_argument("--worker", required=True, choices=("nondp", *MODES))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--variants", type=int, default=FULL["variants"])
+    parser.add_argument("--batch", type=int, default=FULL["batch"])
+    parser.add_argument("--warmup", type=int, default=FULL["warmup"])
+    parser.add_argument("--steps", type=int, default=FULL["steps"])
+    args = parser.parse_args(argv)
+    result = worker(args.worker, args.variants, args.batch, args.warmup, args.steps)
+    if not all(math.isfinite(v) for v in result.values()):
+        raise RuntimeError(f"non-finite measurement: {result}")
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
