@@ -91,3 +91,12 @@ def test_cli_exit_code_on_failure(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "site data folder not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_one_site_federation_completes(tiny_cohort: Path, tmp_path: Path) -> None:
+    cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
+    out = tmp_path / "run"
+    settings = overrides(cohort, out, **{"num-server-rounds": 1, "min-sites": 1})
+    assert run_simulation(settings, 1, tmp_path / "fed", timeout=300).ok
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "completed" and results["rounds"][0]["sites"] == ["site-1"]
