@@ -41,12 +41,15 @@ test: venv chromium
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-# Benchmarks -> bench-out/bench.json + a table. bcftools (Debian's) is the data-path baseline;
-# without it (no root for apt-get) its row is recorded as null with the reason.
+# Benchmarks -> bench-out/bench.json + a table; the JSON is kept as deploy/bench.json and the
+# README's benchmark section is regenerated from it. bcftools (Debian's) is the data-path
+# baseline; without it (no root for apt-get) its row is recorded as null with the reason.
 bench: venv
 	command -v bcftools >/dev/null || (apt-get update && apt-get install -y --no-install-recommends bcftools) \
 	  || echo "bench: could not install bcftools; its measurement will be null"
 	$(BIN)/python -m deploy.bench --out bench-out
+	cp bench-out/bench.json deploy/bench.json
+	$(BIN)/python -m deploy.readme_table deploy/bench.json README.md
 
 lint: venv
 	$(BIN)/ruff check .

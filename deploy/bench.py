@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from deploy.readme_table import targets as goals
 from shared.fsio import write_json
 
 Section = Callable[[Path, bool], dict[str, Any]]
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     document.update(results)
     document["meta"] = meta
+    document["targets"] = goals(document)
     write_json(path, document)
     print(format_table(results))
     print(f"\nwritten to {path}")

@@ -61,7 +61,8 @@ QUICK = SimulationConfig(
 )
 QUICK_ROUNDS = 1
 QUICK_RUN: dict[str, object] = {
-    "batch-size": 32, "model-dim": 16, "model-layers": 1, "model-heads": 2, "suppression-k": 5,
+    "batch-size": 32, "local-epochs": 1, "model-dim": 16, "model-layers": 1, "model-heads": 2,
+    "suppression-k": 5,
 }
 METHODS = ("federated_dp", "centralized", "site_alone", "linear_prs", "oracle")
 CV_FOLDS = 5

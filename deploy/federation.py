@@ -182,12 +182,11 @@ def write_connection(flwr_home: Path, address: str, root_certificates: Path | No
     (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
-def submit_and_follow(
-    env: dict[str, str], overrides: Mapping[str, object], log_path: Path,
-    timeout: float = 3600.0, app_dir: Path = PROJECT_ROOT,
+def submit(
+    env: dict[str, str], overrides: Mapping[str, object], app_dir: Path = PROJECT_ROOT,
     federation: Mapping[str, object] | None = None,
-) -> RunOutcome:
-    """`flwr run` the app, stream its logs into `log_path`, then read its final status."""
+) -> int:
+    """`flwr run` the app; its run id."""
     flwr = str(Path(sys.executable).parent / "flwr")
     cmd = [flwr, "run", str(app_dir), CONNECTION, "--format", "json"]
     if overrides:
@@ -196,16 +195,20 @@ def submit_and_follow(
         cmd += ["--federation-config", run_config_arg(federation)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     try:
-        reply = json.loads(out.stdout)
-        run_id = int(reply["run-id"])
+        return int(json.loads(out.stdout)["run-id"])
     except (ValueError, KeyError, TypeError) as err:
         raise FederationError(
             f"flwr run did not start the app: {(out.stdout + out.stderr).strip()[-500:]}"
         ) from err
+
+
+def follow(env: dict[str, str], run_id: int, log_path: Path, timeout: float) -> RunOutcome:
+    """Stream a run's logs into `log_path` until Flower says it finished; its final status."""
+    flwr = str(Path(sys.executable).parent / "flwr")
     deadline = time.monotonic() + timeout
     with open(log_path, "ab") as log:
-        follow = subprocess.Popen([flwr, "log", str(run_id), CONNECTION, "--stream"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        streamer = subprocess.Popen([flwr, "log", str(run_id), CONNECTION, "--stream"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while True:
                 outcome = run_status(env, run_id)
@@ -216,8 +219,27 @@ def submit_and_follow(
                 time.sleep(1.0)
         finally:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(follow.pid, signal.SIGTERM)
-            follow.wait()
+                os.killpg(streamer.pid, signal.SIGTERM)
+            streamer.wait()
+
+
+def submit_and_follow(
+    env: dict[str, str], overrides: Mapping[str, object], log_path: Path,
+    timeout: float = 3600.0, app_dir: Path = PROJECT_ROOT,
+    federation: Mapping[str, object] | None = None,
+) -> RunOutcome:
+    """`flwr run` the app, stream its logs into `log_path`, then read its final status."""
+    return follow(env, submit(env, overrides, app_dir, federation), log_path, timeout)
+
+
+def stop_run(env: dict[str, str], run_id: int) -> None:
+    """`flwr stop` a run, e.g. one whose ServerApp died: SuperNodes then drop its messages at
+    once instead of waiting for the SuperLink to miss the dead ServerApp's heartbeats."""
+    flwr = str(Path(sys.executable).parent / "flwr")
+    out = subprocess.run([flwr, "stop", str(run_id), CONNECTION], env=env, capture_output=True,
+                         text=True, timeout=60)
+    if out.returncode != 0:
+        raise FederationError(f"flwr stop {run_id} failed: {(out.stdout + out.stderr)[-300:]}")
 
 
 def run_status(env: dict[str, str], run_id: int) -> RunOutcome:

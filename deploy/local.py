@@ -21,8 +21,9 @@ from deploy.federation import (
     ProcessGroup,
     RunOutcome,
     flower_env,
+    follow,
     free_port,
-    submit_and_follow,
+    submit,
     wait_for_port,
 )
 from deploy.init import init_deployment
@@ -59,10 +60,20 @@ class LocalFederation:
         argv[0] = str(Path(sys.executable).parent / argv[0])
         return self.group.start(f"supernode-{name}", argv, cwd=self.site_dir(name))
 
+    def start_coordinator(self) -> subprocess.Popen:
+        """Start the SuperExec that launches the ServerApp: at start-up, or after a crash, when
+        the next run resumes from the signed ledger."""
+        argv = self.doc["superlink"]["superexec_argv"]
+        bindir = Path(sys.executable).parent
+        return self.group.start("superexec", [str(bindir / argv[0]), *argv[1:]], cwd=self.root)
+
+    def submit(self, overrides: Mapping[str, object]) -> int:
+        """Start a run of the app with the coordinator's run config and these overrides."""
+        return submit(self.env, {**self.doc["coordinator"]["run_config"], **overrides})
+
     def run(self, overrides: Mapping[str, object], timeout: float = 3600.0) -> RunOutcome:
-        coordinator = self.doc["coordinator"]["run_config"]
-        outcome = submit_and_follow(self.env, {**coordinator, **overrides},
-                                    self.group.log_dir / "run.log", timeout)
+        outcome = follow(self.env, self.submit(overrides), self.group.log_dir / "run.log",
+                         timeout)
         if not outcome.ok:
             raise FederationError(
                 f"federated run {outcome.run_id} ended {outcome.status}:{outcome.sub_status}"
@@ -91,9 +102,9 @@ def start_local(
     sl = group.start("superlink", [str(bindir / doc["superlink"]["argv"][0]),
                                    *doc["superlink"]["argv"][1:]], cwd=root)
     wait_for_port(port, sl, 60, group.log_dir / "superlink.log")
-    group.start("superexec", [str(bindir / doc["superlink"]["superexec_argv"][0]),
-                              *doc["superlink"]["superexec_argv"][1:]], cwd=root)
-    return LocalFederation(doc, root, env, group)
+    fed = LocalFederation(doc, root, env, group)
+    fed.start_coordinator()
+    return fed
 
 
 def run_local(

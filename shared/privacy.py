@@ -22,12 +22,27 @@ ACCOUNTANTS = ("prv", "rdp")
 _MAX_SIGMA = 1e4
 
 
+def compact(history: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """The same composition with one entry per (noise multiplier, sample rate): steps add up.
+
+    Composition does not depend on order, and k steps then m steps of one mechanism are k + m
+    steps of it. The PRV accountant pays per entry (an FFT composition each: 1.3 s for 3 entries,
+    24 s for 30 here), so a site's ledger after many rounds of one run would otherwise make every
+    epsilon query, and every noise calibration, slower round after round.
+    """
+    steps: dict[tuple[float, float], int] = {}
+    for s, q, n in history:
+        key = (float(s), float(q))
+        steps[key] = steps.get(key, 0) + int(n)
+    return [(s, q, n) for (s, q), n in steps.items()]
+
+
 def epsilon_for(history: list[tuple[float, float, int]], delta: float, accountant: str) -> float:
     """Epsilon at `delta` after composing every entry of `history`."""
     if not history:
         return 0.0
     acc = create_accountant(accountant)
-    acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    acc.history = compact(history)
     return float(acc.get_epsilon(delta=delta))
 
 
@@ -44,9 +59,9 @@ def calibrate_noise(
     """Smallest noise multiplier for `blocks` rounds of `steps` at `sample_rate`, after `prior`.
 
     Bisection over Opacus' accountant rather than `get_noise_multiplier`, because the latter
-    cannot compose with what the site already spent in earlier runs. The rounds are composed as
-    separate history entries, exactly as they will be recorded: the PRV accountant's numerical
-    error differs between one long entry and several short ones.
+    cannot compose with what the site already spent in earlier runs. The rounds are composed
+    exactly as they will be recorded (`epsilon_for` compacts both the same way), so the
+    calibrated run ends at the target and not a PRV rounding error past it.
     """
     prior = list(prior or [])
     if epsilon_for(prior, delta, accountant) >= target_epsilon:

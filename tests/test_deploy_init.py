@@ -1,8 +1,8 @@
 """`genofed deploy init`: certificates, keys, configs, refusal to overwrite, and compose.yaml.
 
 Flags are checked against the real `--help` of Flower 1.42's programs, compose mounts against
-the files `init_deployment` writes. One integration test runs a real round through the
-generated command lines (TLS, SuperNode authentication, process-isolated SuperLink).
+the files `init_deployment` writes. The generated command lines run for real (TLS, SuperNode
+authentication, process-isolated SuperLink) in tests/test_deploy_local.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import ipaddress
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -550,55 +549,3 @@ def test_compose_mounts(compose: dict, deployment: tuple[Path, dict]) -> None:
         assert app["/app/secrets/superexec.secret"]["source"] == str(
             out / site["superexec_secret"])
         assert not any(t.startswith("/app/keys") for t in app)  # no auth key beside the data
-
-
-# --------------------------------------------------------------------------------------------
-# A real round through the generated command lines
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_real_round_over_tls_with_supernode_auth(tiny_cohort: Path, tmp_path: Path) -> None:
-    """init -> flower-superlink (TLS, auth, process isolation) + flower-superexec + 2 sites."""
-    from deploy.federation import ProcessGroup, free_port, submit_and_follow, wait_for_port
-
-    port = free_port()
-    doc = init_deployment(tmp_path / "dep", ["site-1", "site-2"], "localhost", port=port,
-                          bind="127.0.0.1", data_path=str(tiny_cohort) + "/{site}",
-                          state_path=str(tmp_path) + "/state/{site}")
-    root = Path(doc["root"])
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    shutil.copy(root / "coordinator/flwr-config.toml", home / "config.toml")
-    env = flower_env(home)
-    logs = tmp_path / "logs"
-    with ProcessGroup(env, logs) as group:
-        link = group.start("superlink", doc["superlink"]["argv"])
-        wait_for_port(port, link, 60, logs / "superlink.log")
-        group.start("superexec", doc["superlink"]["superexec_argv"])
-        stranger = subprocess.run(
-            ["flower-superexec", "--runtime-api-address", f"127.0.0.1:{port}",
-             "--root-certificates", str(root / "certs/ca.crt")],
-            env=flower_env(tmp_path / "stranger"), capture_output=True, text=True, timeout=60)
-        # Without the secret the Runtime API turns a would-be ServerApp executor away.
-        assert "401" in (logs / "superlink.log").read_text(), stranger.stdout[-500:]
-        for name, site in doc["sites"].items():
-            reg = subprocess.run(site["register"], cwd=root, env=env, capture_output=True,
-                                 text=True, timeout=120)
-            assert reg.returncode == 0 and "registered" in reg.stdout, reg.stdout + reg.stderr
-            argv = list(site["argv"])
-            argv[argv.index("--port") + 1] = str(free_port())  # two sites on one machine
-            group.start(f"supernode-{name}", argv, cwd=root / site["cwd"])
-        run_config = doc["coordinator"]["run_config"]
-        outcome = submit_and_follow(env, {
-            "num-server-rounds": 1, "min-sites": 2, "data-root": str(tiny_cohort),
-            "out-dir": run_config["out-dir"], "ledger-key": run_config["ledger-key"],
-            "batch-size": 32, "model-dim": 16, "model-layers": 1, "suppression-k": 5,
-        }, logs / "run.log", timeout=600)
-    assert outcome.ok, (logs / "run.log").read_text()[-2000:]
-    results = Path(run_config["out-dir"])
-    pub = load_public_key(root / "coordinator/ledger.pub")
-    ledger = verify_ledger(results / "ledger.jsonl", pub)
-    assert ledger.ok and ledger.records == 1
-    for name in ("site-1", "site-2"):
-        assert (tmp_path / "state" / name / "privacy-ledger.json").exists()

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 def overrides(cohort: Path, out: Path, **extra: object) -> dict[str, object]:
     return {
         "num-server-rounds": 2, "min-sites": 2, "data-root": str(cohort), "out-dir": str(out),
-        "batch-size": 32, "model-dim": 16, "model-layers": 1, "suppression-k": 5, **extra,
+        "batch-size": 32, "local-epochs": 1, "model-dim": 16, "model-layers": 1,
+        "suppression-k": 5, **extra,
     }
 
 

@@ -20,8 +20,8 @@ TOLERANCE = 1e-4
 
 def overrides(cohort: Path, out: Path, sites: int, **extra: object) -> dict[str, object]:
     return {"num-server-rounds": 1, "min-sites": sites, "data-root": str(cohort),
-            "out-dir": str(out), "batch-size": 32, "model-dim": 16, "model-layers": 1,
-            "suppression-k": 5, **extra}
+            "out-dir": str(out), "batch-size": 32, "local-epochs": 1, "model-dim": 16,
+            "model-layers": 1, "suppression-k": 5, **extra}
 
 
 def round_one(out: Path) -> dict[str, torch.Tensor]:

@@ -19,7 +19,8 @@ from shared.privacy import PrivacyLedger
 from shared.runconfig import RunSettings
 from tests.conftest import fresh_copy
 
-SMALL = dict(batch_size=32, model_dim=16, model_layers=1, suppression_k=5, num_server_rounds=2)
+SMALL = dict(batch_size=32, local_epochs=1, model_dim=16, model_layers=1, suppression_k=5,
+             num_server_rounds=2)
 
 
 @pytest.fixture()

@@ -21,11 +21,11 @@ CFG = ModelConfig(n_variants=6, context_len=3, kmer_vocab=10, dim=8, layers=1, h
 class Proxy(ClientProxy):
     """Only the id matters to the strategy; Flower never calls these in aggregation."""
 
-    def get_properties(self, *a, **k): raise NotImplementedError  # noqa: E704
-    def get_parameters(self, *a, **k): raise NotImplementedError  # noqa: E704
-    def fit(self, *a, **k): raise NotImplementedError  # noqa: E704
-    def evaluate(self, *a, **k): raise NotImplementedError  # noqa: E704
-    def reconnect(self, *a, **k): raise NotImplementedError  # noqa: E704
+    def get_properties(self, *a, **k): raise NotImplementedError
+    def get_parameters(self, *a, **k): raise NotImplementedError
+    def fit(self, *a, **k): raise NotImplementedError
+    def evaluate(self, *a, **k): raise NotImplementedError
+    def reconnect(self, *a, **k): raise NotImplementedError
 
 
 def make_strategy(tmp_path: Path, **settings: object) -> GenofedStrategy:

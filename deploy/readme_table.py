@@ -1,0 +1,283 @@
+"""The README's benchmark section, generated from `bench.json` (never typed by hand).
+
+    python -m deploy.readme_table bench-out/bench.json README.md           # rewrite the section
+    python -m deploy.readme_table deploy/bench.json README.md --check     # exit 1 if stale
+
+`make bench` copies its JSON to `deploy/bench.json` (the committed record of the numbers behind
+the README) and rewrites the part of README.md between the `bench:start` and `bench:end`
+markers. `targets(doc)` judges the project's goals from the JSON; a missed goal shows by how much
+and what would close it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.fsio import atomic_write
+
+START = "<!-- bench:start -->"
+END = "<!-- bench:end -->"
+POPULATIONS = ("CEU", "CHB", "YRI")
+METHODS = {
+    "federated_dp": "federated transformer, DP (ε ≤ 8, δ = 1e-5)",
+    "centralized": "same transformer, pooled data, no DP",
+    "site_alone": "best single site alone, DP",
+    "linear_prs": "linear polygenic score (L2 logistic), pooled",
+    "oracle": "oracle: true genetic liability",
+}
+MIA_TOLERANCE = 0.05  # "close to 0.5": within this of guessing
+BENCH_BUDGET_S = 3600.0
+
+# What would close a missed goal: analysis written by people, shown only while it is missed.
+REMEDIES = {
+    "federated_vs_centralized": (
+        "DP noise on a few thousand people per site is the gap; more people per site, fewer "
+        "but larger DP steps (bigger batches at the same ε), or server-side momentum would "
+        "narrow it"
+    ),
+    "federated_beats_linear_prs": (
+        "the linear score is fit without noise on pooled data; the federated model needs more "
+        "signal per DP step (larger sites or batches) before its interaction modelling pays off"
+    ),
+    "worst_vs_best_population": (
+        "the smallest ancestry group gets the fewest DP steps; ancestry reweighting "
+        "(`balance = \"ancestry\"` in site.toml) or more sites holding that group would lift it"
+    ),
+    "dp_step_time": "a cheaper grad sampler for the attention Linear layers (ghost norms on GPU)",
+    "dp_step_memory": "per-sample gradients of the largest tables dominate; smaller batches",
+    "coordinator_overhead_10_sites": (
+        "Ray scheduling per ClientApp call dominates small rounds; larger local work per round "
+        "(more local epochs) amortizes it"
+    ),
+    "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
+    "membership_attack_dp": "a smaller ε (more noise) per site",
+    "bench_under_60_min": "smaller federation-scaling cohorts",
+}
+
+
+def _get(doc: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _goal(name: str, rule: str, measured: str, margin: float | None, met: bool | None) -> dict:
+    return {"name": name, "rule": rule, "measured": measured,
+            "margin": margin, "met": bool(met) if met is not None else False,
+            "remedy": None if met else REMEDIES.get(name)}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    v = _num(value)
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal of the project judged from the JSON: margin >= 0 means met."""
+    goals = []
+    util = _get(doc, "utility", "targets") or {}
+    for name in ("federated_vs_centralized", "federated_beats_linear_prs",
+                 "worst_vs_best_population"):
+        t = util.get(name, {})
+        by_pop = t.get("by_population", {})
+        if name == "worst_vs_best_population":
+            measured = (f"worst {t.get('worst_population', '?')} "
+                        f"{_fmt(t.get('worst_attainable'))} vs best "
+                        f"{t.get('best_population', '?')} {_fmt(t.get('best_attainable'))}")
+        elif name == "federated_vs_centralized":
+            measured = ", ".join(
+                f"{p} {_fmt(v.get('federated_attainable'))} / {_fmt(v.get('required'))}"
+                for p, v in by_pop.items())
+        else:
+            measured = ", ".join(
+                f"{p} {_fmt(v.get('federated_auroc'))} vs {_fmt(v.get('linear_prs_auroc'))}"
+                for p, v in by_pop.items())
+        goals.append(_goal(name, t.get("rule", name), measured or "not measured",
+                           _num(t.get("margin")), t.get("met")))
+
+    cost = doc.get("dp_cost", {})
+    for name, key in (("dp_step_time", "time_ratio"), ("dp_step_memory", "memory_ratio")):
+        ratio = _num(cost.get(key))
+        goals.append(_goal(
+            name, f"DP-SGD step {key.split('_')[0]} ≤ 1.3 × the non-private step "
+                  f"({cost.get('default_mode', 'hooks')} mode)",
+            f"{_fmt(ratio, 2)}x", None if ratio is None else 1.3 - ratio,
+            ratio is not None and ratio <= 1.3))
+
+    ten = _get(doc, "federation", "sites", "10") or {}
+    frac = _num(ten.get("overhead_fraction"))
+    goals.append(_goal(
+        "coordinator_overhead_10_sites", "coordinator overhead ≤ 10% of a round at 10 sites",
+        f"{_fmt(None if frac is None else 100 * frac, 1)}% of {_fmt(ten.get('round_s'), 2)} s",
+        None if frac is None else 0.10 - frac, frac is not None and frac <= 0.10))
+    hundred = _get(doc, "federation", "sites", "100") or {}
+    ran = _num(hundred.get("round_s")) is not None
+    goals.append(_goal(
+        "sites_100_run", "100 simulated sites run on this machine",
+        f"{_fmt(hundred.get('round_s'), 1)} s per round" if ran
+        else hundred.get("error", "not measured"), None, ran))
+
+    mia = _num(_get(doc, "membership_attack", "dp_auroc"))
+    goals.append(_goal(
+        "membership_attack_dp",
+        f"loss-threshold attack on the DP model within {MIA_TOLERANCE} of 0.5 (guessing)",
+        f"AUROC {_fmt(mia)} (non-DP {_fmt(_get(doc, 'membership_attack', 'nondp_auroc'))})",
+        None if mia is None else MIA_TOLERANCE - abs(mia - 0.5),
+        mia is not None and abs(mia - 0.5) <= MIA_TOLERANCE))
+
+    walls = [_num(v.get("wall_s")) for k, v in doc.items()
+             if k not in ("meta", "targets") and isinstance(v, dict)]
+    total = sum(w for w in walls if w is not None) if walls else None
+    goals.append(_goal(
+        "bench_under_60_min", "`make bench` under 60 minutes here",
+        f"{_fmt(None if total is None else total / 60, 1)} min",
+        None if total is None else (BENCH_BUDGET_S - total) / 60,
+        total is not None and total < BENCH_BUDGET_S))
+    return goals
+
+
+def _auroc_cell(row: dict[str, Any] | None) -> str:
+    if not row or _num(row.get("auroc")) is None:
+        return "n/a"
+    att = _num(row.get("attainable"))
+    return f"{row['auroc']:.3f} ({att:.2f})" if att is not None else f"{row['auroc']:.3f}"
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The section's markdown, from the JSON alone."""
+    meta = doc.get("meta", {})
+    lines = [
+        START,
+        "<!-- generated by `python -m deploy.readme_table` from deploy/bench.json: "
+        "do not edit by hand -->",
+        "",
+        f"Measured {meta.get('date', '?')} on {meta.get('cpus_usable', '?')} CPU cores "
+        f"({meta.get('processor', '?')}), torch {meta.get('torch', '?')}, "
+        f"flwr {meta.get('flwr', '?')}, opacus {meta.get('opacus', '?')}"
+        + (" — QUICK sizes, not the real benchmark" if meta.get("quick") else "") + ".",
+        "",
+        "### Goals",
+        "",
+        "| goal | measured | margin | met | what would close it |",
+        "|---|---|---|---|---|",
+    ]
+    for g in targets(doc):
+        margin = "" if g["margin"] is None else f"{g['margin']:+.3f}"
+        lines.append(f"| {g['rule']} | {g['measured']} | {margin} | "
+                     f"{'yes' if g['met'] else '**no**'} | {g['remedy'] or ''} |")
+
+    util = doc.get("utility", {})
+    lines += [
+        "", "### Disease-risk AUROC per ancestry on the same held-out people "
+            "(fraction of attainable signal)", "",
+        "| method | " + " | ".join(POPULATIONS) + " |",
+        "|---|" + "---|" * len(POPULATIONS),
+    ]
+    for method, label in METHODS.items():
+        cells = [_auroc_cell(_get(util, method, p)) for p in POPULATIONS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    held = util.get("held_out", {})
+    if held:
+        lines += ["", "Held-out people (cases): " + ", ".join(
+            f"{p} {held[p]['n']} ({held[p]['cases']})" for p in POPULATIONS if p in held) + "."]
+
+    cost = doc.get("dp_cost", {})
+    lines += ["", "### DP-SGD step vs the same non-private step "
+                  f"(batch {cost.get('batch_size', '?')}, {cost.get('panel_variants', '?')} "
+                  "variants)", "",
+              "| Opacus grad-sample mode | time | memory | samples/s |", "|---|---|---|---|"]
+    lines.append(f"| non-private | 1.00x | 1.00x | {_fmt(cost.get('nondp_samples_per_s'), 0)} |")
+    for mode, m in (cost.get("modes") or {}).items():
+        if "error" in m:
+            lines.append(f"| {mode} | fails: {m['error'][:80]} | | |")
+        else:
+            lines.append(f"| {mode} | {_fmt(m.get('time_ratio'), 2)}x | "
+                         f"{_fmt(m.get('memory_ratio'), 2)}x | "
+                         f"{_fmt(m.get('samples_per_s'), 0)} |")
+
+    fed = doc.get("federation", {})
+    lines += ["", "### Federation cost per round (Flower simulation engine, "
+                  f"{fed.get('workers', '?')} sites at a time)", "",
+              "| sites | round | sites' own work | coordinator overhead |", "|---|---|---|---|"]
+    for n, s in (fed.get("sites") or {}).items():
+        if "error" in s:
+            lines.append(f"| {n} | fails: {s['error'][:80]} | | |")
+        else:
+            lines.append(f"| {n} | {_fmt(s.get('round_s'), 2)} s | {_fmt(s.get('local_s'), 2)} s"
+                         f" | {_fmt(100 * s['overhead_fraction'], 1)}% |")
+    sec = fed.get("secagg_overhead") or {}
+    bytes_ = _num(fed.get("bytes_per_update"))
+    demo_bytes = _num(fed.get("bytes_per_update_demo_model"))
+    lines += ["",
+              f"Bytes per update: {bytes_:,.0f} (benchmark model), "
+              f"{demo_bytes:,.0f} (demo model)." if bytes_ and demo_bytes else
+              "Bytes per update: not measured.",
+              f"SecAgg+: {_fmt(sec.get('secagg_round_s'), 2)} s per round vs "
+              f"{_fmt(sec.get('plain_round_s'), 2)} s plain ({_fmt(sec.get('ratio'), 2)}x)."]
+
+    data = doc.get("data_path", {})
+    mia = doc.get("membership_attack", {})
+    bcf = _num(data.get("bcftools_calls_per_s"))
+    lines += ["", "### Data path and membership inference", "",
+              f"Genotype decoding: {_fmt((data.get('calls_per_s') or 0) / 1e6, 1)} M calls/s "
+              f"(bcftools query: "
+              + (f"{bcf / 1e6:.1f} M calls/s" if bcf else
+                 f"not measured, {data.get('bcftools_reason', 'no bcftools')}") + "); "
+              f"cached site load {_fmt(data.get('cached_load_s'), 2)} s vs cold "
+              f"{_fmt(data.get('cold_load_s'), 2)} s.",
+              f"Loss-threshold membership attack AUROC: {_fmt(mia.get('dp_auroc'))} with DP "
+              f"(ε {_fmt(mia.get('epsilon'), 2)}), {_fmt(mia.get('nondp_auroc'))} without "
+              f"({mia.get('members', '?')} members vs as many non-members, "
+              f"{mia.get('epochs', '?')} epochs).",
+              "", END]
+    return "\n".join(lines)
+
+
+def replace_section(text: str, section: str) -> str:
+    if START not in text or END not in text:
+        raise ValueError(f"the README has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return head + section + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m deploy.readme_table")
+    parser.add_argument("bench_json", type=Path)
+    parser.add_argument("readme", type=Path)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
+    args = parser.parse_args(argv)
+    try:
+        doc = json.loads(args.bench_json.read_text())
+        text = args.readme.read_text()
+        new = replace_section(text, render(doc))
+    except (OSError, ValueError) as err:
+        print(f"readme_table: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new != text:
+            print(f"readme_table: {args.readme}'s benchmark section does not match "
+                  f"{args.bench_json}; run `python -m deploy.readme_table {args.bench_json} "
+                  f"{args.readme}`", file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        with atomic_write(args.readme) as fh:
+            fh.write(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
