@@ -94,7 +94,7 @@ def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dic
                       poisson_sampling=False, grad_sample_mode=mode)
         if mode == "ghost":
             criterion = torch.nn.BCEWithLogitsLoss()
-            dp_model, dp_opt, _, dp_crit = engine.make_private(**common, criterion=criterion)
+            dp_model, dp_opt, dp_crit, _ = engine.make_private(**common, criterion=criterion)
         else:
             dp_model, dp_opt, _ = engine.make_private(**common)
             dp_crit = F.binary_cross_entropy_with_logits

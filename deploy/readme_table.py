@@ -47,11 +47,17 @@ REMEDIES = {
         "the smallest ancestry group gets the fewest DP steps; ancestry reweighting "
         "(`balance = \"ancestry\"` in site.toml) or more sites holding that group would lift it"
     ),
-    "dp_step_time": "a cheaper grad sampler for the attention Linear layers (ghost norms on GPU)",
+    "dp_step_time": (
+        "the per-sample gradients of the blocks' Linear layers (one einsum per layer over every "
+        "token of every person, which a plain step folds into one matmul) and per-sample "
+        "clipping; ghost clipping is slower still on CPU. Fewer tokens per person, or a GPU "
+        "where those einsums are cheap, would close it"
+    ),
     "dp_step_memory": "per-sample gradients of the largest tables dominate; smaller batches",
     "coordinator_overhead_10_sites": (
-        "Ray scheduling per ClientApp call dominates small rounds; larger local work per round "
-        "(more local epochs) amortizes it"
+        "Flower's simulation engine spends a few seconds a round beyond the sites' own work "
+        "(Ray scheduling, a ClientApp context per message, serialisation, the evaluation "
+        "round-trip); more local work per round, or sites on their own machines, shrink its share"
     ),
     "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
     "membership_attack_dp": "a smaller ε (more noise) per site",
@@ -96,7 +102,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                         f"{t.get('best_population', '?')} {_fmt(t.get('best_attainable'))}")
         elif name == "federated_vs_centralized":
             measured = ", ".join(
-                f"{p} {_fmt(v.get('federated_attainable'))} / {_fmt(v.get('required'))}"
+                f"{p} {_fmt(v.get('federated_attainable'))} (need {_fmt(v.get('required'))})"
                 for p, v in by_pop.items())
         else:
             measured = ", ".join(
@@ -209,7 +215,7 @@ def render(doc: dict[str, Any]) -> str:
     lines += ["", "### Federation cost per round (Flower simulation engine, "
                   f"{fed.get('workers', '?')} sites at a time)", "",
               "| sites | round | sites' own work | coordinator overhead |", "|---|---|---|---|"]
-    for n, s in (fed.get("sites") or {}).items():
+    for n, s in sorted((fed.get("sites") or {}).items(), key=lambda item: int(item[0])):
         if "error" in s:
             lines.append(f"| {n} | fails: {s['error'][:80]} | | |")
         else:

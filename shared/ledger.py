@@ -411,6 +411,14 @@ def verify_ledger(path: Path, public_key: Ed25519PublicKey) -> VerifyResult:
     return result
 
 
+def verify_with_records(
+    path: Path, public_key: Ed25519PublicKey
+) -> tuple[VerifyResult, list[dict[str, Any]]]:
+    """The verdict and the bodies of the records before any bad one, from one read: a report
+    shows what verified and says where verification stopped."""
+    return _verify_bytes(_read_ledger_bytes(path), public_key)
+
+
 def read_verified(path: Path, public_key: Ed25519PublicKey) -> list[dict[str, Any]]:
     """Bodies of a ledger verified in the same read, so nothing can change in between.
 

@@ -36,9 +36,8 @@ from typing import Any
 from shared import fsio
 from shared.ledger import (
     GENESIS_HASH,
-    _read_ledger_bytes,
-    _verify_bytes,
     load_public_key,
+    verify_with_records,
 )
 
 REPORT_FORMAT = "genofed.audit_report"
@@ -163,7 +162,7 @@ def build_report(ledger: Path, public_key: Path) -> ReportData:
     key = load_public_key(Path(public_key))
     # One read, verified in memory: `read_verified` would raise on a bad ledger, and a report
     # must still show the verified prefix then.
-    result, bodies = _verify_bytes(_read_ledger_bytes(Path(ledger)), key)
+    result, bodies = verify_with_records(Path(ledger), key)
     return ReportData(
         ledger=str(ledger),
         key_id=result.key_id,

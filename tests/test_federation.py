@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.federation import run_simulation
+from shared.cli import main as cli_main
 from shared.errors import FederationError
 from shared.ledger import load_public_key, verify_ledger
 from tests.conftest import fresh_copy
@@ -38,7 +40,9 @@ def no_stray_flower_processes(marker: Path) -> bool:
     return True
 
 
-def test_two_sites_two_rounds(tiny_cohort: Path, tmp_path: Path) -> None:
+def test_two_sites_two_rounds(
+    tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
     outcome = run_simulation(overrides(cohort, out), 2, tmp_path / "fed", timeout=600)
@@ -69,6 +73,22 @@ def test_two_sites_two_rounds(tiny_cohort: Path, tmp_path: Path) -> None:
     bad = verify_ledger(out / "tampered.jsonl", key)
     assert not bad.ok and bad.first_bad == 1
     assert no_stray_flower_processes(tmp_path / "fed")
+
+    # The coordinator's view: rounds, verified ledger, and the model the ledger signed.
+    assert cli_main(["coordinator", "status", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "completed, 2 of 2 rounds recorded" in shown and "ledger: verified" in shown
+    assert f"model (weights as signed for round 2): {out / 'checkpoints' / 'round-002.pt'}" in shown
+    for site in ("site-1", "site-2"):
+        assert f"{site} ε {eps[site][-1]:.2f}" in shown
+    # A checkpoint swapped for other weights is refused, in one line, exit non-zero.
+    shutil.copyfile(out / "checkpoints" / "round-001.pt", out / "checkpoints" / "round-002.pt")
+    assert cli_main(["coordinator", "status", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differ from those the ledger signed for round 2" in err[0]
+    (out / "ledger.jsonl").write_bytes(lines[0] + edited)  # and a tampered ledger
+    assert cli_main(["coordinator", "status", str(out)]) == 1
+    assert "DOES NOT VERIFY: record 1" in capsys.readouterr().out
 
 
 def test_failed_run_is_loud(tiny_cohort: Path, tmp_path: Path) -> None:

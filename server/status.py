@@ -1,0 +1,96 @@
+"""What a coordinator checks after (or during) a run: how far it got, whether its ledger and its
+model agree, and where the verified model is.
+
+The model file is only named when its weights hash to what the ledger signed for the last
+round: the coordinator hands on exactly the model the auditors can verify.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from server.strategy import weights_sha256
+from shared.errors import GenofedError, InputError
+from shared.ledger import key_id, load_public_key, verify_with_records
+from shared.model import ModelConfig, RiskTransformer, get_weights
+
+
+@dataclass
+class RunStatus:
+    out_dir: Path
+    rounds_planned: int | None
+    status: str
+    key_id: str
+    ledger_ok: bool
+    ledger_problem: str | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    model: Path | None = None  # the checkpoint whose weights the ledger signed last
+
+    @property
+    def ok(self) -> bool:
+        return self.ledger_ok and (self.model is not None or not self.records)
+
+
+def run_status(out_dir: Path, public_key: Path | None = None) -> RunStatus:
+    out_dir = Path(out_dir)
+    ledger = out_dir / "ledger.jsonl"
+    if not ledger.exists():
+        raise InputError(ledger, "no ledger: not a coordinator's out-dir, or no round ran yet")
+    key = load_public_key(public_key or out_dir / "keys" / "ledger.pub")
+    verdict, records = verify_with_records(ledger, key)
+    results_path = out_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    config_path = out_dir / "run-config.json"
+    planned = None
+    if config_path.exists():
+        run_config = json.loads(config_path.read_text()).get("run_config", {})
+        planned = int(run_config.get("num-server-rounds", 0)) or None
+    problem = None if verdict.ok else f"record {verdict.first_bad}: {verdict.problem}"
+    status = RunStatus(out_dir, planned, str(results.get("status", "unknown")), key_id(key),
+                       verdict.ok, problem, records)
+    if records and verdict.ok:
+        last = records[-1]
+        ckpt = out_dir / "checkpoints" / f"round-{int(last['round']):03d}.pt"
+        try:
+            doc = torch.load(ckpt, map_location="cpu", weights_only=True)
+            model = RiskTransformer(ModelConfig(**doc["model_config"]))
+            model.load_state_dict(doc["state_dict"])
+        except (OSError, RuntimeError, KeyError, TypeError) as err:
+            raise GenofedError(
+                f"{ckpt}: cannot read the last signed round's model ({err})") from err
+        if weights_sha256(get_weights(model)) != last.get("weights_sha256"):
+            raise GenofedError(f"{ckpt}: weights differ from those the ledger signed for round "
+                               f"{last['round']}")
+        status.model = ckpt
+    return status
+
+
+def format_status(s: RunStatus) -> list[str]:
+    done = len(s.records)
+    lines = [
+        f"run in {s.out_dir}: {s.status}, {done} of {s.rounds_planned or '?'} rounds recorded",
+        f"ledger: {'verified' if s.ledger_ok else 'DOES NOT VERIFY: ' + str(s.ledger_problem)}"
+        f" (key {s.key_id})",
+    ]
+    if s.records:
+        last = s.records[-1]
+        groups = (last.get("metrics") or {}).get("by_group", {})
+        shown = []
+        for pop, m in sorted(groups.items()):
+            if m.get("suppressed"):
+                shown.append(f"{pop} suppressed")
+            elif m.get("auroc") is not None:
+                shown.append(f"{pop} {m['auroc']:.3f} (n {m.get('n', '?')})")
+        lines.append(f"round {last['round']} AUROC by ancestry: {', '.join(shown) or 'none'}")
+        privacy = last.get("privacy") or {}
+        lines.append("privacy spent: " + ", ".join(
+            f"{site} ε {p['epsilon']:.2f} (δ {p['delta']:g})" for site, p in sorted(privacy.items())
+        ))
+    if s.model is not None:
+        lines.append(f"model (weights as signed for round {s.records[-1]['round']}): {s.model}")
+    return lines
