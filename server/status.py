@@ -50,7 +50,7 @@ def run_status(out_dir: Path, public_key: Path | None = None) -> RunStatus:
     if config_path.exists():
         run_config = json.loads(config_path.read_text()).get("run_config", {})
         planned = int(run_config.get("num-server-rounds", 0)) or None
-    problem = None if verdict.ok else f"record {verdict.first_bad}: {verdict.problem}"
+    problem = None if verdict.ok else f"record {verdict.first_bad}: {verdict.reason}"
     status = RunStatus(out_dir, planned, str(results.get("status", "unknown")), key_id(key),
                        verdict.ok, problem, records)
     if records and verdict.ok:
