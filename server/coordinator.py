@@ -98,15 +98,17 @@ def resume_point(
     weights = get_weights(model)
     if weights_sha256(weights) != last.get("weights_sha256"):
         raise GenofedError(f"{ckpt}: weights differ from those the ledger signed for round {done}")
-    return weights, _completed_rounds(out_dir, done)
+    return weights, _completed_rounds(out_dir, records)
 
 
-def _completed_rounds(out_dir: Path, done: int) -> list[RoundRecord]:
+def _completed_rounds(out_dir: Path, records: list[dict]) -> list[RoundRecord]:
+    """One record per round the LEDGER signed: results.json's where it has the round, else
+    rebuilt from the ledger (results.json is written after the ledger, so a coordinator killed
+    in between has a ledger one round ahead of it)."""
     path = out_dir / "results.json"
-    if not path.exists():
-        return [RoundRecord(round=r) for r in range(1, done + 1)]
     names = {f.name for f in fields(RoundRecord)}
-    rounds = json.loads(path.read_text()).get("rounds", [])
-    kept = [RoundRecord(**{k: v for k, v in r.items() if k in names})
-            for r in rounds if int(r["round"]) <= done]
-    return kept
+    saved = {int(r["round"]): r for r in
+             (json.loads(path.read_text()).get("rounds", []) if path.exists() else [])}
+    return [RoundRecord(**{k: v for k, v in saved.get(int(rec["round"]), rec).items()
+                           if k in names})
+            for rec in records]
