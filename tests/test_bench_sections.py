@@ -154,30 +154,18 @@ def test_committed_readme_matches_committed_bench_json() -> None:
 
 @pytest.mark.integration
 def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
-    """Utility and the attack at quick sizes through the runner: the keys issue 7 names, sane
-    values. (The federation section's real runs are the integration tests' kind, DP cost's
-    workers are timed below in-process; full-size output: the committed JSON.)"""
+    """The attack at quick sizes through the runner: the keys issue 7 names, sane values.
+    (Federated runs are the integration tests' kind, DP cost's workers are timed below
+    in-process; every section's full-size output: the committed JSON, checked above.)"""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(
         [sys.executable, "-m", "deploy.bench", "--out", str(tmp_path), "--quick", "--only",
-         "utility,membership_attack"],
+         "membership_attack"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "bench.json").read_text())
-
-    util = doc["utility"]
-    for method in ("federated_dp", "centralized", "site_alone", "linear_prs", "oracle"):
-        for pop in POPULATIONS:
-            row = util[method][pop]
-            assert 0.0 <= row["auroc"] <= 1.0, (method, pop)
-            assert row["attainable"] == pytest.approx(
-                (row["auroc"] - 0.5) / (util["oracle"][pop]["auroc"] - 0.5)), (method, pop)
-    assert all(util["oracle"][p]["attainable"] == 1.0 for p in POPULATIONS)
-    assert util["federated_dp_reported"]["status"] == "completed"
-    assert all(0 < e <= 8.0 + 1e-6 for e in util["federated_dp_reported"]["epsilon"].values())
-    assert set(util["site_alone_by_site"]) == {"site-1", "site-2"}
 
     mia = doc["membership_attack"]
     assert 0.0 <= mia["dp_auroc"] <= 1.0 and 0.0 <= mia["nondp_auroc"] <= 1.0
