@@ -43,6 +43,7 @@ from client import data as site_data
 from client.site import PRIVACY_LEDGER, Site
 from client.train import DPPlan
 from deploy.bench_utility import say
+from deploy.demo import fresh_copy
 from deploy.federation import run_simulation
 from server.strategy import initial_weights
 from shared.encoding import model_config
@@ -91,14 +92,6 @@ def steady_round_s(run_dir: Path, rounds: int) -> float:
     """Mean wall time of rounds 2..rounds at the coordinator."""
     times = checkpoint_times(run_dir, rounds)
     return float(np.mean(np.diff(times)))
-
-
-def fresh_copy(cohort: Path, dst: Path) -> Path:
-    """The cohort without any site state (privacy spent, caches): a run on it starts afresh."""
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(cohort, dst, ignore=shutil.ignore_patterns(".genofed-state"))
-    return dst
 
 
 def federate(cohort: Path, work: Path, sites: int, rounds: int, **extra: object) -> dict:

@@ -52,6 +52,15 @@ def format_table(summary: dict, oracle: dict[str, float] | None = None) -> str:
     return "\n".join(lines)
 
 
+def fresh_copy(cohort: Path, dst: Path) -> Path:
+    """A copy of a cohort without any site state (privacy spent, caches): a run on it
+    starts afresh, as privacy spent is persisted per site folder."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(cohort, dst, ignore=shutil.ignore_patterns(".genofed-state"))
+    return dst
+
+
 def fresh_cohort(out: Path, sites: int, seed: int, people: int) -> dict:
     """Simulate the demo cohort into `out/cohort`, replacing earlier demo outputs."""
     for name in ("cohort", "run", "federation", "local"):

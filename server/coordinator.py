@@ -87,18 +87,27 @@ def resume_point(
         raise GenofedError(f"{where}: recorded under another run config; use a new out-dir")
     if last.get("panel_sha256") != panel_sha256:
         raise GenofedError(f"{where}: recorded for another panel; use a new out-dir")
-    done = int(last["round"])
+    weights, _ = signed_checkpoint(out_dir, last, cfg)
+    return weights, _completed_rounds(out_dir, records)
+
+
+def signed_checkpoint(
+    out_dir: Path, record: dict, cfg: ModelConfig | None = None
+) -> tuple[list, Path]:
+    """The weights of a ledger record's round and their checkpoint file, refused unless they
+    hash to what the ledger signed. `cfg` defaults to the checkpoint's own model config."""
+    done = int(record["round"])
     ckpt = out_dir / "checkpoints" / f"round-{done:03d}.pt"
     try:
         doc = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model = RiskTransformer(cfg)
+        model = RiskTransformer(cfg or ModelConfig(**doc["model_config"]))
         model.load_state_dict(doc["state_dict"])
-    except (OSError, RuntimeError, KeyError) as err:
-        raise GenofedError(f"{ckpt}: cannot resume from round {done} ({err})") from err
+    except (OSError, RuntimeError, KeyError, TypeError) as err:
+        raise GenofedError(f"{ckpt}: cannot load round {done}'s model ({err})") from err
     weights = get_weights(model)
-    if weights_sha256(weights) != last.get("weights_sha256"):
+    if weights_sha256(weights) != record.get("weights_sha256"):
         raise GenofedError(f"{ckpt}: weights differ from those the ledger signed for round {done}")
-    return weights, _completed_rounds(out_dir, records)
+    return weights, ckpt
 
 
 def _completed_rounds(out_dir: Path, records: list[dict]) -> list[RoundRecord]:

@@ -12,12 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from server.strategy import weights_sha256
-from shared.errors import GenofedError, InputError
+from server.coordinator import signed_checkpoint
+from shared.errors import InputError
 from shared.ledger import key_id, load_public_key, verify_with_records
-from shared.model import ModelConfig, RiskTransformer, get_weights
 
 
 @dataclass
@@ -54,19 +51,7 @@ def run_status(out_dir: Path, public_key: Path | None = None) -> RunStatus:
     status = RunStatus(out_dir, planned, str(results.get("status", "unknown")), key_id(key),
                        verdict.ok, problem, records)
     if records and verdict.ok:
-        last = records[-1]
-        ckpt = out_dir / "checkpoints" / f"round-{int(last['round']):03d}.pt"
-        try:
-            doc = torch.load(ckpt, map_location="cpu", weights_only=True)
-            model = RiskTransformer(ModelConfig(**doc["model_config"]))
-            model.load_state_dict(doc["state_dict"])
-        except (OSError, RuntimeError, KeyError, TypeError) as err:
-            raise GenofedError(
-                f"{ckpt}: cannot read the last signed round's model ({err})") from err
-        if weights_sha256(get_weights(model)) != last.get("weights_sha256"):
-            raise GenofedError(f"{ckpt}: weights differ from those the ledger signed for round "
-                               f"{last['round']}")
-        status.model = ckpt
+        _, status.model = signed_checkpoint(out_dir, records[-1])
     return status
 
 

@@ -425,7 +425,7 @@ def read_verified(path: Path, public_key: Ed25519PublicKey) -> list[dict[str, An
     Prefer this to `verify_ledger` + `read_records` for reports. Raises ``GenofedError`` naming
     the first bad record.
     """
-    result, bodies = _verify_bytes(_read_ledger_bytes(path), public_key)
+    result, bodies = verify_with_records(path, public_key)
     if not result.ok:
         raise GenofedError(_describe_failure(path, result))
     return bodies

@@ -178,9 +178,10 @@ class VariantEmbedding(nn.Module):
     One module rather than five nn.Embedding because most of a token (the variant's identity,
     reference context and alleles) is the same for everyone: it is computed once per batch, not
     once per person, and `_variant_embedding_grad_sample` gives Opacus each table's per-sample
-    gradient in closed form from the token gradient. Expanding the panel over the batch and
-    letting nn.Embedding's generic grad sampler scatter B x T x C lookups made a DP-SGD step
-    1.4x a plain one; this keeps it near 1x (`make bench`, dp_cost).
+    gradient in closed form from the token gradient, instead of nn.Embedding's generic sampler
+    scattering B x T x C lookups into per-person copies of every table. It took the DP step's
+    memory to about the plain step's; its time is set by the blocks' Linear layers
+    (`make bench`, dp_cost).
 
     The panel arrives expanded over the batch (views, no copies) and the genotypes LAST: Opacus
     reads the batch size from a layer's last input.

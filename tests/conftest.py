@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,10 +22,3 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def fresh_copy(cohort: Path, dst: Path) -> Path:
-    """A private copy of a cohort without any site state (privacy ledgers, caches).
-
-    Privacy spent is persisted per site folder, so tests that train must not share folders.
-    """
-    shutil.copytree(cohort, dst, ignore=shutil.ignore_patterns(".genofed-state"))
-    return dst

@@ -73,8 +73,8 @@ def test_steady_round_time_comes_from_checkpoint_times(tmp_path: Path) -> None:
 def test_site_work_times_every_site_as_in_round_two(tiny_cohort: Path, tmp_path: Path) -> None:
     """The federation section's 'sites' own work': real Site.fit + Site.evaluate per site."""
     from deploy.bench_federation import site_work
+    from deploy.demo import fresh_copy
     from shared.runconfig import RunSettings
-    from tests.conftest import fresh_copy
 
     cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
     settings = RunSettings(batch_size=32, local_epochs=1, model_dim=16, model_layers=1,

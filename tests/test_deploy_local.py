@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.demo import fresh_copy
 from deploy.federation import ProcessGroup, flower_env, kill_tree, run_status, stop_run
 from deploy.init import init_deployment
 from deploy.local import start_local
@@ -19,7 +20,6 @@ from server.coordinator import Coordinator
 from shared.errors import GenofedError
 from shared.ledger import load_public_key, read_records, verify_ledger
 from shared.privacy import PrivacyLedger
-from tests.conftest import fresh_copy
 from tests.test_federation import no_stray_flower_processes
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from deploy.demo import fresh_copy
 from deploy.federation import run_simulation
 from shared.cli import main as cli_main
 from shared.errors import FederationError
 from shared.ledger import load_public_key, verify_ledger
-from tests.conftest import fresh_copy
 
 pytestmark = pytest.mark.integration
 

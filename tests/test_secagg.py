@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from deploy.demo import fresh_copy
 from deploy.federation import run_simulation
-from tests.conftest import fresh_copy
 
 pytestmark = pytest.mark.integration
 

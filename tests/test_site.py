@@ -11,13 +11,13 @@ import pytest
 from client.budget import SiteBudget
 from client.site import Site
 from client.train import DPPlan, pick_device, train_dp
+from deploy.demo import fresh_copy
 from server.strategy import initial_weights
 from shared.encoding import model_config
 from shared.errors import InputError
 from shared.model import RiskTransformer, get_weights
 from shared.privacy import PrivacyLedger
 from shared.runconfig import RunSettings
-from tests.conftest import fresh_copy
 
 SMALL = dict(batch_size=32, local_epochs=1, model_dim=16, model_layers=1, suppression_k=5,
              num_server_rounds=2)
