@@ -4,8 +4,8 @@ ONE simulated cohort (the demo's: `SimulationConfig(seed=0)`, three hospitals) a
 held-out people (every site's `test` split) for every method:
 
 - `federated_dp`: the real federation (`deploy.federation.run_simulation`, Flower's simulation
-  engine) with the demo's settings: 5 rounds x 1 local epoch of DP-SGD per site, epsilon <= 8 at
-  delta = 1e-5, everything else the `[tool.flwr.app.config]` defaults. The final global weights
+  engine) with the demo's settings: 5 rounds x `local-epochs` (4) of DP-SGD per site, epsilon <= 8
+  at delta = 1e-5, everything else the `[tool.flwr.app.config]` defaults. The final global weights
   (the coordinator's `checkpoints/latest.pt`) score the held-out people here;
 - `centralized`: the same transformer, same initial weights, trained on all sites' training
   people pooled, WITHOUT DP: plain Adam, same batch size and learning rate, as many epochs as

@@ -21,7 +21,7 @@ AGGREGATIONS = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
 class RunSettings:
     num_server_rounds: int = 5
     min_sites: int = 2
-    local_epochs: int = 2
+    local_epochs: int = 4
     batch_size: int = 64
     learning_rate: float = 0.01
     max_grad_norm: float = 1.0
