@@ -11,7 +11,6 @@ from flwr.server import LegacyContext, ServerApp, ServerConfig
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from server.coordinator import Coordinator
-from server.grid import PromptGrid
 
 app = ServerApp()
 
@@ -31,6 +30,5 @@ def main(grid, context: Context) -> None:  # type: ignore[no-untyped-def]
     if coordinator.settings.secagg:
         n = coordinator.settings.min_sites
         fit_workflow = SecAggPlusWorkflow(num_shares=n, reconstruction_threshold=max(2, n - 1))
-    # PromptGrid: Flower's own Grid waits 3 s between pulls for replies (see server/grid.py).
-    DefaultWorkflow(fit_workflow=fit_workflow)(PromptGrid(grid), legacy)
+    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
     coordinator.finish()
