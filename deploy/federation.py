@@ -40,9 +40,14 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         "RAY_DEDUP_LOGS": "0",
         "PYTHONUNBUFFERED": "1",
     })
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+def program(name: str) -> str:
+    """A Flower program (`flwr`, `flower-superlink`, ...) from this interpreter's environment,
+    never one that happens to come first on PATH (another checkout's, another version)."""
+    return str(Path(sys.executable).parent / name)
 
 
 def free_port() -> int:
@@ -187,7 +192,7 @@ def submit(
     federation: Mapping[str, object] | None = None,
 ) -> int:
     """`flwr run` the app; its run id."""
-    flwr = str(Path(sys.executable).parent / "flwr")
+    flwr = program("flwr")
     cmd = [flwr, "run", str(app_dir), CONNECTION, "--format", "json"]
     if overrides:
         cmd += ["--run-config", run_config_arg(overrides)]
@@ -204,7 +209,7 @@ def submit(
 
 def follow(env: dict[str, str], run_id: int, log_path: Path, timeout: float) -> RunOutcome:
     """Stream a run's logs into `log_path` until Flower says it finished; its final status."""
-    flwr = str(Path(sys.executable).parent / "flwr")
+    flwr = program("flwr")
     deadline = time.monotonic() + timeout
     with open(log_path, "ab") as log:
         streamer = subprocess.Popen([flwr, "log", str(run_id), CONNECTION, "--stream"], env=env,
@@ -235,7 +240,7 @@ def submit_and_follow(
 def stop_run(env: dict[str, str], run_id: int) -> None:
     """`flwr stop` a run, e.g. one whose ServerApp died: SuperNodes then drop its messages at
     once instead of waiting for the SuperLink to miss the dead ServerApp's heartbeats."""
-    flwr = str(Path(sys.executable).parent / "flwr")
+    flwr = program("flwr")
     out = subprocess.run([flwr, "stop", str(run_id), CONNECTION], env=env, capture_output=True,
                          text=True, timeout=60)
     if out.returncode != 0:
@@ -243,7 +248,7 @@ def stop_run(env: dict[str, str], run_id: int) -> None:
 
 
 def run_status(env: dict[str, str], run_id: int) -> RunOutcome:
-    flwr = str(Path(sys.executable).parent / "flwr")
+    flwr = program("flwr")
     out = subprocess.run([flwr, "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
                          env=env, capture_output=True, text=True, timeout=60)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from deploy.federation import (
     flower_env,
     follow,
     free_port,
+    program,
     submit,
     wait_for_port,
 )
@@ -44,8 +44,7 @@ class LocalFederation:
 
     def register(self, name: str) -> None:
         """Register a site's public key with the SuperLink (the coordinator's decision)."""
-        flwr = str(Path(sys.executable).parent / "flwr")
-        cmd = [flwr, "supernode", "register", str(self.site_dir(name) / "auth.pub"),
+        cmd = [program("flwr"), "supernode", "register", str(self.site_dir(name) / "auth.pub"),
                self.doc["connection"]]
         out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
@@ -57,15 +56,14 @@ class LocalFederation:
         argv[argv.index("--port") + 1] = str(free_port())
         if ca is not None:
             argv[argv.index("--root-certificates") + 1] = str(ca)
-        argv[0] = str(Path(sys.executable).parent / argv[0])
+        argv[0] = program(argv[0])
         return self.group.start(f"supernode-{name}", argv, cwd=self.site_dir(name))
 
     def start_coordinator(self) -> subprocess.Popen:
         """Start the SuperExec that launches the ServerApp: at start-up, or after a crash, when
         the next run resumes from the signed ledger."""
         argv = self.doc["superlink"]["superexec_argv"]
-        bindir = Path(sys.executable).parent
-        return self.group.start("superexec", [str(bindir / argv[0]), *argv[1:]], cwd=self.root)
+        return self.group.start("superexec", [program(argv[0]), *argv[1:]], cwd=self.root)
 
     def submit(self, overrides: Mapping[str, object]) -> int:
         """Start a run of the app with the coordinator's run config and these overrides."""
@@ -98,9 +96,8 @@ def start_local(
     shutil.copyfile(root / doc["coordinator"]["flwr_config"], flwr_home / "config.toml")
     env = flower_env(flwr_home)
     group.env = env
-    bindir = Path(sys.executable).parent
-    sl = group.start("superlink", [str(bindir / doc["superlink"]["argv"][0]),
-                                   *doc["superlink"]["argv"][1:]], cwd=root)
+    argv = doc["superlink"]["argv"]
+    sl = group.start("superlink", [program(argv[0]), *argv[1:]], cwd=root)
     wait_for_port(port, sl, 60, group.log_dir / "superlink.log")
     fed = LocalFederation(doc, root, env, group)
     fed.start_coordinator()

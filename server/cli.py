@@ -12,7 +12,7 @@ def _status(args: argparse.Namespace) -> int:
     status = run_status(Path(args.out_dir), Path(args.key) if args.key else None)
     for line in format_status(status):
         print(line)
-    return 0 if status.ok else 1
+    return 0 if status.ledger_ok else 1
 
 
 def register(groups: argparse._SubParsersAction) -> None:

@@ -116,8 +116,10 @@ def _completed_rounds(out_dir: Path, records: list[dict]) -> list[RoundRecord]:
     in between has a ledger one round ahead of it)."""
     path = out_dir / "results.json"
     names = {f.name for f in fields(RoundRecord)}
-    saved = {int(r["round"]): r for r in
-             (json.loads(path.read_text()).get("rounds", []) if path.exists() else [])}
-    return [RoundRecord(**{k: v for k, v in saved.get(int(rec["round"]), rec).items()
-                           if k in names})
-            for rec in records]
+    saved = json.loads(path.read_text()).get("rounds", []) if path.exists() else []
+    by_round = {int(r["round"]): r for r in saved}
+    kept = []
+    for rec in records:
+        source = by_round.get(int(rec["round"]), rec)
+        kept.append(RoundRecord(**{k: v for k, v in source.items() if k in names}))
+    return kept

@@ -26,11 +26,9 @@ class RunStatus:
     ledger_ok: bool
     ledger_problem: str | None
     records: list[dict[str, Any]] = field(default_factory=list)
-    model: Path | None = None  # the checkpoint whose weights the ledger signed last
-
-    @property
-    def ok(self) -> bool:
-        return self.ledger_ok and (self.model is not None or not self.records)
+    # The checkpoint whose weights the ledger signed last: set whenever the ledger verifies and
+    # has records (`run_status` raises rather than name a checkpoint that does not match).
+    model: Path | None = None
 
 
 def run_status(out_dir: Path, public_key: Path | None = None) -> RunStatus:

@@ -153,8 +153,9 @@ def test_committed_readme_matches_committed_bench_json() -> None:
 
 
 @pytest.mark.integration
-def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
-    """The attack at quick sizes through the runner: the keys issue 7 names, sane values.
+def test_quick_bench_runner_writes_and_renders_a_section(tmp_path: Path) -> None:
+    """`python -m deploy.bench --quick --only membership_attack`: the runner writes the section's
+    keys with sane values and the README renderer marks the numbers as QUICK.
     (Federated runs are the integration tests' kind, DP cost's workers are timed below
     in-process; every section's full-size output: the committed JSON, checked above.)"""
     env = dict(os.environ)
