@@ -207,8 +207,17 @@ def submit(
         ) from err
 
 
+STATUS_POLL_S = 20.0
+
+
 def follow(env: dict[str, str], run_id: int, log_path: Path, timeout: float) -> RunOutcome:
-    """Stream a run's logs into `log_path` until Flower says it finished; its final status."""
+    """Stream a run's logs into `log_path` until Flower says it finished; its final status.
+
+    The SuperLink ends `flwr log --stream` when the run finishes, so the stream's exit is the
+    signal; the status is read only then and every `STATUS_POLL_S` meanwhile (for a stream that
+    died early). Each `flwr ls` is a fresh Python process costing ~1 CPU-second: polling it every
+    second took about half of one of this machine's two cores away from the sites.
+    """
     flwr = program("flwr")
     deadline = time.monotonic() + timeout
     with open(log_path, "ab") as log:
@@ -216,12 +225,16 @@ def follow(env: dict[str, str], run_id: int, log_path: Path, timeout: float) -> 
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while True:
+                wait = max(0.0, min(STATUS_POLL_S, deadline - time.monotonic()))
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    streamer.wait(timeout=wait)
                 outcome = run_status(env, run_id)
                 if outcome.status == "finished":
                     return outcome
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
                     raise FederationError(f"run {run_id} still {outcome.status} after {timeout} s")
-                time.sleep(1.0)
+                if streamer.poll() is not None:  # stream gone, run not finished: poll slowly
+                    time.sleep(1.0)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(streamer.pid, signal.SIGTERM)

@@ -7,10 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+import deploy.federation
 from deploy.demo import fresh_copy
 from deploy.federation import run_simulation
 from shared.cli import main as cli_main
@@ -41,12 +43,26 @@ def no_stray_flower_processes(marker: Path) -> bool:
 
 
 def test_two_sites_two_rounds(
-    tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "run"
     cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
+    # Every status check is a `flwr ls` process (~1 CPU-second) competing with the sites:
+    # the end of the log stream must be what tells us the run finished, not polling.
+    status_checks = []
+    real_run_status = deploy.federation.run_status
+
+    def counted_run_status(env: dict[str, str], run_id: int) -> deploy.federation.RunOutcome:
+        status_checks.append(run_id)
+        return real_run_status(env, run_id)
+
+    monkeypatch.setattr(deploy.federation, "run_status", counted_run_status)
+    began = time.monotonic()
     outcome = run_simulation(overrides(cohort, out), 2, tmp_path / "fed", timeout=600)
+    elapsed = time.monotonic() - began
     assert outcome.ok
+    assert 1 <= len(status_checks) <= 1 + elapsed / deploy.federation.STATUS_POLL_S
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "completed"
     rounds = results["rounds"]
