@@ -3,9 +3,10 @@
 The demo's model (the `RunSettings` defaults on a 256-variant panel) takes training steps on
 batches of 64 people, once as a plain PyTorch step (forward, backward, Adam) and once per Opacus
 grad-sample mode (`hooks`, the default; `functorch`; `ew`, expanded weights; `ghost`, ghost
-clipping) as a full DP-SGD step: per-sample gradients, clipping, noise, Adam. Every
-configuration runs in a FRESH Python process (`python -m deploy.bench_cost --worker MODE`), so
-its peak memory is its own:
+clipping) as a full DP-SGD step: per-sample gradients, clipping, noise, Adam, set up as the
+sites set it up (`client.train.make_private`, summed loss; ghost clipping needs Opacus' own
+criterion wrapper instead). Every configuration runs in a FRESH Python process
+(`python -m deploy.bench_cost --worker MODE`), so its peak memory is its own:
 
 - time: `time.perf_counter` over `steps` timed steps after `warmup` untimed ones; the
   configurations are run in turn `repetitions` times and the fastest repetition is kept;
@@ -84,20 +85,28 @@ def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dic
             F.binary_cross_entropy_with_logits(model(x, features), y).backward()
             optimizer.step()
     else:
-        from opacus import PrivacyEngine
         from torch.utils.data import DataLoader, TensorDataset
 
         loader = DataLoader(TensorDataset(x, y), batch_size=batch)
-        engine = PrivacyEngine(accountant="prv")
-        common = dict(module=model, optimizer=optimizer, data_loader=loader,
-                      noise_multiplier=1.0, max_grad_norm=settings.max_grad_norm,
-                      poisson_sampling=False, grad_sample_mode=mode)
-        if mode == "ghost":
-            criterion = torch.nn.BCEWithLogitsLoss()
-            dp_model, dp_opt, dp_crit, _ = engine.make_private(**common, criterion=criterion)
-        else:
-            dp_model, dp_opt, _ = engine.make_private(**common)
-            dp_crit = F.binary_cross_entropy_with_logits
+        if mode == "ghost":  # needs Opacus' own criterion wrapper, so not client.train's setup
+            from opacus import PrivacyEngine
+
+            dp_model, dp_opt, dp_crit, _ = PrivacyEngine(accountant="prv").make_private(
+                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0,
+                max_grad_norm=settings.max_grad_norm, poisson_sampling=False,
+                grad_sample_mode=mode, criterion=torch.nn.BCEWithLogitsLoss(),
+            )
+        else:  # the sites' own DP-SGD setup (summed loss, see client.train.make_private)
+            from client.train import make_private
+
+            dp_model, dp_opt, _ = make_private(
+                model, optimizer, loader, noise_multiplier=1.0,
+                max_grad_norm=settings.max_grad_norm, poisson_sampling=False,
+                grad_sample_mode=mode,
+            )
+
+            def dp_crit(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+                return F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
 
         def step() -> None:
             dp_opt.zero_grad(set_to_none=True)

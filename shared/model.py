@@ -11,7 +11,7 @@ A [CLS] token reads the sequence out into one disease-risk logit. Attention is w
 model combine variants far apart on the genome (epistasis), which an additive score cannot.
 
 Written for Opacus: apart from `VariantEmbedding` (which brings its own grad sampler) only
-nn.Linear, nn.LayerNorm and nn.Embedding hold parameters, attention is
+nn.Linear and nn.Embedding hold parameters, attention is
 `F.scaled_dot_product_attention`, and every parameterised layer sees a batch dimension first,
 so per-sample gradients are exact. Per-variant inputs (context, alleles, coordinates) are the same
 for everyone and travel as `PanelFeatures`, not as weights: the exchanged weights never encode data.
@@ -148,14 +148,21 @@ class MLP(nn.Module):
         return self.proj(F.gelu(self.fc(x)))
 
 
+def layer_norm(dim: int) -> nn.LayerNorm:
+    """LayerNorm without its own gain and bias: every one here feeds an nn.Linear, which absorbs
+    them exactly (W(g*x + b) + c = (W diag g)x + (Wb + c)). Under DP-SGD they would only add
+    noised parameters and a per-sample gradient pass each, for no expressiveness."""
+    return nn.LayerNorm(dim, elementwise_affine=False)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.dim)
+        self.ln_1 = layer_norm(cfg.dim)
         self.attn = SelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.dim)
+        self.ln_2 = layer_norm(cfg.dim)
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,7 +254,7 @@ class RiskTransformer(nn.Module):
         self.embed = VariantEmbedding(cfg)
         self.cls = nn.Embedding(1, D)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.ln_f = nn.LayerNorm(D)
+        self.ln_f = layer_norm(D)
         self.head = nn.Linear(D, 1)
         self.additive = nn.Linear(cfg.n_variants, 1, bias=False)
         self.apply(self._init_weights)

@@ -94,6 +94,50 @@ def test_per_sample_gradients_match_brute_force() -> None:
                                        msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_dp_step_is_the_mean_of_clipped_per_person_gradients() -> None:
+    """`client.train.make_private` takes per-sample gradients from a summed loss; the update must
+    still be DP-SGD's: each person's gradient clipped to C, summed, divided by the batch size."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from client.train import make_private
+
+    torch.manual_seed(0)
+    model = RiskTransformer(cfg(dim=16, layers=1, heads=2))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randint(0, 3, (6, T))
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    clip = 0.05  # well below the per-person gradient norms, so clipping is exercised
+    loader = DataLoader(TensorDataset(x, y), batch_size=len(x))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    dp_model, dp_optimizer, dp_loader = make_private(
+        model, optimizer, loader, noise_multiplier=0.0, max_grad_norm=clip,
+        poisson_sampling=False,
+    )
+    xb, yb = next(iter(dp_loader))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        dp_model(xb, panel()), yb, reduction="sum")
+    loss.backward()
+    dp_optimizer.step()
+    got = {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    expected = {name: torch.zeros_like(g) for name, g in got.items()}
+    norms = []
+    for i in range(len(x)):
+        single = RiskTransformer(model.cfg)
+        single.load_state_dict(start)
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            single(x[i:i + 1], panel()), y[i:i + 1], reduction="sum").backward()
+        grads = dict(single.named_parameters())
+        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in grads.values()))
+        norms.append(float(norm))
+        for name, p in grads.items():
+            expected[name] += p.grad * min(1.0, clip / (float(norm) + 1e-6)) / len(x)
+    assert min(norms) > clip
+    for name in got:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-4,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_weights_round_trip_and_refuse_bad_shapes() -> None:
     a, b = RiskTransformer(cfg()), RiskTransformer(cfg())
     set_weights(b, get_weights(a))
