@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from opacus import PrivacyEngine
-from opacus.optimizers import DPOptimizer
 from torch.utils.data import DataLoader, TensorDataset
 
-from shared.model import PanelFeatures, RiskTransformer
+from shared.model import PanelFeatures, RiskTransformer, register_grad_samplers
+
+if TYPE_CHECKING:
+    from opacus.optimizers import DPOptimizer
 
 # Opacus' notice that its default RNG is not cryptographically secure, and torch's notice when
 # an empty Poisson batch backpropagates into no input: both expected, neither actionable here.
@@ -76,7 +78,11 @@ def make_private(
     every backprop it captures by the batch size, a fifth of the DP step's extra time on the
     demo model. The optimizer still divides the clipped, noised sum by the expected batch size
     (Opacus' "mean" reduction), so each update is the same as with a mean loss.
+    Opacus is imported here, not with the module: scoring and evaluating never load it.
     """
+    from opacus import PrivacyEngine
+
+    register_grad_samplers()
     engine = PrivacyEngine(accountant="prv")
     dp_model, dp_optimizer, dp_loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader,

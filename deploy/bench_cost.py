@@ -91,6 +91,9 @@ def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dic
         if mode == "ghost":  # needs Opacus' own criterion wrapper, so not client.train's setup
             from opacus import PrivacyEngine
 
+            from shared.model import register_grad_samplers
+
+            register_grad_samplers()
             dp_model, dp_opt, dp_crit, _ = PrivacyEngine(accountant="prv").make_private(
                 module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0,
                 max_grad_norm=settings.max_grad_norm, poisson_sampling=False,

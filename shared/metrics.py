@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import expit, log_expit, logit
-from scipy.stats import norm
+from scipy.special import expit, log_expit, logit, ndtri
 
 N_BINS = 4000
 LOGIT_RANGE = (-10.0, 10.0)
@@ -245,7 +244,7 @@ def auroc_ci(
     auc = float(np.dot(hc, v10) / n1)
     s10 = float(np.dot(hc, (v10 - auc) ** 2) / (n1 - 1))
     s01 = float(np.dot(h0, (v01 - auc) ** 2) / (n0 - 1))
-    half = float(norm.ppf(0.5 + level / 2)) * math.sqrt(s10 / n1 + s01 / n0)
+    half = float(ndtri(0.5 + level / 2)) * math.sqrt(s10 / n1 + s01 / n0)  # normal quantile
     return (max(0.0, auc - half), min(1.0, auc + half))
 
 

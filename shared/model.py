@@ -10,7 +10,8 @@ One token per panel variant. A token is the sum of
 A [CLS] token reads the sequence out into one disease-risk logit. Attention is what lets the
 model combine variants far apart on the genome (epistasis), which an additive score cannot.
 
-Written for Opacus: apart from `VariantEmbedding` (which brings its own grad sampler) only
+Written for Opacus: apart from `VariantEmbedding` (which brings its own grad sampler, see
+`register_grad_samplers`) only
 nn.Linear and nn.Embedding hold parameters, attention is
 `F.scaled_dot_product_attention`, and every parameterised layer sees a batch dimension first,
 so per-sample gradients are exact. Per-variant inputs (context, alleles, coordinates) are the same
@@ -27,7 +28,6 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from opacus.grad_sample import register_grad_sampler
 
 GT_HOM_REF, GT_HET, GT_HOM_ALT, GT_MISSING = 0, 1, 2, 3
 N_GENOTYPE_TOKENS = 4
@@ -243,7 +243,16 @@ def _variant_embedding_grad_sample(
     return {p: gs for p, gs in out.items() if p.requires_grad}
 
 
-register_grad_sampler(VariantEmbedding)(_variant_embedding_grad_sample)
+def register_grad_samplers() -> None:
+    """Hand Opacus `VariantEmbedding`'s grad sampler (idempotent).
+
+    DP training calls this (`client.train.make_private`) instead of this module doing it at
+    import, so that scoring and evaluation never load Opacus: ~2 s of imports in every ClientApp
+    process, and a Flower deployment starts one per message.
+    """
+    from opacus.grad_sample import register_grad_sampler
+
+    register_grad_sampler(VariantEmbedding)(_variant_embedding_grad_sample)
 
 
 class RiskTransformer(nn.Module):

@@ -13,8 +13,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opacus.accountants import create_accountant
-
 from shared.errors import InputError
 from shared.fsio import write_json
 
@@ -41,6 +39,9 @@ def epsilon_for(history: list[tuple[float, float, int]], delta: float, accountan
     """Epsilon at `delta` after composing every entry of `history`."""
     if not history:
         return 0.0
+    # Imported here: only a site that trains needs Opacus, scoring and evaluating do not.
+    from opacus.accountants import create_accountant
+
     acc = create_accountant(accountant)
     acc.history = compact(history)
     return float(acc.get_epsilon(delta=delta))

@@ -14,6 +14,7 @@ from shared.model import (
     PanelFeatures,
     RiskTransformer,
     get_weights,
+    register_grad_samplers,
     set_weights,
 )
 
@@ -75,6 +76,7 @@ def test_full_and_local_agree_when_window_covers_panel() -> None:
 def test_per_sample_gradients_match_brute_force() -> None:
     torch.manual_seed(0)
     model = RiskTransformer(cfg(attention="local", window=8))
+    register_grad_samplers()
     gsm = GradSampleModule(model, loss_reduction="sum")
     x = torch.randint(0, 4, (4, T))
     x[0, 3] = GT_MISSING

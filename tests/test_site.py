@@ -162,3 +162,32 @@ def test_reweighting_changes_training_and_is_validated(tiny_cohort: Path, tmp_pa
     (balanced / "site.toml").write_text('[training]\nbalance = "oversample"\n')
     with pytest.raises(InputError, match="balance must be one of"):
         Site(balanced, RunSettings(**SMALL))
+
+
+def test_evaluation_never_loads_opacus(site_dir: Path) -> None:
+    """Flower deployments start a ClientApp process per message; one that only evaluates must
+    not pay for importing Opacus (~2 s here). Checked in a fresh interpreter, after a real
+    evaluation of the site's held-out people."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from pathlib import Path
+import client.app
+from client.site import Site
+from server.strategy import initial_weights
+from shared.encoding import model_config
+from shared.runconfig import RunSettings
+site = Site(Path({str(site_dir)!r}), RunSettings(**{SMALL!r}))
+data = site.data()
+cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+loss, n, metrics = site.evaluate(initial_weights(cfg, 0), data.panel.sha256)
+assert n > 0 and "scores" in metrics
+print(sorted(m for m in ("opacus", "scipy.stats") if m in sys.modules))
+"""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
