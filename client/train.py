@@ -75,7 +75,7 @@ def make_private(
     """Opacus' DP-SGD around a model, its optimizer and its loader; the loss must be SUMMED.
 
     Per-sample gradients come from a summed loss as they are: from a mean loss Opacus multiplies
-    every backprop it captures by the batch size, a fifth of the DP step's extra time on the
+    every backprop it captures by the batch size, a quarter of the DP step's extra time on the
     demo model. The optimizer still divides the clipped, noised sum by the expected batch size
     (Opacus' "mean" reduction), so each update is the same as with a mean loss.
     Opacus is imported here, not with the module: scoring and evaluating never load it.

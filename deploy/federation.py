@@ -208,6 +208,7 @@ def submit(
 
 
 STATUS_POLL_S = 20.0
+STATUS_FALLBACK_S = 5.0
 
 
 def follow(env: dict[str, str], run_id: int, log_path: Path, timeout: float) -> RunOutcome:
@@ -233,8 +234,8 @@ def follow(env: dict[str, str], run_id: int, log_path: Path, timeout: float) -> 
                     return outcome
                 if time.monotonic() >= deadline:
                     raise FederationError(f"run {run_id} still {outcome.status} after {timeout} s")
-                if streamer.poll() is not None:  # stream gone, run not finished: poll slowly
-                    time.sleep(1.0)
+                if streamer.poll() is not None:  # stream gone early: status every few seconds
+                    time.sleep(min(STATUS_FALLBACK_S, max(0.0, deadline - time.monotonic())))
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(streamer.pid, signal.SIGTERM)

@@ -53,16 +53,21 @@ REMEDIES = {
         "(`balance = \"reweight\"` in site.toml) or more sites holding that group would lift it"
     ),
     "dp_step_time": (
-        "the per-sample gradients of the blocks' Linear layers (one einsum per layer over every "
-        "token of every person, which a plain step folds into one matmul) and per-sample "
-        "clipping; ghost clipping is slower still on CPU. Fewer tokens per person, or a GPU "
-        "where those einsums are cheap, would close it"
+        "what is left is the per-sample gradients of the blocks' Linear layers (one batched "
+        "matmul per layer over every token of every person, which a plain step folds into one "
+        "matmul), Opacus' hook bookkeeping and clipping. Taking per-sample gradients from a summed "
+        "loss (Opacus rescales every backprop of a mean loss) and LayerNorms without gain and bias "
+        "(the next Linear absorbs them) already took it from 1.42x to about 1.2x; ghost clipping "
+        "is slower on CPU. A GPU, where those matmuls are cheap, would close it"
     ),
     "dp_step_memory": "per-sample gradients of the largest tables dominate; smaller batches",
     "coordinator_overhead_10_sites": (
-        "Flower's simulation engine spends a few seconds a round beyond the sites' own work "
-        "(Ray scheduling, a ClientApp context per message, serialisation, the evaluation "
-        "round-trip); more local work per round, or sites on their own machines, shrink its share"
+        "most of the earlier 28% was our own run follower starting a `flwr ls` process every "
+        "second (a CPU-second each, taken from the sites); it now waits on the log stream. What "
+        "is left: the evaluation round-trip, the wait for the slowest of 10 unequal sites at the "
+        "end of each phase on 2 workers, and the in-process timing of the sites' work running "
+        "alone while the real sites run two at a time; more local work per round, or sites on "
+        "their own machines, shrink its share"
     ),
     "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
     "membership_attack_dp": "a smaller ε (more noise) per site",
