@@ -8,6 +8,7 @@ round is costed before it runs, and only weights and aggregate statistics are re
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class Site:
     def fit(
         self, weights: list[np.ndarray], server_round: int, run_id: str, panel_sha256: str = ""
     ) -> FitReport:
+        began = time.perf_counter()
         s = self.settings
         epsilon, delta = self.budget.effective(s.target_epsilon, s.target_delta)
         data = self.data(panel_sha256)
@@ -127,12 +129,16 @@ class Site:
             "delta": delta,
             "noise_multiplier": sigma,
             "train_loss": result.mean_loss,
+            # Wall seconds of this round's work here (data, accounting, DP-SGD): lets the
+            # coordinator tell a slow site from a slow network.
+            "train_s": time.perf_counter() - began,
         })
 
     def evaluate(
         self, weights: list[np.ndarray], panel_sha256: str = ""
-    ) -> tuple[float, int, dict[str, str | int]]:
+    ) -> tuple[float, int, dict[str, str | int | float]]:
         """Score held-out people; return only per-ancestry aggregates above the suppression k."""
+        began = time.perf_counter()
         data = self.data(panel_sha256)
         g, y, ancestry = data.split("test")
         model = self.model(data, weights)
@@ -144,4 +150,5 @@ class Site:
         return loss, len(y), {
             "site": self.name,
             "scores": scores.to_json(min_count=self.settings.suppression_k),
+            "evaluate_s": time.perf_counter() - began,
         }

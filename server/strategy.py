@@ -96,6 +96,9 @@ class RoundRecord:
     train_loss: dict[str, float] = field(default_factory=dict)
     metrics: dict | None = None
     weights_sha256: str | None = None
+    # Each site's own wall seconds for the round's training and evaluation, as it reports them.
+    train_s: dict[str, float] = field(default_factory=dict)
+    evaluate_s: dict[str, float] = field(default_factory=dict)
 
 
 class GenofedStrategy(FedAvg):
@@ -154,6 +157,8 @@ class GenofedStrategy(FedAvg):
             site = str(m.get("site", proxy.cid))
             if "epsilon" in m:
                 rec.privacy[site] = {"epsilon": float(m["epsilon"]), "delta": float(m["delta"])}
+            if "train_s" in m:
+                rec.train_s[site] = float(m["train_s"])
             if int(m.get("declined", 0)):
                 rec.declined[site] = str(m.get("reason", "declined"))
                 log(WARNING, "round %d: site %s declined: %s", server_round, site,
@@ -194,6 +199,8 @@ class GenofedStrategy(FedAvg):
         loss_sum, n_sum = 0.0, 0
         for proxy, res in results:
             site = str(res.metrics.get("site", proxy.cid))
+            if "evaluate_s" in res.metrics:
+                rec.evaluate_s[site] = float(res.metrics["evaluate_s"])
             try:
                 merged = merged.merge(GroupedScores.from_json(str(res.metrics["scores"])))
             except (KeyError, ValueError) as err:

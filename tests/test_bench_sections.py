@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deploy import readme_table
-from deploy.bench_federation import steady_round_s
+from deploy.bench_federation import phase_s, steady_round_s
 from deploy.bench_utility import attainable, targets
 from shared.simulate import POPULATIONS
 
@@ -70,22 +70,13 @@ def test_steady_round_time_comes_from_checkpoint_times(tmp_path: Path) -> None:
     assert steady_round_s(tmp_path, 3) == pytest.approx(3.5)
 
 
-def test_site_work_times_every_site_as_in_round_two(tiny_cohort: Path, tmp_path: Path) -> None:
-    """The federation section's 'sites' own work': real Site.fit + Site.evaluate per site."""
-    from deploy.bench_federation import site_work
-    from deploy.demo import fresh_copy
-    from shared.runconfig import RunSettings
-
-    cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
-    settings = RunSettings(batch_size=32, local_epochs=1, model_dim=16, model_layers=1,
-                           suppression_k=5, num_server_rounds=2)
-    times = site_work(cohort, tmp_path / "state", 2, settings)
-    assert len(times) == 2 and all(t > 0 for t in times)
-    # It trained under a seeded privacy ledger: round 2 spends on top of round 1.
-    from shared.privacy import PrivacyLedger
-
-    spent = PrivacyLedger.load(tmp_path / "state" / "site-1" / "privacy-ledger.json")
-    assert len(spent.history) == 2
+def test_a_phase_lasts_at_least_its_slowest_site_and_its_share_per_worker() -> None:
+    """The federation section's 'sites' own work' per phase of a round, from the sites' seconds."""
+    assert phase_s([3.0, 1.0, 1.0, 1.0], workers=2) == pytest.approx(3.0)  # the slowest site
+    assert phase_s([1.0, 1.0, 1.0, 1.0], workers=2) == pytest.approx(2.0)  # two at a time
+    assert phase_s([1.5, 0.5], workers=4) == pytest.approx(1.5)  # fewer sites than workers
+    with pytest.raises(RuntimeError, match="no site reported"):
+        phase_s([], workers=2)
 
 
 def _doc() -> dict:

@@ -72,6 +72,9 @@ def test_two_sites_two_rounds(
         for p in r["privacy"].values():
             assert p["epsilon"] > 0 and p["delta"] == 1e-5
         assert r["metrics"]["by_group"]  # merged per-ancestry evaluation happened
+        # each site's own seconds of work, as it reported them (the coordinator's telemetry)
+        assert sorted(r["train_s"]) == sorted(r["evaluate_s"]) == ["site-1", "site-2"]
+        assert all(0 < s < elapsed for s in [*r["train_s"].values(), *r["evaluate_s"].values()])
     eps = {s: [r["privacy"][s]["epsilon"] for r in rounds] for s in ("site-1", "site-2")}
     assert all(e[1] > e[0] for e in eps.values())  # cumulative, never reset
     assert all(e[-1] <= 8.0 for e in eps.values())

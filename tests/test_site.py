@@ -80,8 +80,9 @@ def test_what_leaves_the_site_holds_no_person_level_data(site_dir: Path) -> None
     sent = json.dumps({"fit": fit.metrics, "eval": metrics, "loss": loss, "n": n})
     assert not any(i in sent for i in ids)
     assert set(fit.metrics) <= {"site", "declined", "epsilon", "delta", "noise_multiplier",
-                                "train_loss", "reason"}
-    assert set(metrics) == {"site", "scores"}
+                                "train_loss", "train_s", "reason"}
+    assert set(metrics) == {"site", "scores", "evaluate_s"}
+    assert fit.metrics["train_s"] > 0 and metrics["evaluate_s"] > 0
     scores = json.loads(metrics["scores"])
     n_test = int((site.data().cohort.split == "test").sum())
     for group in scores["groups"].values():
