@@ -39,8 +39,10 @@ REMEDIES = {
         "what helped was more local DP steps (4 local epochs instead of 2: +0.01 to +0.03 AUROC "
         "in two populations), not larger batches at the same ε, a lower learning rate, weight "
         "decay or averaging global models across rounds (each within ±0.01); on this cohort the "
-        "same change moved CEU -0.015, CHB +0.025, YRI +0.013, i.e. within run-to-run noise. More "
-        "people per site would narrow it"
+        "same change moved CEU -0.015, CHB +0.025, YRI +0.013, i.e. within run-to-run noise. One "
+        "DP training run moves these figures by up to 0.05 per population: dropping the "
+        "LayerNorms' gain and bias changed the validation cohort by at most 0.006 but this one "
+        "by CEU +0.053, CHB -0.028, YRI -0.048. More people per site would narrow the gap"
     ),
     "federated_beats_linear_prs": (
         "the linear score is fit without noise on pooled data, and even the centralized "
@@ -49,8 +51,10 @@ REMEDIES = {
         "sets the gap: larger sites are needed before interaction modelling pays off"
     ),
     "worst_vs_best_population": (
-        "the smallest ancestry group gets the fewest DP steps; ancestry reweighting "
-        "(`balance = \"reweight\"` in site.toml) or more sites holding that group would lift it"
+        "met by the previous run (+0.046): one DP training run's spread (see the first goal) is "
+        "as large as this margin. The group with the fewest training people at the sites gets "
+        "the fewest DP steps; ancestry reweighting (`balance = \"reweight\"` in site.toml) or "
+        "more sites holding that group would lift it"
     ),
     "dp_step_time": (
         "what is left is the per-sample gradients of the blocks' Linear layers (one batched "
