@@ -11,8 +11,7 @@ A [CLS] token reads the sequence out into one disease-risk logit. Attention is w
 model combine variants far apart on the genome (epistasis), which an additive score cannot.
 
 Written for Opacus: apart from `VariantEmbedding` (which brings its own grad sampler, see
-`register_grad_samplers`) only
-nn.Linear and nn.Embedding hold parameters, attention is
+`register_grad_samplers`) only nn.Linear and nn.Embedding hold parameters, attention is
 `F.scaled_dot_product_attention`, and every parameterised layer sees a batch dimension first,
 so per-sample gradients are exact. Per-variant inputs (context, alleles, coordinates) are the same
 for everyone and travel as `PanelFeatures`, not as weights: the exchanged weights never encode data.
