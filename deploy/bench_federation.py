@@ -20,8 +20,9 @@ small model. Method:
   load as the round (Flower's own processes took ~0.5 CPU-seconds of a 10 s round here, which
   this counts as the sites' time).
 - `overhead_s = round_s - local_s` (coordinator, Flower/Ray messaging and scheduling, process
-  and data hand-offs, idle workers) and `overhead_fraction = overhead_s / round_s`. As
-  `local_s` is a lower bound on the sites' share, the overhead is an upper bound on Flower's.
+  and data hand-offs, idle workers) and `overhead_fraction = overhead_s / round_s`. Apart from
+  that ~5% of a core, `local_s` is a lower bound on the sites' share, so the overhead is an
+  upper bound on Flower's.
 
 `bytes_per_update`: the float32 weight arrays one site sends per round (the coordinator sends the
 same amount back to each). `secagg_overhead`: 3 sites, 3 rounds, `secagg = true` vs `false`, each

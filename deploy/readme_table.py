@@ -61,7 +61,7 @@ REMEDIES = {
         "matmul per layer over every token of every person, which a plain step folds into one "
         "matmul), Opacus' hook bookkeeping and clipping. Taking per-sample gradients from a summed "
         "loss (Opacus rescales every backprop of a mean loss) and LayerNorms without gain and bias "
-        "(the next Linear absorbs them) already took it from 1.42x to about 1.2x; ghost clipping "
+        "(the next Linear absorbs them) took it from 1.42x to 1.13x on 2026-11-28; ghost clipping "
         "is slower on CPU. A GPU, where those matmuls are cheap, would close it"
     ),
     "dp_step_memory": "per-sample gradients of the largest tables dominate; smaller batches",
