@@ -68,10 +68,9 @@ REMEDIES = {
     "coordinator_overhead_10_sites": (
         "most of the earlier 28% was our own run follower starting a `flwr ls` process every "
         "second (a CPU-second each, taken from the sites); it now waits on the log stream. What "
-        "is left: the evaluation round-trip, the wait for the slowest of 10 unequal sites at the "
-        "end of each phase on 2 workers, and the in-process timing of the sites' work running "
-        "alone while the real sites run two at a time; more local work per round, or sites on "
-        "their own machines, shrink its share"
+        "is left: the evaluation round-trip, Flower's 0.1 s polling, and workers idle while the "
+        "slowest of 10 unequal sites finishes each phase on 2 workers; more local work per round, "
+        "or sites on their own machines, shrink its share"
     ),
     "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
     "membership_attack_dp": "a smaller ε (more noise) per site",

@@ -177,13 +177,11 @@ import sys
 from pathlib import Path
 import client.app
 from client.site import Site
-from server.strategy import initial_weights
-from shared.encoding import model_config
+from shared.model import get_weights
 from shared.runconfig import RunSettings
 site = Site(Path({str(site_dir)!r}), RunSettings(**{SMALL!r}))
 data = site.data()
-cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
-loss, n, metrics = site.evaluate(initial_weights(cfg, 0), data.panel.sha256)
+loss, n, metrics = site.evaluate(get_weights(site.model(data, None)), data.panel.sha256)
 assert n > 0 and "scores" in metrics
 print(sorted(m for m in ("opacus", "scipy.stats") if m in sys.modules))
 """
