@@ -3,6 +3,8 @@
 Per panel variant the model sees the person's genotype token and, shared by everyone, the
 reference context around the variant (k-mers), its REF and ALT bases and its coordinate. The
 shared part is computed once per site as `PanelFeatures`; the per-person part is an int8 matrix.
+The panel's public allele frequencies, when it has them, travel along to standardize the
+additive read-out (`shared.model.additive_input`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def encode_panel(panel: Panel, fasta_path: str | Path, settings: EncoderSettings
         ref=torch.tensor([allele_id(a) for a in panel.ref], dtype=torch.long),
         alt=torch.tensor([allele_id(a) for a in panel.alt], dtype=torch.long),
         coord=torch.tensor(panel.pos, dtype=torch.float64),
+        alt_freq=None if panel.af is None else torch.tensor(panel.af, dtype=torch.float32),
     )
 
 

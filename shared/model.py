@@ -63,10 +63,11 @@ class PanelFeatures:
     ref: torch.Tensor  # [T] long, allele ids
     alt: torch.Tensor  # [T] long
     coord: torch.Tensor  # [T] float64, genomic position in bp
+    alt_freq: torch.Tensor | None = None  # [T] float32, public alt-allele frequency, if known
 
     def to(self, device: torch.device | str) -> PanelFeatures:
-        parts = (self.context, self.ref, self.alt, self.coord)
-        return PanelFeatures(*(t.to(device) for t in parts))
+        parts = (self.context, self.ref, self.alt, self.coord, self.alt_freq)
+        return PanelFeatures(*(None if t is None else t.to(device) for t in parts))
 
 
 def coordinate_encoding(coord: torch.Tensor, dim: int) -> torch.Tensor:
@@ -173,6 +174,32 @@ class Block(nn.Module):
 def _dosage(genotypes: torch.Tensor) -> torch.Tensor:
     """Alt-allele dosage 0/1/2, missing calls as 0: [B, T] long -> [B, T] long."""
     return genotypes.clamp(max=GT_HOM_ALT).masked_fill(genotypes == GT_MISSING, 0)
+
+
+MIN_ALT_FREQ = 0.01  # public frequencies are clamped to [1%, 99%] before standardizing
+
+
+def additive_input(genotypes: torch.Tensor, alt_freq: torch.Tensor | None) -> torch.Tensor:
+    """The additive read-out's input, [B, T] long -> [B, T] float32: the dosage standardized
+    with the panel's public alt-allele frequency p, (d - 2p) / sqrt(2p(1 - p)), or d - 1 without
+    one. Missing calls become 0, the expected value.
+
+    Why standardize: a weight w on the raw dosage moves the logit's spread by w * sqrt(2p(1-p)),
+    so a variant with p = 0.05 needs twice the weight of one with p = 0.5 for the same effect
+    per standard deviation. Under DP-SGD's noise Adam moves every weight by about the same
+    step, so on raw dosages the rarer variants learn slowest; standardized, every variant moves
+    the same distance per step, as the linear score baseline's scaler arranges. p must come from
+    a public reference (the panel's `af` column), never from a site's people: it is a model
+    input all sites share, and a site's own frequencies would describe its patients.
+    Clamping p keeps a variant rare in the reference but common at a site from dominating.
+    """
+    dose = _dosage(genotypes).to(torch.float32)
+    if alt_freq is None:
+        centred = dose - 1
+    else:
+        p = alt_freq.to(torch.float32).clamp(MIN_ALT_FREQ, 1 - MIN_ALT_FREQ)  # [T]
+        centred = (dose - 2 * p) / torch.sqrt(2 * p * (1 - p))
+    return centred.masked_fill(genotypes == GT_MISSING, 0)
 
 
 class VariantEmbedding(nn.Module):
@@ -288,9 +315,7 @@ class RiskTransformer(nn.Module):
         x = torch.cat([cls, x], dim=1)  # [B, 1 + T, D]
         for block in self.blocks:
             x = block(x)
-        # Centred dosage (missing -> 0, the middle): keeps the additive read-out well conditioned.
-        centred = (_dosage(genotypes) - 1).masked_fill(genotypes == GT_MISSING, 0)
-        additive = self.additive(centred.to(torch.float32))  # [B, 1]
+        additive = self.additive(additive_input(genotypes, panel.alt_freq))  # [B, 1]
         return (self.head(self.ln_f(x[:, 0])) + additive).squeeze(-1)  # [B]
 
 

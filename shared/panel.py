@@ -17,6 +17,7 @@ from shared.errors import InputError
 from shared.fsio import sha256_file
 
 PANEL_COLUMNS = ("chrom", "pos", "ref", "alt")
+AF_COLUMN = "af"  # optional: alt-allele frequency in a public reference (gnomAD, 1000 Genomes)
 _BASES = set("ACGT")
 
 
@@ -27,6 +28,7 @@ class Panel:
     ref: np.ndarray  # [T] str
     alt: np.ndarray  # [T] str
     sha256: str
+    af: np.ndarray | None = None  # [T] float64 in [0, 1], public alt-allele frequency
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -57,6 +59,7 @@ def read_panel(path: str | Path) -> Panel:
                 raise InputError(path, f"{name} allele {allele!r} is not A/C/G/T", record)
         if row.ref.upper() == row.alt.upper():
             raise InputError(path, "ref and alt alleles are identical", record)
+    af = _alt_frequencies(df, path) if AF_COLUMN in df.columns else None
     keys = list(zip(df.chrom, df.pos.astype(np.int64), strict=True))
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -67,4 +70,21 @@ def read_panel(path: str | Path) -> Panel:
         ref=df.ref.str.upper().to_numpy(dtype=str),
         alt=df.alt.str.upper().to_numpy(dtype=str),
         sha256=sha256_file(path),
+        af=af,
     )
+
+
+def _alt_frequencies(df: pd.DataFrame, path: Path) -> np.ndarray:
+    """The `af` column as floats; a blank, non-numeric or out-of-range value names its line.
+
+    The frequencies are part of the model's input (they standardize the additive read-out), so
+    they must be public figures the whole consortium shares, which the panel's sha256 pins.
+    """
+    values = pd.to_numeric(df[AF_COLUMN], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~((values >= 0) & (values <= 1))  # also catches NaN from blanks and text
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            path, f"af {df[AF_COLUMN].iloc[i]!r} is not a frequency in [0, 1]", f"line {i + 2}"
+        )
+    return values

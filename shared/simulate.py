@@ -48,6 +48,9 @@ class SimulationConfig:
     seed: int = 0
     sites: int = 3
     people_per_population: int = 2000  # diploid individuals simulated per population
+    # Diploids per population in a public reference sample (like 1000 Genomes' ~100), outside
+    # every site, whose pooled alt-allele frequencies become the panel's `af` column; 0: none.
+    public_people_per_population: int = 100
     sequence_length: int = 1_000_000  # bp of chr22 simulated, starting at `start`
     start: int = 20_000_000
     panel_size: int = 256  # variants in the coordinator's panel
@@ -100,6 +103,8 @@ def _validate(config: SimulationConfig) -> None:
     checks = [
         (config.sites >= 1, "sites must be at least 1"),
         (config.people_per_population >= 1, "people-per-population must be at least 1"),
+        (config.public_people_per_population >= 0,
+         "public-people-per-population must be non-negative"),
         (config.sequence_length >= 1_000, "sequence-length must be at least 1000 bp"),
         (config.start >= 0, "start must be non-negative"),
         (config.panel_size >= 1, "panel-size must be at least 1"),
@@ -138,7 +143,7 @@ def _simulate_tree_sequence(config: SimulationConfig):
         raise InputError(
             None, f"bad region {CHROM}:{config.start}+{config.sequence_length}: {err}"
         ) from err
-    n = config.people_per_population
+    n = config.people_per_population + config.public_people_per_population
     engine = stdpopsim.get_engine("msprime")
     with warnings.catch_warnings():
         # Known and accepted: the contig's mutation rate differs from the model's.
@@ -186,6 +191,24 @@ def _extract_genotypes(ts) -> _Genotypes:
     node_pop = ts.tables.nodes.population[nodes[:, 0]]
     ancestry = np.array([names[p] for p in node_pop], dtype="<U3")
     return _Genotypes(positions, ref, alt, haplotypes[polymorphic], ancestry)
+
+
+def _split_public(geno: _Genotypes, per_population: int) -> tuple[_Genotypes, np.ndarray]:
+    """Set the first `per_population` people of each population aside as the public reference
+    sample: (the cohort, the public sample's haplotypes). Coalescent samples are exchangeable,
+    so taking the first ones is as good as a random draw. Variants left monomorphic in the
+    cohort are dropped, as a caller on the cohort would never have emitted them."""
+    public = np.zeros(geno.n_people, dtype=bool)
+    for pop in POPULATIONS:
+        public[np.flatnonzero(geno.ancestry == pop)[:per_population]] = True
+    haps = np.repeat(public, 2)
+    cohort = geno.haplotypes[:, ~haps]
+    counts = cohort.sum(axis=1, dtype=np.int64)
+    keep = (counts > 0) & (counts < cohort.shape[1])
+    kept = _Genotypes(
+        geno.pos[keep], geno.ref[keep], geno.alt[keep], cohort[keep], geno.ancestry[~public]
+    )
+    return kept, geno.haplotypes[keep][:, haps]
 
 
 # --------------------------------------------------------------------------- reference
@@ -503,7 +526,9 @@ def _build(out: Path, config: SimulationConfig) -> dict:
     ref_rng, trait_rng, site_rng, id_rng, split_rng = (np.random.default_rng(s) for s in seeds[:5])
     missing_seeds = seeds[5].spawn(config.sites)
 
-    geno = _extract_genotypes(_simulate_tree_sequence(config))
+    geno, public = _split_public(
+        _extract_genotypes(_simulate_tree_sequence(config)), config.public_people_per_population
+    )
     panel = _choose_panel(geno, config)
     trait = _trait(geno, panel, config, trait_rng)
     site = _assign_sites(geno.ancestry, config, site_rng)
@@ -516,6 +541,8 @@ def _build(out: Path, config: SimulationConfig) -> dict:
     panel_frame = pd.DataFrame(
         {"chrom": CHROM, "pos": geno.pos[panel], "ref": geno.ref[panel], "alt": geno.alt[panel]}
     )
+    if public.shape[1]:
+        panel_frame["af"] = public[panel].mean(axis=1, dtype=np.float64)
     _write_tsv(out / "panel.tsv", panel_frame)
 
     truth = pd.DataFrame(
@@ -675,6 +702,8 @@ def register(subparsers) -> None:
         ("--sites", int, d.sites, "number of hospitals"),
         ("--seed", int, d.seed, "random seed (same seed, same files)"),
         ("--people-per-population", int, d.people_per_population, "diploids per ancestry"),
+        ("--public-people-per-population", int, d.public_people_per_population,
+         "diploids per ancestry in the public sample behind the panel's af column (0: none)"),
         ("--sequence-length", int, d.sequence_length, "bp of chr22 simulated"),
         ("--start", int, d.start, "0-based start of the region on chr22"),
         ("--panel-size", int, d.panel_size, "variants in the coordinator's panel"),

@@ -70,9 +70,9 @@ def test_ref_mismatch_names_the_variant(tiny_cohort: Path, tmp_path: Path) -> No
     site = tiny_cohort / "site-1"
     bad = tmp_path / "panel.tsv"
     lines = (site / "panel.tsv").read_text().splitlines()
-    chrom, pos, ref, alt = lines[3].split("\t")
+    chrom, pos, ref, alt, af = lines[3].split("\t")
     wrong = next(b for b in "ACGT" if b not in (ref, alt))
-    lines[3] = "\t".join([chrom, pos, wrong, alt])
+    lines[3] = "\t".join([chrom, pos, wrong, alt, af])
     bad.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=f"{chrom}:{pos}.*disagrees with the FASTA"):
         encode_panel(read_panel(bad), site / "reference.fa", EncoderSettings())

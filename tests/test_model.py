@@ -13,6 +13,7 @@ from shared.model import (
     ModelConfig,
     PanelFeatures,
     RiskTransformer,
+    additive_input,
     get_weights,
     register_grad_samplers,
     set_weights,
@@ -28,6 +29,7 @@ def panel() -> PanelFeatures:
         ref=torch.randint(1, 5, (T,), generator=g),
         alt=torch.randint(1, 5, (T,), generator=g),
         coord=torch.arange(T, dtype=torch.float64) * 5000 + 2e7,
+        alt_freq=torch.rand(T, generator=g) * 0.9 + 0.05,
     )
 
 
@@ -138,6 +140,25 @@ def test_dp_step_is_the_mean_of_clipped_per_person_gradients() -> None:
     for name in got:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-4,
                                    msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_additive_input_is_standardized_with_the_public_frequency() -> None:
+    """Under Hardy-Weinberg with the panel's frequency p, every variant's additive input has mean
+    0 and variance 1, whatever p; without p it is the centred dosage. Missing calls are 0."""
+    p = torch.tensor([0.02, 0.1, 0.3, 0.5, 0.8])
+    g = torch.Generator().manual_seed(1)
+    alleles = (torch.rand(200_000, 5, 2, generator=g) < p[:, None]).sum(-1)  # [N, 5] in 0..2
+    z = additive_input(alleles, p)
+    torch.testing.assert_close(z.mean(0), torch.zeros(5), atol=0.02, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(5), atol=0.02, rtol=0)
+    raw = additive_input(alleles, None)
+    assert raw.std(0)[0] < 0.25 and raw.std(0)[3] > 0.65  # raw spread follows p
+    torch.testing.assert_close(raw, alleles.float() - 1)
+    missing = torch.full((1, 5), GT_MISSING)
+    assert not additive_input(missing, p).any() and not additive_input(missing, None).any()
+    # A frequency of 0 or 1 in the reference is clamped, never a division by zero.
+    assert torch.isfinite(additive_input(alleles[:4], torch.tensor([0.0, 1.0, 0.3, 0.5, 0.8])))\
+        .all()
 
 
 def test_weights_round_trip_and_refuse_bad_shapes() -> None:

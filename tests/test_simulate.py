@@ -15,6 +15,7 @@ import pytest
 
 import shared.cli as cli
 from shared.errors import InputError
+from shared.panel import read_panel
 from shared.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 
 SMALL = SimulationConfig(
@@ -105,13 +106,13 @@ def test_vcf_matches_cohort_and_reference(cohort: tuple[Path, dict]) -> None:
 def test_panel_in_vcfs_and_contains_trait_variants(cohort: tuple[Path, dict]) -> None:
     out, meta = cohort
     panel = _read_tsv(out / "panel.tsv")
-    assert list(panel.columns) == ["chrom", "pos", "ref", "alt"]
+    assert list(panel.columns) == ["chrom", "pos", "ref", "alt", "af"]
     assert len(panel) == SMALL.panel_size and panel["pos"].is_monotonic_increasing
     for site in SITES:
         assert (out / site / "panel.tsv").read_bytes() == (out / "panel.tsv").read_bytes()
     with pysam.VariantFile(str(out / "site-2" / "genotypes.vcf.gz")) as vcf:
         records = {(r.chrom, r.pos, r.ref, r.alts[0]) for r in vcf}
-    assert set(panel.itertuples(index=False, name=None)) <= records
+    assert set(panel[["chrom", "pos", "ref", "alt"]].itertuples(index=False, name=None)) <= records
     panel_pos = set(panel["pos"])
     assert len(meta["causal_positions"]) == SMALL.n_causal
     assert set(meta["causal_positions"]) <= panel_pos
@@ -121,6 +122,40 @@ def test_panel_in_vcfs_and_contains_trait_variants(cohort: tuple[Path, dict]) ->
     # The panel spans the region rather than clustering around the causal variants.
     span = panel["pos"].max() - panel["pos"].min()
     assert span > 0.8 * SMALL.sequence_length
+
+
+def test_panel_af_comes_from_a_public_sample_outside_the_cohort(
+    cohort: tuple[Path, dict],
+) -> None:
+    """The af column is the frequency in people no site holds: close to the cohort's own
+    frequency (same populations), but not equal to it, which it would be if it were computed
+    from the sites' people."""
+    out, _ = cohort
+    panel = _read_tsv(out / "panel.tsv")
+    truth = _read_tsv(out / "truth.tsv")
+    assert len(truth) == 3 * SMALL.people_per_population  # the public people are in no site
+    counts = np.zeros(len(panel))
+    n = 0
+    for site in SITES:
+        with pysam.VariantFile(str(out / site / "genotypes.vcf.gz")) as vcf:
+            n += len(vcf.header.samples)
+            by_pos = {r.pos: sum(a or 0 for s in r.samples.values() for a in s["GT"]) for r in vcf}
+        counts += [by_pos[p] for p in panel["pos"]]
+    cohort_freq = counts / (2 * n)  # missing calls count as ref: a ~0.2% downward bias
+    af = panel["af"].to_numpy()
+    assert ((af >= 0) & (af <= 1)).all()
+    # 300 public haplotypes per population: sd of a frequency estimate <= 0.017.
+    assert np.abs(af - cohort_freq).max() < 0.1
+    assert np.abs(af - cohort_freq).mean() < 0.03
+    assert not np.allclose(af, cohort_freq, atol=1e-3)
+
+
+def test_no_public_sample_no_af_column(tmp_path: Path) -> None:
+    config = dataclasses.replace(SMALL, public_people_per_population=0, sites=1)
+    simulate_cohort(tmp_path / "c", config)
+    panel = _read_tsv(tmp_path / "c" / "panel.tsv")
+    assert list(panel.columns) == ["chrom", "pos", "ref", "alt"]
+    assert read_panel(tmp_path / "c" / "panel.tsv").af is None
 
 
 def test_every_sample_in_exactly_one_site(cohort: tuple[Path, dict]) -> None:

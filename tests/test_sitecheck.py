@@ -246,6 +246,16 @@ def malformed_panel_row(site: Path, tmp: Path) -> tuple[Path, str | None, str]:
     return site / "panel.tsv", "line 50", r"position 'abc' is not a positive integer"
 
 
+def panel_af_not_a_frequency(site: Path, tmp: Path) -> tuple[Path, str | None, str]:
+    lines = (site / "panel.tsv").read_text().splitlines()
+    f = lines[9].split("\t")
+    assert lines[0].split("\t")[-1] == "af"
+    f[-1] = "1.7"
+    lines[9] = "\t".join(f)
+    (site / "panel.tsv").write_text("\n".join(lines) + "\n")
+    return site / "panel.tsv", "line 10", r"af '1.7' is not a frequency in \[0, 1\]"
+
+
 def allele_out_of_range(site: Path, tmp: Path) -> tuple[Path, str | None, str]:
     lines = vcf_lines(site / "genotypes.vcf.gz")
     sample = lines[header_end(lines)].split("\t")[12]
@@ -284,7 +294,8 @@ BAD: dict[str, Breaker] = {f.__name__: f for f in (
     truncated_mid_block, truncated_at_block, missing_index, stale_index_by_time,
     stale_index_by_content, unsorted, no_contig_lines, table_sample_not_in_vcf, no_sample_matches,
     duplicate_in_table, duplicate_in_vcf_header, phenotype_maybe, unknown_ancestry, ref_mismatch,
-    empty_vcf, panel_on_other_contig, panel_off_the_vcf, malformed_panel_row, allele_out_of_range,
+    empty_vcf, panel_on_other_contig, panel_off_the_vcf, malformed_panel_row,
+    panel_af_not_a_frequency, allele_out_of_range,
     plain_gzip, uncompressed, contig_not_in_reference,
 )}
 
