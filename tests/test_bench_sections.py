@@ -18,7 +18,7 @@ import pytest
 
 from deploy import readme_table
 from deploy.bench_federation import phase_s, steady_round_s
-from deploy.bench_utility import attainable, targets
+from deploy.bench_utility import attainable, mean_auroc, targets
 from shared.simulate import POPULATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +38,14 @@ def test_attainable_signal_is_relative_to_the_oracle() -> None:
     assert attainable(0.7, 0.9) == pytest.approx(0.5)
     assert attainable(0.7, 0.5) is None  # no signal to attain
     assert attainable(None, 0.9) is None
+
+
+def test_federated_runs_average_per_population_over_the_runs_that_scored_it() -> None:
+    runs = [{"CEU": 0.70, "CHB": 0.80, "YRI": None}, {"CEU": 0.80, "CHB": 0.60, "YRI": None},
+            {"CEU": 0.90, "CHB": None, "YRI": None}]
+    mean = mean_auroc(runs)
+    assert mean["CEU"] == pytest.approx(0.80) and mean["CHB"] == pytest.approx(0.70)
+    assert mean["YRI"] is None
 
 
 def test_utility_targets_report_margins_both_ways() -> None:
