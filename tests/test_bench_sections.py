@@ -151,6 +151,9 @@ def test_committed_readme_matches_committed_bench_json() -> None:
     # checkpoint on the pooled held-out people.
     for r in runs:
         assert r["reported"]["status"] == "completed"
+        # Every training started on fresh site budgets: one round spends well under the total.
+        first = r["reported"]["epsilon_round_1"]
+        assert first and max(first.values()) < 0.75 * util["settings"]["target_epsilon"], first
         for pop in POPULATIONS:
             assert r["reported"]["auroc"][pop] == pytest.approx(r["auroc"][pop], abs=0.005), pop
     for n in ("3", "10", "30", "100"):
