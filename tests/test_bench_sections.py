@@ -178,6 +178,9 @@ def test_quick_bench_runner_writes_and_renders_a_section(tmp_path: Path) -> None
 
     mia = doc["membership_attack"]
     assert 0.0 <= mia["dp_auroc"] <= 1.0 and 0.0 <= mia["nondp_auroc"] <= 1.0
+    runs = mia["dp_runs"]
+    assert len(runs) >= 2 and len({r["seed"] for r in runs}) == len(runs)
+    assert mia["dp_auroc"] == pytest.approx(np.mean([r["auroc"] for r in runs]))
     assert mia["epsilon"] <= mia["target_epsilon"] + 1e-6
 
     section = readme_table.render(doc)
