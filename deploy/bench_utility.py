@@ -30,8 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -46,6 +44,7 @@ from sklearn.metrics import roc_auc_score
 
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
+from deploy.demo import fresh_copy
 from deploy.federation import run_simulation
 from server.strategy import initial_weights
 from shared.encoding import model_config
@@ -345,20 +344,6 @@ def federation_reported(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _linked_copy(src: Path, dst: Path) -> Path:
-    """The cohort's files hard-linked (sites only read them) into `dst`, without any site state,
-    so the sites start with no privacy spent."""
-    def link(a: str, b: str) -> None:
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=False,
-                    ignore=shutil.ignore_patterns(".genofed-state"))
-    return dst
-
-
 # --------------------------------------------------------------------------- section
 
 
@@ -384,7 +369,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         # Each training gets its own copy of the site folders: a site's privacy ledger lives
         # beside its data and is rightly spent by the first run, so a second run there would
         # only get what is left of epsilon (measured: AUROC ~0.6 from round 1 at epsilon 7.98).
-        root = cohort_dir if run == 0 else _linked_copy(cohort_dir, work_dir / f"cohort-{run}")
+        root = cohort_dir if run == 0 else fresh_copy(cohort_dir, work_dir / f"cohort-{run}")
         return {"num-server-rounds": rounds, "min-sites": config.sites,
                 "data-root": str(root), "out-dir": str(work_dir / f"run-{run}"),
                 "seed": config.seed + run, **extra}

@@ -164,13 +164,27 @@ def _biallelic_snv_sites(ts) -> np.ndarray:
     return keep
 
 
-def _extract_genotypes(ts) -> _Genotypes:
-    """Pull int8 haplotypes variant by variant, never materialising tskit's int32 matrix."""
+def _extract_genotypes(ts, public_per_population: int) -> tuple[_Genotypes, np.ndarray]:
+    """Pull int8 haplotypes variant by variant, never materialising tskit's int32 matrix.
+
+    The first `public_per_population` people of each population are set aside as the public
+    reference sample (coalescent samples are exchangeable, so that is as good as a random draw):
+    returns (the cohort, the public sample's haplotypes at the cohort's variants). Variants
+    monomorphic in the cohort are dropped, as a caller on the cohort would never emit them.
+    """
     nodes = np.array([ind.nodes for ind in ts.individuals()], dtype=np.int64)
     sample_index = np.full(ts.num_nodes, -1, dtype=np.int64)
     sample_index[ts.samples()] = np.arange(ts.num_samples)
     order = sample_index[nodes.ravel()]
     identity = np.array_equal(order, np.arange(ts.num_samples))
+
+    names = {p.id: p.metadata["name"] for p in ts.populations()}
+    node_pop = ts.tables.nodes.population[nodes[:, 0]]
+    ancestry = np.array([names[p] for p in node_pop], dtype="<U3")
+    public = np.zeros(len(ancestry), dtype=bool)
+    for pop in POPULATIONS:
+        public[np.flatnonzero(ancestry == pop)[:public_per_population]] = True
+    public_haps = np.repeat(public, 2)  # haplotype columns 2i, 2i+1 belong to person i
 
     keep = _biallelic_snv_sites(ts)
     haplotypes = np.empty((int(keep.sum()), ts.num_samples), dtype=np.int8)
@@ -180,35 +194,16 @@ def _extract_genotypes(ts) -> _Genotypes:
             haplotypes[row] = var.genotypes if identity else var.genotypes[order]
             row += 1
 
-    counts = haplotypes.sum(axis=1, dtype=np.int64)
-    polymorphic = (counts > 0) & (counts < ts.num_samples)
+    counts = (haplotypes.sum(axis=1, dtype=np.int64)
+              - haplotypes[:, public_haps].sum(axis=1, dtype=np.int64))  # in the cohort
+    polymorphic = (counts > 0) & (counts < 2 * int((~public).sum()))
     sites = np.flatnonzero(keep)[polymorphic]
     positions = ts.tables.sites.position[sites].astype(np.int64) + 1
     ref = np.array([ts.site(s).ancestral_state for s in sites], dtype="<U1")
     alt = np.array([ts.site(s).mutations[0].derived_state for s in sites], dtype="<U1")
-
-    names = {p.id: p.metadata["name"] for p in ts.populations()}
-    node_pop = ts.tables.nodes.population[nodes[:, 0]]
-    ancestry = np.array([names[p] for p in node_pop], dtype="<U3")
-    return _Genotypes(positions, ref, alt, haplotypes[polymorphic], ancestry)
-
-
-def _split_public(geno: _Genotypes, per_population: int) -> tuple[_Genotypes, np.ndarray]:
-    """Set the first `per_population` people of each population aside as the public reference
-    sample: (the cohort, the public sample's haplotypes). Coalescent samples are exchangeable,
-    so taking the first ones is as good as a random draw. Variants left monomorphic in the
-    cohort are dropped, as a caller on the cohort would never have emitted them."""
-    public = np.zeros(geno.n_people, dtype=bool)
-    for pop in POPULATIONS:
-        public[np.flatnonzero(geno.ancestry == pop)[:per_population]] = True
-    haps = np.repeat(public, 2)
-    cohort = geno.haplotypes[:, ~haps]
-    counts = cohort.sum(axis=1, dtype=np.int64)
-    keep = (counts > 0) & (counts < cohort.shape[1])
-    kept = _Genotypes(
-        geno.pos[keep], geno.ref[keep], geno.alt[keep], cohort[keep], geno.ancestry[~public]
-    )
-    return kept, geno.haplotypes[keep][:, haps]
+    cohort = _Genotypes(positions, ref, alt, haplotypes[np.ix_(polymorphic, ~public_haps)],
+                        ancestry[~public])
+    return cohort, haplotypes[np.ix_(polymorphic, public_haps)]
 
 
 # --------------------------------------------------------------------------- reference
@@ -526,8 +521,8 @@ def _build(out: Path, config: SimulationConfig) -> dict:
     ref_rng, trait_rng, site_rng, id_rng, split_rng = (np.random.default_rng(s) for s in seeds[:5])
     missing_seeds = seeds[5].spawn(config.sites)
 
-    geno, public = _split_public(
-        _extract_genotypes(_simulate_tree_sequence(config)), config.public_people_per_population
+    geno, public = _extract_genotypes(
+        _simulate_tree_sequence(config), config.public_people_per_population
     )
     panel = _choose_panel(geno, config)
     trait = _trait(geno, panel, config, trait_rng)
