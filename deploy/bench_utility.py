@@ -20,6 +20,11 @@ held-out people (every site's `test` split) for every method:
   missing -> training mean, standardised), C chosen by 5-fold CV (AUROC) on the training people;
 - `oracle`: the true genetic liability (`truth.tsv`), the ceiling.
 
+Beside them, `interaction_reference`: the linear score given the simulation's true interaction
+pairs (`cohort.json`) as extra dosage-product features. Like the oracle it reads the truth, so
+no real model can have it; it measures what the pairwise interactions are worth over the
+linear score, i.e. what a model must find to beat it.
+
 Per method and population: `auroc` (sklearn, pooled over the population's held-out people) and
 `attainable` = (AUROC - 0.5) / (oracle AUROC - 0.5). `targets` checks the project's goals and
 reports margins; nothing here is tuned to meet them.
@@ -285,8 +290,25 @@ def dp_alone(
                    "delta": settings.target_delta, "steps": result.steps, "epochs": epochs}
 
 
-def linear_prs(data: CohortData, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Held-out scores of an L2 logistic regression on dosages, C by CV on the training people."""
+def true_pair_products(cohort_dir: Path, data: CohortData, people: People) -> np.ndarray:
+    """[N, pairs] dosage products at the simulation's interaction pairs (NaN where a call is
+    missing). With both dosages also in the model, d_a * d_b spans the same functions as the
+    centred product the simulator scores, up to the main effects."""
+    pairs = json.loads((cohort_dir / "cohort.json").read_text())["interaction_pairs"]
+    row = {int(bp): i for i, bp in enumerate(data.features.coord.numpy().astype(np.int64))}
+    missing = [bp for pair in pairs for bp in pair if int(bp) not in row]
+    if missing:
+        raise RuntimeError(f"interaction positions {missing} are not panel variants")
+    dose = dosages(people.genotypes)
+    return np.stack([dose[:, row[a]] * dose[:, row[b]] for a, b in pairs], axis=1)
+
+
+def linear_prs(
+    data: CohortData, seed: int, extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Held-out scores of an L2 logistic regression on dosages, C by CV on the training people.
+
+    `extra`: (training, held-out) feature columns appended to the dosages."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -299,8 +321,11 @@ def linear_prs(data: CohortData, seed: int) -> tuple[np.ndarray, dict[str, Any]]
         pipe, {"logisticregression__C": list(CV_CS)}, scoring="roc_auc",
         cv=StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed), n_jobs=1,
     )
-    search.fit(dosages(data.train.genotypes), data.train.labels)
-    scores = search.decision_function(dosages(data.test.genotypes))
+    train, test = dosages(data.train.genotypes), dosages(data.test.genotypes)
+    if extra is not None:
+        train, test = np.hstack([train, extra[0]]), np.hstack([test, extra[1]])
+    search.fit(train, data.train.labels)
+    scores = search.decision_function(test)
     return scores, {"C": float(search.best_params_["logisticregression__C"]),
                     "cv_auroc": float(search.best_score_), "cv_folds": CV_FOLDS,
                     "C_grid": [min(CV_CS), max(CV_CS), len(CV_CS)],
@@ -443,6 +468,12 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     results["linear_prs"] = method_table(auroc_by_population(scores, data.test), oracle_auroc)
     timings["linear_prs_s"] = time.perf_counter() - began
 
+    say("utility", "interaction_reference: the linear score plus the true interaction pairs")
+    extra = (true_pair_products(cohort_dir, data, data.train),
+             true_pair_products(cohort_dir, data, data.test))
+    scores, reference_info = linear_prs(data, settings.seed, extra)
+    reference = method_table(auroc_by_population(scores, data.test), oracle_auroc)
+
     n_test = {pop: {"n": int((data.test.ancestry == pop).sum()),
                     "cases": int(data.test.labels[data.test.ancestry == pop].sum())}
               for pop in POPULATIONS}
@@ -457,6 +488,10 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         "site_alone_privacy": site_privacy,
         "centralized_train_loss": losses,
         "linear_prs_fit": linear_info,
+        "interaction_reference": reference,
+        "interaction_reference_fit": {**reference_info, "pairs": int(extra[0].shape[1]),
+                                      "features": "dosages + d_a * d_b at each true pair "
+                                                  "(cohort.json: the truth, like the oracle)"},
         "settings": {
             "cohort": dataclasses.asdict(config),
             "rounds": settings.num_server_rounds, "local_epochs": settings.local_epochs,

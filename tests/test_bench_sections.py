@@ -14,12 +14,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from deploy import readme_table
 from deploy.bench_federation import phase_s, steady_round_s
-from deploy.bench_utility import attainable, mean_auroc, targets
-from shared.simulate import POPULATIONS
+from deploy.bench_utility import (
+    attainable,
+    auroc_by_population,
+    linear_prs,
+    load_cohort,
+    mean_auroc,
+    targets,
+    true_pair_products,
+)
+from shared.runconfig import RunSettings
+from shared.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +76,34 @@ def test_utility_targets_report_margins_both_ways() -> None:
     assert missed["federated_beats_linear_prs"]["margin"] == pytest.approx(0.60 - 0.80)
     assert missed["worst_vs_best_population"]["worst_population"] == POPULATIONS[2]
     assert missed["worst_vs_best_population"]["met"] is False
+
+
+def test_interaction_reference_reads_the_true_pairs_and_measures_what_they_are_worth(
+    tmp_path: Path,
+) -> None:
+    """The products sit at cohort.json's pairs; on a trait that is mostly those pairs, the linear
+    score given them beats the linear score without them by a wide margin."""
+    cohort = tmp_path / "cohort"
+    meta = simulate_cohort(cohort, SimulationConfig(
+        seed=11, sites=2, people_per_population=300, sequence_length=300_000, panel_size=32,
+        n_causal=6, n_interactions=2, interaction_share=0.9, prevalence=0.3,
+    ))
+    data = load_cohort(cohort, RunSettings.from_run_config({}))
+    products = true_pair_products(cohort, data, data.test)
+    panel = pd.read_csv(cohort / "panel.tsv", sep="\t")
+    for k, (a, b) in enumerate(meta["interaction_pairs"]):
+        ia, ib = (int(np.flatnonzero(panel["pos"] == bp)[0]) for bp in (a, b))
+        d = np.clip(data.test.genotypes[:, [ia, ib]], 0, 2).astype(float)
+        called = (data.test.genotypes[:, [ia, ib]] != 3).all(axis=1)
+        assert np.array_equal(products[called, k], (d[:, 0] * d[:, 1])[called]), k
+        assert np.isnan(products[~called, k]).all()
+
+    plain, _ = linear_prs(data, 0)
+    given, info = linear_prs(data, 0, (true_pair_products(cohort, data, data.train), products))
+    gain = [auroc_by_population(given, data.test)[p] - auroc_by_population(plain, data.test)[p]
+            for p in POPULATIONS]
+    assert min(gain) > 0.05, gain
+    assert info["C"] > 0
 
 
 def test_steady_round_time_comes_from_checkpoint_times(tmp_path: Path) -> None:
@@ -158,6 +196,10 @@ def test_committed_readme_matches_committed_bench_json() -> None:
             assert r["reported"]["auroc"][pop] == pytest.approx(r["auroc"][pop], abs=0.005), pop
     for n in ("3", "10", "30", "100"):
         assert n in doc["federation"]["sites"], n
+    # The interaction reference is the linear score plus the true pairs' products.
+    pairs = util["settings"]["cohort"]["n_interactions"]
+    assert util["interaction_reference_fit"]["pairs"] == pairs
+    assert "interactions are worth" in section
 
 
 @pytest.mark.integration
