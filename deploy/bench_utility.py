@@ -21,9 +21,9 @@ held-out people (every site's `test` split) for every method:
 - `oracle`: the true genetic liability (`truth.tsv`), the ceiling.
 
 Beside them, `interaction_reference`: the linear score given the simulation's true interaction
-pairs (`cohort.json`) as extra dosage-product features. Like the oracle it reads the truth, so
-no real model can have it; it measures what the pairwise interactions are worth over the
-linear score, i.e. what a model must find to beat it.
+pairs (`cohort.json`) as extra features, products of centred dosages. Like the oracle it reads
+the truth, so no real model can have it; it measures what the pairwise interactions are worth
+over the linear score, i.e. what a model must find to beat it.
 
 Per method and population: `auroc` (sklearn, pooled over the population's held-out people) and
 `attainable` = (AUROC - 0.5) / (oracle AUROC - 0.5). `targets` checks the project's goals and
@@ -290,17 +290,23 @@ def dp_alone(
                    "delta": settings.target_delta, "steps": result.steps, "epochs": epochs}
 
 
-def true_pair_products(cohort_dir: Path, data: CohortData, people: People) -> np.ndarray:
-    """[N, pairs] dosage products at the simulation's interaction pairs (NaN where a call is
-    missing). With both dosages also in the model, d_a * d_b spans the same functions as the
-    centred product the simulator scores, up to the main effects."""
+def true_pair_products(cohort_dir: Path, data: CohortData) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) [N, pairs] products of centred dosages at the simulation's true
+    interaction pairs, the form the simulator scores, centred at the training people's means
+    (NaN where a call is missing, which the imputer then fills)."""
     pairs = json.loads((cohort_dir / "cohort.json").read_text())["interaction_pairs"]
     row = {int(bp): i for i, bp in enumerate(data.features.coord.numpy().astype(np.int64))}
     missing = [bp for pair in pairs for bp in pair if int(bp) not in row]
     if missing:
         raise RuntimeError(f"interaction positions {missing} are not panel variants")
-    dose = dosages(people.genotypes)
-    return np.stack([dose[:, row[a]] * dose[:, row[b]] for a, b in pairs], axis=1)
+    train, test = dosages(data.train.genotypes), dosages(data.test.genotypes)
+    mean = np.nanmean(train, axis=0)
+
+    def products(dose: np.ndarray) -> np.ndarray:
+        return np.stack([(dose[:, row[a]] - mean[row[a]]) * (dose[:, row[b]] - mean[row[b]])
+                         for a, b in pairs], axis=1)
+
+    return products(train), products(test)
 
 
 def linear_prs(
@@ -469,8 +475,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     timings["linear_prs_s"] = time.perf_counter() - began
 
     say("utility", "interaction_reference: the linear score plus the true interaction pairs")
-    extra = (true_pair_products(cohort_dir, data, data.train),
-             true_pair_products(cohort_dir, data, data.test))
+    extra = true_pair_products(cohort_dir, data)
     scores, reference_info = linear_prs(data, settings.seed, extra)
     reference = method_table(auroc_by_population(scores, data.test), oracle_auroc)
 
@@ -490,8 +495,8 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         "linear_prs_fit": linear_info,
         "interaction_reference": reference,
         "interaction_reference_fit": {**reference_info, "pairs": int(extra[0].shape[1]),
-                                      "features": "dosages + d_a * d_b at each true pair "
-                                                  "(cohort.json: the truth, like the oracle)"},
+                                      "features": "dosages + (d_a - mean) * (d_b - mean) at each "
+                                      "true pair (cohort.json: the truth, like the oracle)"},
         "settings": {
             "cohort": dataclasses.asdict(config),
             "rounds": settings.num_server_rounds, "local_epochs": settings.local_epochs,

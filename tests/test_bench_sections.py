@@ -89,17 +89,20 @@ def test_interaction_reference_reads_the_true_pairs_and_measures_what_they_are_w
         n_causal=6, n_interactions=2, interaction_share=0.9, prevalence=0.3,
     ))
     data = load_cohort(cohort, RunSettings.from_run_config({}))
-    products = true_pair_products(cohort, data, data.test)
+    train, test = true_pair_products(cohort, data)
     panel = pd.read_csv(cohort / "panel.tsv", sep="\t")
     for k, (a, b) in enumerate(meta["interaction_pairs"]):
         ia, ib = (int(np.flatnonzero(panel["pos"] == bp)[0]) for bp in (a, b))
-        d = np.clip(data.test.genotypes[:, [ia, ib]], 0, 2).astype(float)
-        called = (data.test.genotypes[:, [ia, ib]] != 3).all(axis=1)
-        assert np.array_equal(products[called, k], (d[:, 0] * d[:, 1])[called]), k
-        assert np.isnan(products[~called, k]).all()
+        codes = data.train.genotypes[:, [ia, ib]]
+        called = (codes != 3).all(axis=1)
+        d = np.where(codes == 3, np.nan, codes).astype(float)
+        centred = d - np.nanmean(d, axis=0)
+        assert np.allclose(train[called, k], (centred[:, 0] * centred[:, 1])[called]), k
+        assert np.isnan(train[~called, k]).all()
+    assert test.shape == (len(data.test.labels), len(meta["interaction_pairs"]))
 
     plain, _ = linear_prs(data, 0)
-    given, info = linear_prs(data, 0, (true_pair_products(cohort, data, data.train), products))
+    given, info = linear_prs(data, 0, (train, test))
     gain = [auroc_by_population(given, data.test)[p] - auroc_by_population(plain, data.test)[p]
             for p in POPULATIONS]
     assert min(gain) > 0.05, gain
