@@ -59,13 +59,12 @@ REMEDIES = {
         "model's additive read-out alone (0 layers) scores like the whole transformer, so DP "
         "noise, not the architecture, sets the gap. A model gets past a linear score with a "
         "better additive fit, which DP noise rules out here, or with the interactions (worth the "
-        "margins under the AUROC table; in CHB less than the gap). Finding 4 pairs among the "
-        "panel's 32,640 pairs under DP needs far more than 1,500 people per site: the per-person "
-        "gradient of all pair weights grows with the panel size, that of the variant weights with"
-        " its square root, so clipping leaves each pair much less signal against the same noise. "
-        "On the validation cohort, sites releasing DP summary statistics (X'y and X'X, epsilon 8)"
-        " for a ridge at the coordinator scored about 0.01 above DP-SGD and still about 0.02 "
-        "below the linear score"
+        "margins under the AUROC table). Finding 4 pairs among the panel's 32,640 pairs under DP "
+        "needs far more than 1,500 people per site: the per-person gradient of all pair weights "
+        "grows with the panel size, that of the variant weights with its square root, so clipping"
+        " leaves each pair much less signal against the same noise. On the validation cohort, "
+        "sites releasing DP summary statistics (X'y and X'X, epsilon 8) for a ridge at the "
+        "coordinator scored about 0.01 above DP-SGD and still about 0.02 below the linear score"
     ),
     "worst_vs_best_population": (
         "one DP training run's spread (see the first goal) is as large as this margin. The group "
@@ -195,6 +194,14 @@ def _auroc_cell(row: dict[str, Any] | None) -> str:
     return f"{row['auroc']:.3f} ({att:.2f})" if att is not None else f"{row['auroc']:.3f}"
 
 
+def _pairs_fall_short(util: dict[str, Any], pop: str) -> bool:
+    """True where the interaction reference gains less over the linear score than the federated
+    model trails it."""
+    ref, lin, fed = (_num(_get(util, m, pop, "auroc"))
+                     for m in ("interaction_reference", "linear_prs", "federated_dp"))
+    return None not in (ref, lin, fed) and ref - lin < lin - fed  # type: ignore[operator]
+
+
 def _signed(value: Any, base: Any) -> str:
     v, b = _num(value), _num(base)
     return "n/a" if v is None or b is None else f"{v - b:+.3f}"
@@ -251,6 +258,10 @@ def render(doc: dict[str, Any]) -> str:
                       f"simulation's truth, like the oracle) scores {gains} against the linear "
                       "score. A model gets past the linear score by fitting the additive part "
                       "better than it does, or by finding those pairs."]
+        short = [p for p in POPULATIONS if _pairs_fall_short(util, p)]
+        if short:
+            lines[-1] += (f" In {', '.join(short)} the pairs are worth less than the federated "
+                          "model's gap to the linear score: finding them would not be enough.")
     held = util.get("held_out", {})
     if held:
         lines += ["", "Held-out people (cases): " + ", ".join(
