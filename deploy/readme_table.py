@@ -186,7 +186,8 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     goals.append(_goal(
         "membership_attack_dp",
         f"loss-threshold attack on the DP model within {MIA_TOLERANCE} of 0.5 (guessing)",
-        f"AUROC {_fmt(mia)} (non-DP {_fmt(_get(doc, 'membership_attack', 'nondp_auroc'))})",
+        f"AUROC {_fmt(mia)} (non-DP {_fmt(_get(doc, 'membership_attack', 'nondp_auroc'))})"
+        + _ci_halfwidth(_get(doc, "membership_attack", "dp_runs")),
         None if mia is None else MIA_TOLERANCE - abs(mia - 0.5),
         mia is not None and abs(mia - 0.5) <= MIA_TOLERANCE))
 
@@ -214,6 +215,24 @@ def _pairs_fall_short(util: dict[str, Any], pop: str) -> bool:
     ref, lin, fed = (_num(_get(util, m, pop, "auroc"))
                      for m in ("interaction_reference", "linear_prs", "federated_dp"))
     return None not in (ref, lin, fed) and ref - lin < lin - fed  # type: ignore[operator]
+
+
+def _ci(run: dict[str, Any]) -> str:
+    """' [lo, hi]' from a run's 95% `auroc_ci`, or nothing where the JSON has none."""
+    ci = run.get("auroc_ci")
+    if not isinstance(ci, list) or len(ci) != 2 or None in (_num(ci[0]), _num(ci[1])):
+        return ""
+    return f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
+
+
+def _ci_halfwidth(runs: Any) -> str:
+    """How uncertain one training's attack AUROC is over the people: the mean half-width of the
+    trainings' 95% intervals, so a reader can tell a miss from noise."""
+    widths = [(_num(r["auroc_ci"][1]) or 0.0) - (_num(r["auroc_ci"][0]) or 0.0)
+              for r in runs or [] if _ci(r)]
+    if not widths:
+        return ""
+    return f"; one training's 95% interval over the people: ±{sum(widths) / len(widths) / 2:.3f}"
 
 
 def _signed(value: Any, base: Any) -> str:
@@ -328,9 +347,9 @@ def render(doc: dict[str, Any]) -> str:
               f"Loss-threshold membership attack AUROC: {_fmt(mia.get('dp_auroc'))} with DP "
               f"(ε {_fmt(mia.get('epsilon'), 2)}"
               + (f"; mean of {len(mia['dp_runs'])} trainings: "
-                 + " / ".join(_fmt(r.get("auroc")) for r in mia["dp_runs"])
+                 + " / ".join(_fmt(r.get("auroc")) + _ci(r) for r in mia["dp_runs"])
                  if mia.get("dp_runs") else "")
-              + f"), {_fmt(mia.get('nondp_auroc'))} without "
+              + f"), {_fmt(mia.get('nondp_auroc'))}{_ci(mia.get('nondp') or {})} without "
               f"({mia.get('members', '?')} members vs as many non-members, "
               f"{mia.get('epochs', '?')} epochs).",
               "", END]

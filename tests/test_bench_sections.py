@@ -175,6 +175,46 @@ def test_goals_are_judged_from_the_json() -> None:
     assert goals["bench_under_60_min"]["measured"] == "32.5 min"
 
 
+def test_attack_interval_is_delong_on_raw_scores_and_covers_its_spread() -> None:
+    """The membership attack's 95% interval is centred on sklearn's AUROC (ties count 1/2) and
+    its width matches how much the AUROC of 200 vs 200 people really moves between draws."""
+    from sklearn.metrics import roc_auc_score
+
+    from deploy.bench_privacy import delong_ci
+
+    rng = np.random.default_rng(7)
+    truth = np.r_[np.ones(200), np.zeros(200)]
+    aurocs, halves = [], []
+    for draw in range(300):
+        score = rng.normal(truth * 0.35, 1.0)
+        if draw % 2:
+            score = np.round(score, 1)  # heavy ties
+        lo, hi = delong_ci(truth, score)
+        auc = roc_auc_score(truth, score)
+        assert (lo + hi) / 2 == pytest.approx(auc, abs=1e-12)
+        aurocs.append(auc)
+        halves.append((hi - lo) / 2)
+    # AUROC ~0.6: the interval's half-width / 1.96 is the standard error DeLong estimates.
+    assert np.std(aurocs) == pytest.approx(np.mean(halves) / 1.96, rel=0.15)
+    assert 0.02 < np.std(aurocs) < 0.04
+
+
+def test_goal_row_says_how_uncertain_one_attack_is() -> None:
+    doc = _doc()
+    doc["membership_attack"]["dp_runs"] = [
+        {"auroc": 0.55, "auroc_ci": [0.49, 0.61]}, {"auroc": 0.53, "auroc_ci": [0.47, 0.59]},
+    ]
+    goals = {g["name"]: g for g in readme_table.targets(doc)}
+    assert goals["membership_attack_dp"]["measured"].endswith("over the people: ±0.060")
+    assert "0.550 [0.49, 0.61] / 0.530 [0.47, 0.59]" in readme_table.render(doc)
+    del doc["membership_attack"]["dp_runs"][0]["auroc_ci"]  # older JSON: no interval, no claim
+    goals = {g["name"]: g for g in readme_table.targets(doc)}
+    assert goals["membership_attack_dp"]["measured"].endswith("over the people: ±0.060")
+    doc["membership_attack"]["dp_runs"].pop()
+    goals = {g["name"]: g for g in readme_table.targets(doc)}
+    assert "±" not in goals["membership_attack_dp"]["measured"]
+
+
 def test_readme_section_is_replaced_and_checked(tmp_path: Path) -> None:
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps(_doc()))
@@ -219,6 +259,10 @@ def test_committed_readme_matches_committed_bench_json() -> None:
     pairs = util["settings"]["cohort"]["n_interactions"]
     assert util["interaction_reference_fit"]["pairs"] == pairs
     assert "interactions are worth" in section
+    # Every membership attack carries its interval over the people.
+    for r in [*doc["membership_attack"]["dp_runs"], doc["membership_attack"]["nondp"]]:
+        lo, hi = r["auroc_ci"]
+        assert lo < r["auroc"] < hi
 
 
 @pytest.mark.integration
@@ -243,6 +287,9 @@ def test_quick_bench_runner_writes_and_renders_a_section(tmp_path: Path) -> None
     assert len(runs) >= 2 and len({r["seed"] for r in runs}) == len(runs)
     assert mia["dp_auroc"] == pytest.approx(np.mean([r["auroc"] for r in runs]))
     assert mia["epsilon"] <= mia["target_epsilon"] + 1e-6
+    for r in [*runs, mia["nondp"]]:
+        lo, hi = r["auroc_ci"]
+        assert lo <= r["auroc"] <= hi and lo < hi
 
     section = readme_table.render(doc)
     assert "QUICK sizes" in section and "membership attack AUROC" in section
