@@ -58,8 +58,8 @@ REMEDIES = {
         "not help; weighting sites by the square root of their people or equally instead of by "
         "their people gained +0.003 to +0.008 on average but cost CHB, held mostly by the largest "
         "site, up to 0.009; soft-thresholding the read-out at the DP noise level measured from "
-        "the sites' disagreement gained +0.001 to +0.004 (CHB -0.001 to +0.004). None comes near "
-        "the 0.009 CHB lacks in expectation, so none is in"
+        "the sites' disagreement gained +0.001 to +0.004 (CHB -0.001 to +0.004). Each is smaller "
+        "than one DP training's spread and none lifts CHB, so none is in"
     ),
     "federated_beats_linear_prs": (
         "the linear score is fit without noise on pooled data with a cross-validated penalty, and"
@@ -100,7 +100,9 @@ REMEDIES = {
         "second (a CPU-second each, taken from the sites); it now waits on the log stream. What "
         "is left: the evaluation round-trip, Flower's 0.1 s polling, and workers idle while the "
         "slowest of 10 unequal sites finishes each phase on 2 workers; more local work per round, "
-        "or sites on their own machines, shrink its share"
+        "or sites on their own machines, shrink its share. That overhead is about 0.7 s a round "
+        "whatever the sites' speed, so its share moves with the machine's load: the previous full "
+        "bench (2026-11-28, busier machine) measured 0.73 s of a 10.61 s round, 6.8%"
     ),
     "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
     "membership_attack_dp": (
@@ -228,8 +230,7 @@ def _ci(run: dict[str, Any]) -> str:
 def _ci_halfwidth(runs: Any) -> str:
     """How uncertain one training's attack AUROC is over the people: the mean half-width of the
     trainings' 95% intervals, so a reader can tell a miss from noise."""
-    widths = [(_num(r["auroc_ci"][1]) or 0.0) - (_num(r["auroc_ci"][0]) or 0.0)
-              for r in runs or [] if _ci(r)]
+    widths = [float(r["auroc_ci"][1]) - float(r["auroc_ci"][0]) for r in runs or [] if _ci(r)]
     if not widths:
         return ""
     return f"; one training's 95% interval over the people: ±{sum(widths) / len(widths) / 2:.3f}"
