@@ -100,8 +100,8 @@ REMEDIES = {
         "second (a CPU-second each, taken from the sites); it now waits on the log stream. What "
         "is left: the evaluation round-trip, Flower's 0.1 s polling, and workers idle while the "
         "slowest of 10 unequal sites finishes each phase on 2 workers; more local work per round, "
-        "or sites on their own machines, shrink its share. That overhead is about 0.7 s a round "
-        "whatever the sites' speed, so its share moves with the machine's load: the previous full "
+        "or sites on their own machines, shrink its share. In seconds that overhead barely moves "
+        "with the sites' speed, so its share moves with the machine's load: the previous full "
         "bench (2026-11-28, busier machine) measured 0.73 s of a 10.61 s round, 6.8%"
     ),
     "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
@@ -175,7 +175,8 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     frac = _num(ten.get("overhead_fraction"))
     goals.append(_goal(
         "coordinator_overhead_10_sites", "coordinator overhead ≤ 10% of a round at 10 sites",
-        f"{_fmt(None if frac is None else 100 * frac, 1)}% of {_fmt(ten.get('round_s'), 2)} s",
+        f"{_fmt(None if frac is None else 100 * frac, 1)}% ({_fmt(ten.get('overhead_s'), 2)} s) "
+        f"of {_fmt(ten.get('round_s'), 2)} s",
         None if frac is None else 0.10 - frac, frac is not None and frac <= 0.10))
     hundred = _get(doc, "federation", "sites", "100") or {}
     ran = _num(hundred.get("round_s")) is not None
@@ -219,18 +220,25 @@ def _pairs_fall_short(util: dict[str, Any], pop: str) -> bool:
     return None not in (ref, lin, fed) and ref - lin < lin - fed  # type: ignore[operator]
 
 
-def _ci(run: dict[str, Any]) -> str:
-    """' [lo, hi]' from a run's 95% `auroc_ci`, or nothing where the JSON has none."""
+def _interval(run: dict[str, Any]) -> tuple[float, float] | None:
+    """A run's 95% `auroc_ci` as (lo, hi), or None where the JSON has none."""
     ci = run.get("auroc_ci")
-    if not isinstance(ci, list) or len(ci) != 2 or None in (_num(ci[0]), _num(ci[1])):
-        return ""
-    return f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
+    if not isinstance(ci, list) or len(ci) != 2:
+        return None
+    lo, hi = _num(ci[0]), _num(ci[1])
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def _ci(run: dict[str, Any]) -> str:
+    """' [lo, hi]' from a run's interval, or nothing."""
+    ci = _interval(run)
+    return "" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def _ci_halfwidth(runs: Any) -> str:
     """How uncertain one training's attack AUROC is over the people: the mean half-width of the
     trainings' 95% intervals, so a reader can tell a miss from noise."""
-    widths = [float(r["auroc_ci"][1]) - float(r["auroc_ci"][0]) for r in runs or [] if _ci(r)]
+    widths = [hi - lo for lo, hi in filter(None, map(_interval, runs or []))]
     if not widths:
         return ""
     return f"; one training's 95% interval over the people: ±{sum(widths) / len(widths) / 2:.3f}"
