@@ -20,7 +20,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from client.budget import SiteBudget
 from client.site import Site
-from shared.runconfig import RunSettings
+from shared.runconfig import EVALUATE_RECEIVED, RunSettings
 
 
 class SiteClient(NumPyClient):
@@ -29,10 +29,15 @@ class SiteClient(NumPyClient):
         self.run_id = run_id
 
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+        evaluation: dict = {}
+        if int(config.get(EVALUATE_RECEIVED, 0)):
+            # The previous round's aggregate: scored here, before training, so the coordinator
+            # needs no separate evaluation round-trip for it.
+            _, _, evaluation = self.site.evaluate(parameters, str(config["panel-sha256"]))
         report = self.site.fit(
             parameters, int(config["server-round"]), self.run_id, str(config["panel-sha256"])
         )
-        return report.weights, report.n_examples, report.metrics
+        return report.weights, report.n_examples, {**evaluation, **report.metrics}
 
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
         return self.site.evaluate(parameters, str(config["panel-sha256"]))

@@ -8,17 +8,19 @@ small model. Method:
 
 - `round_s`: the coordinator's wall time for one whole round, from the modification times of
   the checkpoints it writes right after aggregating each round's updates:
-  `mtime(round-002.pt) - mtime(round-001.pt)` = round 1's federated evaluation + round 2's
-  training, i.e. a steady-state round (round 1 alone also pays Ray start-up, cold VCF loads and
-  each site's one-off noise calibration, so it is not used).
+  `mtime(round-002.pt) - mtime(round-001.pt)` = round 2's one round-trip, in which each site
+  first scores round 1's aggregate, then trains on it, i.e. a steady-state round (round 1 alone
+  also pays Ray start-up, cold VCF loads and each site's one-off noise calibration, so it is not
+  used; only the run's last round has an evaluation round-trip of its own, see
+  `server/strategy.py`).
 - `local_s`: the sites' own work in that round, from the seconds each site reports with its
-  reply (`train_s`: `Site.fit`, data load to weights; `evaluate_s`: `Site.evaluate`), which the
-  coordinator keeps in results.json: round 1's evaluations, then round 2's training. A phase
-  ends when its slowest site answers, and `workers` sites run at once (CPUs / CPUs per site),
-  so each phase needs at least `max(sum / workers, longest site)` seconds; `local_s` adds the
-  two phases' bounds. Measured inside the real run, so the sites' work is timed under the same
-  load as the round (Flower's own processes took ~0.5 CPU-seconds of a 10 s round here, which
-  this counts as the sites' time).
+  reply (`evaluate_s`: `Site.evaluate` of round 1's aggregate; `train_s`: `Site.fit`, data load
+  to weights), which the coordinator keeps in results.json under rounds 1 and 2. The round ends
+  when its slowest site answers, and `workers` sites run at once (CPUs / CPUs per site), so it
+  needs at least `max(sum / workers, longest site)` seconds over each site's evaluate + train.
+  Measured inside the real run, so the sites' work is timed under the same load as the round
+  (Flower's own processes took ~0.5 CPU-seconds of a 10 s round here, which this counts as the
+  sites' time).
 - `overhead_s = round_s - local_s` (coordinator, Flower/Ray messaging and scheduling, process
   and data hand-offs, idle workers) and `overhead_fraction = overhead_s / round_s`. Apart from
   that ~5% of a core, `local_s` is a lower bound on the sites' share, so the overhead is an
@@ -131,9 +133,11 @@ def scaling(n_sites: int, work: Path, quick: bool, workers: int) -> dict[str, An
     if len(second["train_s"]) != n_sites or len(first["evaluate_s"]) != n_sites:
         raise RuntimeError(f"{len(second['train_s'])} of {n_sites} sites reported their "
                            f"training time, {len(first['evaluate_s'])} their evaluation time")
+    if set(first["evaluate_s"]) != set(second["train_s"]):
+        raise RuntimeError("the sites that scored round 1 are not those that trained round 2")
     evaluate = list(first["evaluate_s"].values())
     train = list(second["train_s"].values())
-    local = phase_s(evaluate, workers) + phase_s(train, workers)
+    local = phase_s([first["evaluate_s"][s] + t for s, t in second["train_s"].items()], workers)
     overhead = fed["round_s"] - local
     return {
         "round_s": fed["round_s"],
@@ -196,9 +200,9 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         "load_average_1min": load,
         "method": (
             "round_s = mtime(round-002.pt) - mtime(round-001.pt), the coordinator's checkpoints "
-            "(round 1's evaluation + round 2's training: one steady-state round); local_s = "
-            "max(sum / workers, longest) over the seconds the sites reported for round 1's "
-            "evaluation, plus the same for round 2's training; overhead_fraction = "
+            "(round 2's one round-trip: each site scores round 1's aggregate, then trains on it: "
+            "one steady-state round); local_s = max(sum / workers, longest) over each site's "
+            "reported seconds for that evaluation + that training; overhead_fraction = "
             "(round_s - local_s) / round_s; bytes_per_update = float32 weights one site sends"
         ),
     }

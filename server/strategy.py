@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from logging import INFO, WARNING
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from flwr.common import (
+    EvaluateIns,
     EvaluateRes,
     FitRes,
     Parameters,
@@ -26,6 +27,7 @@ from flwr.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
+from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
@@ -33,7 +35,7 @@ from shared.fsio import atomic_write, write_json
 from shared.ledger import Ledger
 from shared.metrics import GroupedScores, MetricFrame
 from shared.model import ModelConfig, RiskTransformer, get_weights, set_weights
-from shared.runconfig import RunSettings
+from shared.runconfig import EVALUATE_RECEIVED, RunSettings
 
 
 def weights_sha256(arrays: list[np.ndarray]) -> str:
@@ -126,6 +128,12 @@ class GenofedStrategy(FedAvg):
         round_config: Callable[[int], dict[str, Scalar]] = lambda rnd: {  # noqa: E731
             "server-round": rnd + self.offset, "panel-sha256": panel_sha256,
         }
+
+        def fit_config(rnd: int) -> dict[str, Scalar]:
+            # From this run's second round on, the weights sent are the previous round's
+            # aggregate, not yet evaluated: the sites score them first (see aggregate_fit).
+            return {**round_config(rnd), EVALUATE_RECEIVED: int(rnd > 1)}
+
         k = settings.min_sites
         super().__init__(
             fraction_fit=1.0,
@@ -133,7 +141,7 @@ class GenofedStrategy(FedAvg):
             min_fit_clients=k,
             min_evaluate_clients=k,
             min_available_clients=k,
-            on_fit_config_fn=round_config,
+            on_fit_config_fn=fit_config,
             on_evaluate_config_fn=round_config,
             initial_parameters=ndarrays_to_parameters(initial_weights),
             accept_failures=True,
@@ -142,6 +150,16 @@ class GenofedStrategy(FedAvg):
     def _record(self, server_round: int) -> RoundRecord:
         return self.rounds.setdefault(server_round, RoundRecord(round=server_round))
 
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        """Only after the run's last round. Every earlier aggregate is scored by the sites when
+        the next round's training instructions deliver it: one round-trip per round instead of
+        two, which is a SuperNode polling interval saved every round in a real deployment."""
+        if server_round < self.settings.num_server_rounds - self.offset:
+            return []
+        return super().configure_evaluate(server_round, parameters, client_manager)
+
     def aggregate_fit(
         self,
         server_round: int,
@@ -149,6 +167,11 @@ class GenofedStrategy(FedAvg):
         failures: list,
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         server_round += self.offset
+        if server_round > self.offset + 1:
+            # The sites scored the previous round's aggregate before training on it.
+            self._evaluated(server_round - 1, [
+                (str(res.metrics.get("site", proxy.cid)), res.metrics) for proxy, res in results
+            ])
         rec = self._record(server_round)
         rec.failures = len(failures)
         accepted = []
@@ -193,21 +216,30 @@ class GenofedStrategy(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list,
     ) -> tuple[float | None, dict[str, Scalar]]:
-        server_round += self.offset
+        replies = [(str(res.metrics.get("site", proxy.cid)), res.metrics) for proxy, res in results]
+        accepted = self._evaluated(server_round + self.offset, replies)
+        kept = [res for (site, _), (_, res) in zip(replies, results, strict=True)
+                if site in accepted]
+        n_sum = sum(res.num_examples for res in kept)
+        loss = sum(res.loss * res.num_examples for res in kept)
+        return (loss / n_sum if n_sum else None), {}
+
+    def _evaluated(self, server_round: int, replies: list[tuple[str, Mapping]]) -> set[str]:
+        """Merge the sites' per-ancestry scores of one round's aggregate, then sign the round
+        into the ledger: a round is complete once it is trained and evaluated. Returns the
+        sites whose scores were taken."""
         rec = self._record(server_round)
         merged = GroupedScores(groups={})
-        loss_sum, n_sum = 0.0, 0
-        for proxy, res in results:
-            site = str(res.metrics.get("site", proxy.cid))
-            if "evaluate_s" in res.metrics:
-                rec.evaluate_s[site] = float(res.metrics["evaluate_s"])
+        accepted: set[str] = set()
+        for site, metrics in replies:
+            if "evaluate_s" in metrics:
+                rec.evaluate_s[site] = float(metrics["evaluate_s"])
             try:
-                merged = merged.merge(GroupedScores.from_json(str(res.metrics["scores"])))
+                merged = merged.merge(GroupedScores.from_json(str(metrics["scores"])))
             except (KeyError, ValueError) as err:
                 log(WARNING, "round %d: evaluation from %s rejected: %s", server_round, site, err)
                 continue
-            loss_sum += res.loss * res.num_examples
-            n_sum += res.num_examples
+            accepted.add(site)
         frame = MetricFrame.from_scores(merged, k=self.settings.suppression_k)
         rec.metrics = frame.to_dict()
         rec.weights_sha256 = rec.weights_sha256 or weights_sha256(self.current)
@@ -216,7 +248,7 @@ class GenofedStrategy(FedAvg):
         by_group = rec.metrics["by_group"]
         shown = {g: round(v["auroc"], 3) for g, v in by_group.items() if not v.get("suppressed")}
         log(INFO, "round %d: AUROC by ancestry %s", server_round, shown)
-        return (loss_sum / n_sum if n_sum else None), {}
+        return accepted
 
     def _checkpoint(self, server_round: int) -> None:
         model = RiskTransformer(self.model_cfg)

@@ -16,6 +16,11 @@ from shared.encoding import EncoderSettings
 
 AGGREGATIONS = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
 
+# Training-instruction key: "score the weights you received before you train on them". Those
+# weights are the previous round's aggregate, so its evaluation rides on this round's message
+# instead of costing a round-trip of its own (see server/strategy.py).
+EVALUATE_RECEIVED = "evaluate-received"
+
 
 @dataclass(frozen=True)
 class RunSettings:

@@ -52,6 +52,25 @@ def test_one_dp_step_changes_weights(site_dir: Path) -> None:
                    for p in model.parameters())  # Opacus hooks removed after training
 
 
+def test_training_message_scores_the_weights_it_received_first(site_dir: Path) -> None:
+    """The ClientApp's fit, asked to, evaluates the incoming aggregate (the previous round's)
+    before training: the scores are those of the received weights, not of the site's update."""
+    from client.app import SiteClient
+    from shared.runconfig import EVALUATE_RECEIVED
+
+    site = Site(site_dir, RunSettings(**SMALL))
+    w = fresh_weights(site)
+    config = {"server-round": 1, "panel-sha256": site.data().panel.sha256}
+    weights, n, plain = SiteClient(site, "run").fit(w, {**config, EVALUATE_RECEIVED: 0})
+    assert n > 0 and "scores" not in plain and "evaluate_s" not in plain
+    _, _, metrics = SiteClient(site, "run").fit(w, {**config, "server-round": 2,
+                                                    EVALUATE_RECEIVED: 1})
+    assert metrics["declined"] == 0 and metrics["evaluate_s"] > 0
+    assert metrics["scores"] == site.evaluate(w)[2]["scores"] != site.evaluate(weights)[2]["scores"]
+    ids = set(site.data().cohort.sample_id)
+    assert not any(i in json.dumps(metrics) for i in ids)
+
+
 def test_fit_reports_cumulative_epsilon_and_declines_past_budget(site_dir: Path) -> None:
     settings = RunSettings(**SMALL, target_epsilon=3.0)
     site = Site(site_dir, settings)

@@ -120,3 +120,45 @@ def test_ledger_written_per_evaluated_round(tmp_path: Path) -> None:
     check = verify(tmp_path / "ledger.jsonl", load_public_key(tmp_path / "keys" / "ledger.pub"))
     assert check.ok and check.records == 2
     assert set(strat.rounds[1].metrics["by_group"]) == {"A", "B"}
+
+
+def test_each_aggregate_is_scored_on_the_next_rounds_message(tmp_path: Path) -> None:
+    """One round-trip per round: round r's training message asks the sites to score round r-1's
+    aggregate first; only the last round gets an evaluation message of its own, and a round is
+    signed into the ledger once its scores are in."""
+    from flwr.common import EvaluateRes
+    from flwr.server.client_manager import SimpleClientManager
+
+    from shared.metrics import GroupedScores
+    from shared.runconfig import EVALUATE_RECEIVED
+
+    strat = make_strategy(tmp_path, suppression_k=2, num_server_rounds=3)
+    manager = SimpleClientManager()
+    for site in ("s1", "s2"):
+        manager.register(Proxy(site))
+    params = ndarrays_to_parameters(strat.current)
+    asked = [{ins.config[EVALUATE_RECEIVED] for _, ins in strat.configure_fit(r, params, manager)}
+             for r in (1, 2, 3)]
+    assert asked == [{0}, {1}, {1}]
+    assert [len(strat.configure_evaluate(r, params, manager)) for r in (1, 2, 3)] == [0, 0, 2]
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    scores = GroupedScores.from_predictions(rng.normal(y, 1.0), y, np.array(["A", "B"] * 100))
+    scored = {"scores": scores.to_json(min_count=2), "evaluate_s": 0.25}
+    pub = load_public_key(tmp_path / "keys" / "ledger.pub")
+    strat.aggregate_fit(1, [result("s1", shifted(strat.current, 0.01))], [])
+    round_1 = strat.rounds[1].weights_sha256
+    assert not (tmp_path / "ledger.jsonl").exists()  # trained, not yet evaluated
+    strat.aggregate_fit(2, [result("s1", shifted(strat.current, 0.01), **scored),
+                            result("s2", shifted(strat.current, 0.02), declined=1, reason="x",
+                                   **scored)], [])
+    check = verify(tmp_path / "ledger.jsonl", pub)
+    assert check.ok and check.records == 1  # round 1, scored by both sites, even the decliner
+    assert strat.rounds[1].evaluate_s == {"s1": 0.25, "s2": 0.25}
+    assert strat.rounds[1].metrics["by_group"]["A"]["n"] == 200  # two sites' 100 A's merged
+    assert strat.rounds[1].weights_sha256 == round_1 != strat.rounds[2].weights_sha256
+    assert strat.rounds[2].metrics is None
+    ev = EvaluateRes(Status(Code.OK, ""), 0.5, 200, {"site": "s1", **scored})
+    strat.aggregate_evaluate(2, [(Proxy("s1"), ev)], [])
+    assert verify(tmp_path / "ledger.jsonl", pub).records == 2
