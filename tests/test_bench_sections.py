@@ -162,6 +162,16 @@ def _doc() -> dict:
     }
 
 
+def test_a_secagg_ratio_under_one_is_called_noise() -> None:
+    doc = _doc()
+    for plain, secure, noted in ((4.0, 4.4, False), (4.7, 4.15, True)):
+        doc["federation"]["secagg_overhead"] = {"plain_round_s": plain, "secagg_round_s": secure,
+                                                "ratio": secure / plain}
+        text = readme_table.render(doc)
+        assert f"SecAgg+: {secure:.2f} s per round vs {plain:.2f} s plain" in text
+        assert (readme_table.SECAGG_UNDER_ONE in text) is noted
+
+
 def test_goals_are_judged_from_the_json() -> None:
     goals = {g["name"]: g for g in readme_table.targets(_doc())}
     assert goals["dp_step_time"]["met"] and goals["dp_step_time"]["margin"] == pytest.approx(0.18)
