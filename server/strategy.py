@@ -2,7 +2,10 @@
 needs around it: update checks, declined rounds, a checkpoint per round, merged per-ancestry
 evaluation and a signed ledger record per round.
 
-Built on Flower's legacy `FedAvg` so Flower's SecAgg+ workflow can drive it unchanged.
+Built on Flower's legacy `FedAvg` so Flower's SecAgg+ workflow can drive it unchanged. A round
+costs one round-trip: round r's training message carries round r-1's aggregate, which the sites
+score before training on it, so round r-1 is evaluated and signed when round r's updates arrive;
+only the run's last round gets an evaluation message of its own.
 """
 
 from __future__ import annotations
