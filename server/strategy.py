@@ -79,6 +79,14 @@ def update_norm(arrays: list[np.ndarray], reference: list[np.ndarray]) -> float:
     return float(np.sqrt(sq))
 
 
+_Res = FitRes | EvaluateRes  # both carry the sites' metrics
+
+
+def _site(proxy: ClientProxy, metrics: Mapping) -> str:
+    """The name a site reports for itself, else Flower's node id."""
+    return str(metrics.get("site", proxy.cid))
+
+
 def make_aggregator(name: str) -> FedAvg:
     """Flower's own aggregation rule by name (all are FedAvg subclasses in the legacy API)."""
     rules = {
@@ -172,15 +180,13 @@ class GenofedStrategy(FedAvg):
         server_round += self.offset
         if server_round > self.offset + 1:
             # The sites scored the previous round's aggregate before training on it.
-            self._evaluated(server_round - 1, [
-                (str(res.metrics.get("site", proxy.cid)), res.metrics) for proxy, res in results
-            ])
+            self._evaluated(server_round - 1, results)
         rec = self._record(server_round)
         rec.failures = len(failures)
         accepted = []
         for proxy, res in results:
             m = res.metrics
-            site = str(m.get("site", proxy.cid))
+            site = _site(proxy, m)
             if "epsilon" in m:
                 rec.privacy[site] = {"epsilon": float(m["epsilon"]), "delta": float(m["delta"])}
             if "train_s" in m:
@@ -219,22 +225,21 @@ class GenofedStrategy(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list,
     ) -> tuple[float | None, dict[str, Scalar]]:
-        replies = [(str(res.metrics.get("site", proxy.cid)), res.metrics) for proxy, res in results]
-        accepted = self._evaluated(server_round + self.offset, replies)
-        kept = [res for (site, _), (_, res) in zip(replies, results, strict=True)
-                if site in accepted]
-        n_sum = sum(res.num_examples for res in kept)
-        loss = sum(res.loss * res.num_examples for res in kept)
+        kept = self._evaluated(server_round + self.offset, results)
+        n_sum = sum(res.num_examples for _, res in kept)
+        loss = sum(res.loss * res.num_examples for _, res in kept)
         return (loss / n_sum if n_sum else None), {}
 
-    def _evaluated(self, server_round: int, replies: list[tuple[str, Mapping]]) -> set[str]:
-        """Merge the sites' per-ancestry scores of one round's aggregate, then sign the round
+    def _evaluated(self, server_round: int, results: list[tuple[ClientProxy, _Res]]) -> list:
+        """Merge the sites' per-ancestry scores of one round's aggregate (from evaluation or,
+        for every round but the last, the next round's training replies), then sign the round
         into the ledger: a round is complete once it is trained and evaluated. Returns the
-        sites whose scores were taken."""
+        results whose scores were taken."""
         rec = self._record(server_round)
         merged = GroupedScores(groups={})
-        accepted: set[str] = set()
-        for site, metrics in replies:
+        kept = []
+        for proxy, res in results:
+            metrics, site = res.metrics, _site(proxy, res.metrics)
             if "evaluate_s" in metrics:
                 rec.evaluate_s[site] = float(metrics["evaluate_s"])
             try:
@@ -242,7 +247,7 @@ class GenofedStrategy(FedAvg):
             except (KeyError, ValueError) as err:
                 log(WARNING, "round %d: evaluation from %s rejected: %s", server_round, site, err)
                 continue
-            accepted.add(site)
+            kept.append((proxy, res))
         frame = MetricFrame.from_scores(merged, k=self.settings.suppression_k)
         rec.metrics = frame.to_dict()
         rec.weights_sha256 = rec.weights_sha256 or weights_sha256(self.current)
@@ -251,7 +256,7 @@ class GenofedStrategy(FedAvg):
         by_group = rec.metrics["by_group"]
         shown = {g: round(v["auroc"], 3) for g, v in by_group.items() if not v.get("suppressed")}
         log(INFO, "round %d: AUROC by ancestry %s", server_round, shown)
-        return accepted
+        return kept
 
     def _checkpoint(self, server_round: int) -> None:
         model = RiskTransformer(self.model_cfg)

@@ -19,7 +19,7 @@ TOLERANCE = 1e-4
 
 
 def overrides(cohort: Path, out: Path, sites: int, **extra: object) -> dict[str, object]:
-    return {"num-server-rounds": 1, "min-sites": sites, "data-root": str(cohort),
+    return {"num-server-rounds": 2, "min-sites": sites, "data-root": str(cohort),
             "out-dir": str(out), "batch-size": 32, "local-epochs": 1, "model-dim": 16,
             "model-layers": 1, "suppression-k": 5, **extra}
 
@@ -38,7 +38,7 @@ def test_secagg_survives_a_dropout_and_matches_plain_fedavg(
     tiny_cohort: Path, tmp_path: Path
 ) -> None:
     """Plain FedAvg over sites 1-3, then SecAgg+ over sites 1-4 where site-4 fails in the middle
-    of the round (after the key exchange, when it must train: it cannot open its data). With
+    of each round (after the key exchange, when it must train: it cannot open its data). With
     reconstruction threshold three, the other three sites' masked sum is still recovered, and it
     is the plain run's model up to SecAgg+'s quantization (each site's update depends only on
     its data, its name and the round)."""
@@ -54,6 +54,10 @@ def test_secagg_survives_a_dropout_and_matches_plain_fedavg(
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "completed"
     assert sorted(results["rounds"][0]["sites"]) == ["site-1", "site-2", "site-3"]
+    # Round 1 was scored on round 2's masked training message, round 2 on its own evaluation.
+    for rec in results["rounds"]:
+        assert sorted(rec["evaluate_s"]) == ["site-1", "site-2", "site-3"]
+        assert rec["metrics"]["by_group"]
     plain, masked = round_one(tmp_path / "run-plain"), round_one(out)
     worst = max(float((plain[k] - masked[k]).abs().max()) for k in plain)
     assert worst < TOLERANCE
