@@ -4,7 +4,8 @@
 
 Each section is a function `(work_dir: Path, quick: bool) -> dict` registered in `SECTIONS`;
 its dict lands in `<out>/bench.json` under the section's name, with the runner's `wall_s` and
-`date` added. `meta` describes the machine and the latest invocation. `--only` runs some
+`date` and `code` (the git revision it measured, see `code_revision`) added. `meta` describes the
+machine and the latest invocation. `--only` runs some
 sections and merges them into an existing bench.json, keeping every other section. A section
 that raises is recorded as `{"error": ...}` and makes the run exit 1 after the file is written.
 
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +67,28 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def code_revision(root: Path | None = None) -> dict[str, Any]:
+    """The git commit the figures belong to, and whether tracked files differed from it.
+
+    "The JSON holds every figure for the current code" can then be checked rather than
+    believed; with `--only`, sections measured at different commits say so each. Outside a
+    git checkout (an sdist, a copied tree) the commit is None.
+    """
+    where = root or Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True,
+                                  timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
 def machine_info(argv: list[str], quick: bool) -> dict[str, Any]:
     """What the numbers were measured on (torch's version without importing torch)."""
     try:
@@ -94,7 +118,9 @@ def machine_info(argv: list[str], quick: bool) -> dict[str, Any]:
     }
 
 
-def run_section(name: str, work_root: Path, quick: bool) -> dict[str, Any]:
+def run_section(
+    name: str, work_root: Path, quick: bool, code: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run one section in its own work folder; its result, or the error it raised."""
     work_dir = work_root / name
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +132,7 @@ def run_section(name: str, work_root: Path, quick: bool) -> dict[str, Any]:
         result = {"error": f"{type(err).__name__}: {err}"}
     result["wall_s"] = time.perf_counter() - began
     result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    result["code"] = code if code is not None else code_revision()
     return result
 
 
@@ -214,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = machine_info(argv, args.quick)
     meta["sections_run"] = names
+    meta["code"] = code_revision()
     if args.keep_work:
         work_root = out / "work"
         work_root.mkdir(exist_ok=True)
@@ -223,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             print(f"bench: {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
-            results[name] = run_section(name, work_root, args.quick)
+            results[name] = run_section(name, work_root, args.quick, meta["code"])
             print(f"bench: {name} took {results[name]['wall_s']:.1f} s", file=sys.stderr,
                   flush=True)
     finally:

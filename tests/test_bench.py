@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bench import format_table
+from deploy import readme_table
+from deploy.bench import code_revision, format_table
 from deploy.bench_data import parse_gt_lines
 from shared.genotypes import gt_code
 
@@ -64,6 +65,13 @@ def test_only_merges_and_records_the_machine(quick_run: tuple[Path, dict, str]) 
     meta = doc["meta"]
     assert meta["cpu_count"] >= 1 and meta["python"] and meta["date"] != "earlier"
     assert "torch" in meta and meta["sections_run"] == ["data_path"]
+    # The figures name the code they measured; the merged-in section had none and keeps none.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    expected = head.stdout.strip() if head.returncode == 0 else None
+    assert meta["code"]["commit"] == expected
+    assert doc["data_path"]["code"] == meta["code"]
+    assert "code" not in doc["other_section"]
     assert not list(out.glob(".bench.json.*")), "temporary file left behind"
     # The table: one row per measurement, with units.
     assert "calls_per_s" in stdout and "M calls/s" in stdout and "cold_load_s" in stdout
@@ -90,3 +98,40 @@ def test_table_units() -> None:
     assert rows["file_bytes"] == ["3.0", "MB"]
     assert rows["variants"] == ["12", "variants"]
     assert rows["agree"] == ["yes"] and rows["x_calls_per_s"] == ["n/a"]
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+                   cwd=repo, check=True, capture_output=True)
+
+
+def test_code_revision_names_the_commit_and_uncommitted_changes(tmp_path: Path) -> None:
+    assert code_revision(tmp_path) == {"commit": None, "dirty": None}  # not a checkout
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "model.py").write_text("x = 1\n")
+    _git(repo, "add", "model.py")
+    _git(repo, "commit", "-q", "-m", "one")
+    first = code_revision(repo)
+    assert len(first["commit"]) == 40 and first["dirty"] is False
+    (repo / "scratch.txt").write_text("untracked files are not the measured code\n")
+    assert code_revision(repo)["dirty"] is False
+    (repo / "model.py").write_text("x = 2\n")
+    assert code_revision(repo) == {"commit": first["commit"], "dirty": True}
+    _git(repo, "commit", "-q", "-am", "two")
+    second = code_revision(repo)
+    assert second["commit"] != first["commit"] and second["dirty"] is False
+
+
+def test_readme_says_which_commit_each_figure_measured() -> None:
+    now, then = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
+    doc = {"meta": {"date": "2026-11-28", "code": now},
+           "utility": {"code": now}, "federation": {"code": then}}
+    line = readme_table.render(doc).splitlines()[3]
+    assert line.startswith("Measured 2026-11-28 at commit aaaaaaaaaa; "
+                           "federation at bbbbbbbbbb with uncommitted changes on ")
+    doc["federation"]["code"] = now
+    assert "federation" not in readme_table.render(doc).splitlines()[3]
+    del doc["meta"]["code"]  # a bench.json from before commits were recorded
+    assert readme_table.render(doc).splitlines()[3].startswith("Measured 2026-11-28 on ")
