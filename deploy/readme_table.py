@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,90 +34,121 @@ MIA_TOLERANCE = 0.05  # "close to 0.5": within this of guessing
 BENCH_BUDGET_S = 3600.0
 
 # What would close a missed goal: analysis written by people, shown only while it is missed.
+# `close` is the short answer (the goals table's cell); `tried` is the measured record of what
+# did and did not move the figure, rendered as a list under the table so the table stays
+# readable. Figures in `tried` come from validation cohorts, never the benchmark's own.
+@dataclass(frozen=True)
+class Remedy:
+    close: str
+    tried: tuple[str, ...] = ()
+
+
 REMEDIES = {
-    "federated_vs_centralized": (
-        "DP noise on about 1,500 people per site is the gap, now only in CHB. On a validation "
-        "cohort (seed 1, each change trained with two noise seeds) standardizing the additive "
-        "read-out's dosages with the panel's public allele frequencies gained YRI +0.016, CEU "
-        "+0.005, CHB +0.007 and is in; 6 local epochs instead of 4 (+0.009, -0.001, +0.003 for "
-        "1.5x the time) and freezing the blocks' biases and the CLS vector, which take ~38% of a "
-        "clipped per-person gradient at the start (-0.015, +0.011, +0.008), were not kept. "
-        "Earlier, 4 local epochs instead of 2 helped; larger batches, lower learning rates, "
-        "weight decay and averaging global models did not. Nor did, on 2026-11-28 (read-out "
-        "only, the same validation cohort regenerated): averaging each site's last half of "
-        "local steps, 10 x 2 or 20 x 1 rounds x epochs, inputs whitened or weighted by a public "
-        "LD reference, LD pruning, or a warm start from DP summary statistics. With the same "
-        "noise draws DP-SGD ended where it ends from scratch: the noise, not the starting point "
-        "or the schedule, sets the result. The same transformer trained centrally on raw dosages "
-        "scored CEU 0.766, CHB 0.786, YRI 0.774 here (one run); against it CHB misses by 0.003 "
-        "and the others pass. One DP training moves a population's AUROC by up to 0.03 here, "
-        "hence the mean of two. More people per site narrow the gap slowly (read-out only, twice "
-        "the people: 0.024 below the linear score on average instead of 0.028). Later on "
-        "2026-11-28 (read-out only, 2-4 noise seeds, validation cohorts seed 1 and 2): a server "
-        "learning rate of 1.5 to 3 (-0.009 to -0.047 on average), server momentum 0.5 (-0.007), "
-        "local learning rates 0.0025 to 0.04 or decaying them over rounds (-0.019 to +0.003) did "
-        "not help; weighting sites by the square root of their people or equally instead of by "
-        "their people gained +0.003 to +0.008 on average but cost CHB, held mostly by the largest "
-        "site, up to 0.009; soft-thresholding the read-out at the DP noise level measured from "
-        "the sites' disagreement gained +0.001 to +0.004 (CHB -0.001 to +0.004). Each is smaller "
-        "than one DP training's spread and none lifts CHB, so none is in. Nor did the clipping "
-        "norm (validation cohort 1, 4 noise seeds, baseline 0.761 at norm 1): norm x learning "
-        "rate held at 0.01, norms 0.25 / 0.5 / 2 / 4 / 8 scored 0.746 / 0.755 / 0.764 / 0.766 / "
-        "0.764; norm 2 at rate 0.01 0.760, norm 0.25 at rate 0.01 0.761"
+    "federated_vs_centralized": Remedy(
+        "more people per site, or a larger ε: DP noise on about 1,500 people per site is the "
+        "gap, now only in CHB, and no change to training tried so far lifts CHB by more than "
+        "one DP training's spread",
+        (
+            "In: standardizing the additive read-out's dosages with the panel's public allele "
+            "frequencies (validation cohort seed 1, two noise seeds each: YRI +0.016, CEU "
+            "+0.005, CHB +0.007); earlier, 4 local epochs instead of 2.",
+            "Not kept: 6 local epochs instead of 4 (+0.009 / -0.001 / +0.003 for 1.5x the time); "
+            "freezing the blocks' biases and the CLS vector, which take ~38% of a clipped "
+            "per-person gradient at the start (-0.015 / +0.011 / +0.008); larger batches, lower "
+            "learning rates, weight decay, averaging global models.",
+            "Not kept (read-out only, the validation cohort regenerated, 2026-11-28): averaging "
+            "each site's last half of local steps; 10 x 2 or 20 x 1 rounds x epochs; inputs "
+            "whitened or weighted by a public LD reference; LD pruning; a warm start from DP "
+            "summary statistics. With the same noise draws DP-SGD ended where it ends from "
+            "scratch: the noise, not the starting point or the schedule, sets the result.",
+            "Not kept (read-out only, 2-4 noise seeds, validation cohorts seed 1 and 2): a server "
+            "learning rate of 1.5 to 3 (-0.009 to -0.047 on average); server momentum 0.5 "
+            "(-0.007); local learning rates 0.0025 to 0.04 or decaying them over rounds (-0.019 "
+            "to +0.003); weighting sites by the square root of their people or equally (+0.003 "
+            "to +0.008 on average, but CHB, held mostly by the largest site, loses up to 0.009); "
+            "soft-thresholding the read-out at the DP noise level measured from the sites' "
+            "disagreement (+0.001 to +0.004, CHB -0.001 to +0.004).",
+            "Not kept: the clipping norm (validation cohort 1, 4 noise seeds, 0.761 at norm 1). "
+            "With norm x learning rate held at 0.01, norms 0.25 / 0.5 / 2 / 4 / 8 scored 0.746 / "
+            "0.755 / 0.764 / 0.766 / 0.764; at rate 0.01, norm 2 scored 0.760 and norm 0.25 "
+            "0.761.",
+            "For scale: one DP training moves a population's AUROC by up to 0.03 (hence the mean "
+            "of two trainings). The same transformer trained centrally on raw dosages scored CEU "
+            "0.766, CHB 0.786, YRI 0.774 on the validation cohort (one run); against it CHB "
+            "misses by 0.003 and the others pass. Twice the people per site narrowed the gap to "
+            "the linear score only from 0.028 to 0.024 on average (read-out only).",
+        ),
     ),
-    "federated_beats_linear_prs": (
-        "the linear score is fit without noise on pooled data with a cross-validated penalty, and"
-        " even the centralized transformer without DP does not beat it; under DP the federated "
-        "model's additive read-out alone (0 layers) scores like the whole transformer, so DP "
-        "noise, not the architecture, sets the gap. A model gets past a linear score with a "
-        "better additive fit, which DP noise rules out here, or with the interactions (worth the "
-        "margins under the AUROC table). Finding 4 pairs among the panel's 32,640 pairs under DP "
-        "needs far more than 1,500 people per site: the per-person gradient of all pair weights "
-        "grows with the panel size, that of the variant weights with its square root, so clipping"
-        " leaves each pair much less signal against the same noise. On the validation cohort, "
-        "sites releasing DP summary statistics (X'y and X'X, epsilon 8) for a ridge at the "
-        "coordinator scored about 0.01 above DP-SGD and still about 0.02 below the linear score. "
-        "Where the gap comes from (validation cohort seed 1, read-out only, same federated "
-        "schedule, linear score 0.786 on average): with the DP noise switched off the model "
-        "scores 0.770 (0.767 still clipped), with a ridge penalty (weight decay 0.02) 0.777; with "
-        "the noise on, 0.757 over 6 noise seeds, and weight decay 0.001 to 0.1 then gains nothing "
-        "or loses up to 0.032. About half the gap is the noise, half an additive fit the noise "
-        "leaves no room to regularize"
+    "federated_beats_linear_prs": Remedy(
+        "a better additive fit, which needs less DP noise per person (more people per site or a "
+        "larger ε), or far more people to find the interactions under DP: the linear score is "
+        "fit without noise on pooled data with a cross-validated penalty, and even the "
+        "centralized transformer without DP does not beat it",
+        (
+            "Under DP the federated model's additive read-out alone (0 layers) scores like the "
+            "whole transformer: DP noise, not the architecture, sets the gap.",
+            "The interactions are worth the margins under the AUROC table. Finding 4 pairs among "
+            "the panel's 32,640 pairs under DP needs far more than 1,500 people per site: the "
+            "per-person gradient of all pair weights grows with the panel size, that of the "
+            "variant weights with its square root, so clipping leaves each pair much less signal "
+            "against the same noise.",
+            "Sites releasing DP summary statistics (X'y and X'X, ε 8) for a ridge at the "
+            "coordinator scored about 0.01 above DP-SGD and still about 0.02 below the linear "
+            "score (validation cohort).",
+            "Where the gap comes from (validation cohort seed 1, read-out only, same federated "
+            "schedule, linear score 0.786 on average): with the DP noise switched off the model "
+            "scores 0.770 (0.767 still clipped), with a ridge penalty (weight decay 0.02) 0.777; "
+            "with the noise on, 0.757 over 6 noise seeds, and weight decay 0.001 to 0.1 then "
+            "gains nothing or loses up to 0.032. About half the gap is the noise, half an "
+            "additive fit the noise leaves no room to regularize.",
+        ),
     ),
-    "worst_vs_best_population": (
-        "one DP training run's spread (see the first goal) is as large as this margin. The group "
-        "with the fewest training people at the sites gets the fewest DP steps; ancestry "
-        "reweighting (`balance = \"reweight\"` in site.toml) or more sites holding that group "
-        "would lift it"
+    "worst_vs_best_population": Remedy(
+        "ancestry reweighting (`balance = \"reweight\"` in site.toml) or more sites holding "
+        "that group: the group with the fewest training people at the sites gets the fewest DP "
+        "steps, and one DP training's spread is as large as this margin",
     ),
-    "dp_step_time": (
-        "what is left is the per-sample gradients of the blocks' Linear layers (one batched "
-        "matmul per layer over every token of every person, which a plain step folds into one "
-        "matmul), Opacus' hook bookkeeping and clipping. Taking per-sample gradients from a summed "
-        "loss (Opacus rescales every backprop of a mean loss) and LayerNorms without gain and bias "
-        "(the next Linear absorbs them) took it from 1.42x to 1.13x on 2026-11-28; ghost clipping "
-        "is slower on CPU. A GPU, where those matmuls are cheap, would close it"
+    "dp_step_time": Remedy(
+        "a GPU, where the per-sample gradients' matmuls are cheap",
+        (
+            "What is left is the per-sample gradients of the blocks' Linear layers (one batched "
+            "matmul per layer over every token of every person, which a plain step folds into "
+            "one matmul), Opacus' hook bookkeeping and clipping.",
+            "In (2026-11-28, 1.42x to 1.13x): per-sample gradients from a summed loss (Opacus "
+            "rescales every backprop of a mean loss); LayerNorms without gain and bias (the next "
+            "Linear absorbs them). Ghost clipping is slower on CPU.",
+        ),
     ),
-    "dp_step_memory": "per-sample gradients of the largest tables dominate; smaller batches",
-    "coordinator_overhead_10_sites": (
-        "most of the earlier 28% was our own run follower starting a `flwr ls` process every "
-        "second (a CPU-second each, taken from the sites); it now waits on the log stream. On "
-        "2026-11-28 the evaluation round-trip went too (the sites score each aggregate on the "
-        "next round's training message): 0.67 s of overhead in a 6.18 s round before, 0.38 s of "
-        "6.26 s after. What is left: Flower's 0.1 s polling at both ends of the round and "
-        "workers idle while the slowest of 10 unequal sites finishes on 2 workers; more local "
-        "work per round, or sites on their own machines, shrink its share. In seconds the "
-        "overhead barely moves with the sites' speed, so its share moves with the machine's load"
+    "dp_step_memory": Remedy(
+        "smaller batches: per-sample gradients of the largest tables dominate",
     ),
-    "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
-    "membership_attack_dp": (
-        "ε = 8 bounds this attack far more loosely than 0.05 of AUROC, and the figure moves with "
-        "the cohort: 0.49 on the simulation before the public reference sample changed it. "
-        "Standardizing the additive read-out raised it by 0.02-0.03 as the model fits better "
-        "(3 trainings each on two one-site cohorts: 0.552 vs 0.523, 0.577 vs 0.557). A site that "
-        "wants less leakage sets a smaller ε (more noise)"
+    "coordinator_overhead_10_sites": Remedy(
+        "more local work per round, or sites on their own machines",
+        (
+            "In: our run follower waits on the log stream instead of starting a `flwr ls` "
+            "process every second (a CPU-second each, taken from the sites; most of an earlier "
+            "28%).",
+            "In (2026-11-28): no evaluation round-trip; the sites score each aggregate on the "
+            "next round's training message (0.67 s of overhead in a 6.18 s round before, 0.38 s "
+            "of 6.26 s after).",
+            "What is left: Flower's 0.1 s polling at both ends of the round, and workers idle "
+            "while the slowest of 10 unequal sites finishes on 2 workers. In seconds the "
+            "overhead barely moves with the sites' speed, so its share moves with the machine's "
+            "load.",
+        ),
     ),
-    "bench_under_60_min": "smaller federation-scaling cohorts",
+    "sites_100_run": Remedy("fewer CPUs per simulated site, or fewer people per site"),
+    "membership_attack_dp": Remedy(
+        "a smaller ε (more noise) at the sites that want less leakage: ε = 8 bounds this attack "
+        "far more loosely than 0.05 of AUROC",
+        (
+            "The figure moves with the cohort: 0.49 on the simulation before the public "
+            "reference sample changed it.",
+            "Standardizing the additive read-out raised it by 0.02-0.03 as the model fits "
+            "better (3 trainings each on two one-site cohorts: 0.552 vs 0.523, 0.577 vs 0.557).",
+        ),
+    ),
+    "bench_under_60_min": Remedy("smaller federation-scaling cohorts"),
 }
 
 
@@ -144,7 +176,7 @@ def _num(value: Any) -> float | None:
 def _goal(name: str, rule: str, measured: str, margin: float | None, met: bool | None) -> dict:
     return {"name": name, "rule": rule, "measured": measured,
             "margin": margin, "met": bool(met) if met is not None else False,
-            "remedy": None if met else REMEDIES.get(name)}
+            "remedy": None if met or name not in REMEDIES else REMEDIES[name].close}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -305,6 +337,12 @@ def render(doc: dict[str, Any]) -> str:
         margin = "" if g["margin"] is None else f"{g['margin']:+.3f}"
         lines.append(f"| {g['rule']} | {g['measured']} | {margin} | "
                      f"{'yes' if g['met'] else '**no**'} | {g['remedy'] or ''} |")
+    tried = [(g, REMEDIES[g["name"]].tried) for g in targets(doc)
+             if not g["met"] and g["name"] in REMEDIES and REMEDIES[g["name"]].tried]
+    if tried:
+        lines += ["", "What was tried for the missed goals:"]
+        for g, items in tried:
+            lines += ["", f"- *{g['rule']}*"] + [f"  - {item}" for item in items]
 
     util = doc.get("utility", {})
     lines += [
