@@ -10,10 +10,14 @@ criterion wrapper instead). Every configuration runs in a FRESH Python process
 
 - time: `time.perf_counter` over `steps` timed steps after `warmup` untimed ones; the
   configurations are run in turn `repetitions` times and the fastest repetition is kept;
-- memory: the process' resident-set high-water mark (`resource.getrusage(RUSAGE_SELF)
-  .ru_maxrss`) after the steps, minus the resident set just before the first step (read from
-  `/proc/self/statm`, model and data already built): the step's working memory. Python's
-  `tracemalloc` does not see torch's allocations and torch has no CPU allocator statistics.
+- memory: the peak resident set of the worker's own address space (`VmHWM` in
+  `/proc/self/status`, reset to the current size through `/proc/self/clear_refs` just before
+  the first step) minus the resident set just before the first step (`/proc/self/statm`,
+  model and data already built): the step's working memory. Not `getrusage().ru_maxrss`:
+  Linux carries the PARENT's peak across fork and exec into it, so every worker started by a
+  bench process holding a 1.4 GB cohort reported 1.4 GB and the ratio compared the parent's
+  memory with itself (0.92x, 2026-11-28). Python's `tracemalloc` does not see torch's
+  allocations and torch has no CPU allocator statistics.
 
 Genotypes and panel features are random codes of the right shapes: the model's cost does not
 depend on their values. A mode that fails is recorded with its error, not dropped.
@@ -25,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,7 +37,7 @@ from typing import Any
 
 MODES = ("hooks", "functorch", "ew", "ghost")
 DEFAULT_MODE = "hooks"
-FULL = {"variants": 256, "batch": 64, "warmup": 3, "steps": 12, "repetitions": 2}
+FULL = {"variants": 256, "batch": 64, "warmup": 3, "steps": 12, "repetitions": 5}
 QUICK = {"variants": 32, "batch": 16, "warmup": 1, "steps": 2, "repetitions": 1}
 WORKER_TIMEOUT_S = 900
 
@@ -46,7 +49,22 @@ def _rss_bytes() -> int:
 
 
 def _peak_rss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+    """This address space's resident-set high-water mark (inherits nothing from the parent)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("/proc/self/status has no VmHWM line")
+
+
+def _reset_peak_rss() -> bool:
+    """Lower the high-water mark to the current resident set (Linux >= 4.0); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dict[str, Any]:
@@ -116,20 +134,29 @@ def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dic
             dp_crit(dp_model(x, features), y).backward()
             dp_opt.step()
 
+    peak_reset = _reset_peak_rss()
     rss_before, peak_before = _rss_bytes(), _peak_rss_bytes()
     for _ in range(warmup):
         step()
-    began = time.perf_counter()
+    times = []
     for _ in range(steps):
+        began = time.perf_counter()
         step()
-    elapsed = time.perf_counter() - began
+        times.append(time.perf_counter() - began)
     peak = _peak_rss_bytes()
+    # The median step: one step slowed by something else on the machine (a process of the
+    # previous section still exiting, the kernel) moves a mean of a dozen steps by several
+    # percent, enough to flip a 1.3x goal either way between runs.
+    step_s = float(sorted(times)[len(times) // 2] if len(times) % 2
+                   else sum(sorted(times)[len(times) // 2 - 1:len(times) // 2 + 1]) / 2)
     return {
-        "step_s": elapsed / steps,
-        "samples_per_s": batch * steps / elapsed,
+        "step_s": step_s,
+        "mean_step_s": sum(times) / steps,
+        "samples_per_s": batch / step_s,
         "peak_rss_bytes": peak,
         "rss_before_bytes": rss_before,
         "peak_before_bytes": peak_before,
+        "peak_reset": peak_reset,
         "step_memory_bytes": max(peak - rss_before, 0),
         "threads": torch.get_num_threads(),
     }
@@ -208,8 +235,9 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
             "each configuration (non-DP, and DP-SGD per Opacus grad_sample_mode) in a fresh "
             "Python process on the demo model (RunSettings defaults) with random genotype codes; "
             "time = perf_counter over the timed steps after warm-up, fastest of the repetitions; "
-            "memory = getrusage ru_maxrss after the steps minus the RSS (/proc/self/statm) "
-            "just before the first step, i.e. the step's working memory (memory_ratio); "
+            "memory = the worker's own peak RSS (VmHWM, reset via /proc/self/clear_refs before "
+            "the first step) after the steps minus the RSS (/proc/self/statm) just before the "
+            "first step, i.e. the step's working memory (memory_ratio); "
             "peak_rss_ratio compares whole-process peaks (interpreter, torch and model included)"
         ),
     }

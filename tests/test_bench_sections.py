@@ -334,3 +334,19 @@ def test_dp_cost_worker_times_real_steps(mode: str) -> None:
     assert result["peak_rss_bytes"] > 0 and result["rss_before_bytes"] > 0
     ratio = _ratios(result, {**result, "step_s": result["step_s"] / 2})
     assert ratio["time_ratio"] == pytest.approx(2.0)
+
+
+def test_dp_cost_worker_memory_is_its_own_not_its_parents(tmp_path: Path) -> None:
+    """A worker started by a process holding a lot of memory measures its steps, not the parent.
+
+    `getrusage().ru_maxrss` carried the parent's peak into every worker; the bench process holds
+    a whole cohort when this section runs, so it must be measured from a big parent here too.
+    """
+    from deploy.bench_cost import QUICK, _measure
+
+    ballast = np.ones(1_500_000_000 // 8)  # 1.5 GB resident in this (the parent) process
+    result = _measure("nondp", QUICK, tmp_path / "nondp.json")
+    assert "error" not in result, result
+    assert ballast.sum() > 0
+    assert 0 < result["step_memory_bytes"] < result["peak_rss_bytes"] < 1_000_000_000
+    assert result["peak_reset"] is True
