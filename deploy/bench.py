@@ -118,9 +118,7 @@ def machine_info(argv: list[str], quick: bool) -> dict[str, Any]:
     }
 
 
-def run_section(
-    name: str, work_root: Path, quick: bool, code: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def run_section(name: str, work_root: Path, quick: bool, code: dict[str, Any]) -> dict[str, Any]:
     """Run one section in its own work folder; its result, or the error it raised."""
     work_dir = work_root / name
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +130,7 @@ def run_section(
         result = {"error": f"{type(err).__name__}: {err}"}
     result["wall_s"] = time.perf_counter() - began
     result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    result["code"] = code if code is not None else code_revision()
+    result["code"] = code
     return result
 
 

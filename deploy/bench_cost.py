@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -147,8 +148,7 @@ def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dic
     # The median step: one step slowed by something else on the machine (a process of the
     # previous section still exiting, the kernel) moves a mean of a dozen steps by several
     # percent, enough to flip a 1.3x goal either way between runs.
-    step_s = float(sorted(times)[len(times) // 2] if len(times) % 2
-                   else sum(sorted(times)[len(times) // 2 - 1:len(times) // 2 + 1]) / 2)
+    step_s = statistics.median(times)
     return {
         "step_s": step_s,
         "mean_step_s": sum(times) / steps,

@@ -307,7 +307,7 @@ def _revision(doc: dict[str, Any]) -> str:
         return ""
     others = {
         name: text for name, section in doc.items()
-        if name not in ("meta", "targets") and isinstance(section, dict)
+        if name != "meta" and isinstance(section, dict)
         and (text := _commit_text(section.get("code"))) not in (None, latest)
     }
     extra = "".join(f"; {name} at {text}" for name, text in sorted(others.items()))
@@ -333,11 +333,12 @@ def render(doc: dict[str, Any]) -> str:
         "| goal | measured | margin | met | what would close it |",
         "|---|---|---|---|---|",
     ]
-    for g in targets(doc):
+    goals = targets(doc)
+    for g in goals:
         margin = "" if g["margin"] is None else f"{g['margin']:+.3f}"
         lines.append(f"| {g['rule']} | {g['measured']} | {margin} | "
                      f"{'yes' if g['met'] else '**no**'} | {g['remedy'] or ''} |")
-    tried = [(g, REMEDIES[g["name"]].tried) for g in targets(doc)
+    tried = [(g, REMEDIES[g["name"]].tried) for g in goals
              if not g["met"] and g["name"] in REMEDIES and REMEDIES[g["name"]].tried]
     if tried:
         lines += ["", "What was tried for the missed goals:"]
