@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from deploy import readme_table
-from deploy.bench_federation import phase_s, steady_round_s
+from deploy.bench_federation import median_round, phase_s, round_costs, steady_round_s
 from deploy.bench_utility import (
     attainable,
     auroc_by_population,
@@ -133,8 +133,31 @@ def test_steady_round_time_comes_from_checkpoint_times(tmp_path: Path) -> None:
         path = ckpt / f"round-{r:03d}.pt"
         path.write_bytes(b"x")
         os.utime(path, ns=(int(t * 1e9), int(t * 1e9)))
-    assert steady_round_s(tmp_path, 2) == pytest.approx(3.0)
-    assert steady_round_s(tmp_path, 3) == pytest.approx(3.5)
+    assert steady_round_s(tmp_path, 2) == pytest.approx([3.0])
+    assert steady_round_s(tmp_path, 3) == pytest.approx([3.0, 4.0])
+
+
+def test_each_steady_round_is_split_and_the_median_round_is_reported() -> None:
+    """Round r's sites' work is their evaluation of round r-1 (kept under r-1) plus their
+    training in round r; the reported round is the one with the median overhead share."""
+    records = [
+        {"round": 1, "train_s": {"a": 9.0, "b": 9.0}, "evaluate_s": {"a": 0.5, "b": 0.5}},
+        {"round": 2, "train_s": {"a": 2.0, "b": 1.0}, "evaluate_s": {"a": 0.2, "b": 0.2}},
+        {"round": 3, "train_s": {"a": 1.5, "b": 1.5}, "evaluate_s": {"a": 0.1, "b": 0.1}},
+        {"round": 4, "train_s": {"a": 2.0, "b": 2.0}, "evaluate_s": {"a": 7.0, "b": 7.0}},
+    ]
+    costs = round_costs([3.0, 2.0, 4.0], records, workers=2)
+    assert [c["round"] for c in costs] == [2, 3, 4]
+    assert [c["local_s"] for c in costs] == pytest.approx([2.5, 1.7, 2.1])
+    assert [c["overhead_fraction"] for c in costs] == pytest.approx([0.5 / 3, 0.3 / 2, 1.9 / 4])
+    assert costs[2]["sites_evaluate_sum_s"] == pytest.approx(0.2)  # not round 4's own scoring
+    reported = median_round(costs)
+    assert reported["round"] == 2 and reported["overhead_s"] == pytest.approx(0.5)
+    assert median_round(costs[1:])["round"] == 3  # even count: the lower middle
+    with pytest.raises(RuntimeError, match="not the same sites"):
+        round_costs([3.0], [records[0], {**records[1], "train_s": {"a": 2.0}}], workers=2)
+    with pytest.raises(RuntimeError, match="no record of round 2"):
+        round_costs([3.0], records[:1], workers=2)
 
 
 def test_a_phase_lasts_at_least_its_slowest_site_and_its_share_per_worker() -> None:
@@ -160,6 +183,14 @@ def _doc() -> dict:
                        "wall_s": 1200.0},
         "membership_attack": {"dp_auroc": 0.51, "nondp_auroc": 0.74, "wall_s": 50.0},
     }
+
+
+def test_the_federation_table_says_it_shows_the_median_of_several_rounds() -> None:
+    doc = _doc()
+    assert "steady rounds" not in readme_table.render(doc)  # one round each: nothing to say
+    doc["federation"]["sites"]["10"]["per_round"] = [{}, {}, {}]
+    assert "2 sites at a time; the median of 3 steady rounds)" in readme_table.render(
+        {**doc, "federation": {**doc["federation"], "workers": 2}})
 
 
 def test_a_secagg_ratio_under_one_is_called_noise() -> None:
