@@ -315,6 +315,10 @@ def test_committed_readme_matches_committed_bench_json() -> None:
             assert r["reported"]["auroc"][pop] == pytest.approx(r["auroc"][pop], abs=0.005), pop
     for n in ("3", "10", "30", "100"):
         assert n in doc["federation"]["sites"], n
+        site = doc["federation"]["sites"][n]  # the median of the steady rounds is reported
+        fractions = [c["overhead_fraction"] for c in site["per_round"]]
+        assert len(fractions) == doc["federation"]["rounds"] - 1 >= 3, n
+        assert site["overhead_fraction"] == pytest.approx(float(np.median(fractions))), n
     # The interaction reference is the linear score plus the true pairs' products.
     pairs = util["settings"]["cohort"]["n_interactions"]
     assert util["interaction_reference_fit"]["pairs"] == pairs
