@@ -106,7 +106,8 @@ def federate(cohort: Path, work: Path, sites: int, rounds: int, **extra: object)
                    timeout=RUN_TIMEOUT_S, cpus_per_site=CPUS_PER_SITE)
     wall = time.perf_counter() - began
     records = json.loads((run_dir / "results.json").read_text())["rounds"]
-    return {"round_s": steady_round_s(run_dir, rounds), "run_s": wall, "rounds": records}
+    return {"steady_round_s": steady_round_s(run_dir, rounds), "run_s": wall,
+            "rounds": records}
 
 
 def round_costs(round_s: list[float], records: list[dict], workers: int) -> list[dict[str, Any]]:
@@ -171,7 +172,7 @@ def scaling(n_sites: int, work: Path, quick: bool, workers: int) -> dict[str, An
     rounds = ROUNDS_QUICK if quick else ROUNDS_FULL
     say("federation", f"{n_sites} sites: {rounds} rounds through Flower's simulation engine")
     fed = federate(fresh_copy(cohort, work / "cohort-run"), work, n_sites, rounds)
-    costs = round_costs(fed["round_s"], fed["rounds"], workers)
+    costs = round_costs(fed["steady_round_s"], fed["rounds"], workers)
     if any(c["sites"] != n_sites for c in costs):
         raise RuntimeError(f"not all {n_sites} sites reported their time in every round")
     reported = median_round(costs)
@@ -211,9 +212,10 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         plain = sites["3"]["round_s"]
     else:
         plain = float(np.mean(federate(fresh_copy(cohort, work / "plain-cohort"), work / "plain",
-                                       3, rounds)["round_s"]))
+                                       3, rounds)["steady_round_s"]))
     secure = float(np.mean(federate(fresh_copy(cohort, work / "secagg-cohort"),
-                                    work / "secagg", 3, rounds, secagg=True)["round_s"]))
+                                    work / "secagg", 3, rounds,
+                                    secagg=True)["steady_round_s"]))
     load.append(os.getloadavg()[0])
 
     small = RunSettings.from_run_config(SMALL_MODEL)

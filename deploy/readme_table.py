@@ -142,9 +142,9 @@ REMEDIES = {
             "while the slowest of 10 unequal sites finishes on 2 workers. In seconds the "
             "overhead barely moves with the sites' speed, so its share moves with the machine's "
             "load.",
-            "Measured (2026-11-29): the figure is the median of 3 steady rounds; one round alone "
-            "gave 6.0%, 7.7% and 8.8% in three benches, and 4.0% / 4.5% / 8.4% for the three "
-            "rounds of one run.",
+            "Measured (2026-11-29): the figure is the median of 3 steady rounds (their range is "
+            "in the federation table); one round alone gave 6.0%, 7.7% and 8.8% in three "
+            "benches.",
         ),
     ),
     "sites_100_run": Remedy("fewer CPUs per simulated site, or fewer people per site"),
@@ -419,8 +419,12 @@ def render(doc: dict[str, Any]) -> str:
         if "error" in s:
             lines.append(f"| {n} | fails: {s['error'][:80]} | | |")
         else:
+            spread = [100 * f for c in s.get("per_round") or []
+                      if (f := _num(c.get("overhead_fraction"))) is not None]
+            rounds = (f" (rounds {_fmt(min(spread), 1)}-{_fmt(max(spread), 1)}%)"
+                      if len(spread) > 1 else "")
             lines.append(f"| {n} | {_fmt(s.get('round_s'), 2)} s | {_fmt(s.get('local_s'), 2)} s"
-                         f" | {_fmt(100 * s['overhead_fraction'], 1)}% |")
+                         f" | {_fmt(100 * s['overhead_fraction'], 1)}%{rounds} |")
     sec = fed.get("secagg_overhead") or {}
     bytes_ = _num(fed.get("bytes_per_update"))
     demo_bytes = _num(fed.get("bytes_per_update_demo_model"))

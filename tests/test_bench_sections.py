@@ -188,9 +188,11 @@ def _doc() -> dict:
 def test_the_federation_table_says_it_shows_the_median_of_several_rounds() -> None:
     doc = _doc()
     assert "steady rounds" not in readme_table.render(doc)  # one round each: nothing to say
-    doc["federation"]["sites"]["10"]["per_round"] = [{}, {}, {}]
-    assert "2 sites at a time; the median of 3 steady rounds)" in readme_table.render(
-        {**doc, "federation": {**doc["federation"], "workers": 2}})
+    doc["federation"]["sites"]["10"]["per_round"] = [
+        {"overhead_fraction": f} for f in (0.062, 0.05, 0.102)]
+    text = readme_table.render({**doc, "federation": {**doc["federation"], "workers": 2}})
+    assert "2 sites at a time; the median of 3 steady rounds)" in text
+    assert "| 10 | 4.00 s | 3.80 s | 5.0% (rounds 5.0-10.2%) |" in text
 
 
 def test_a_secagg_ratio_under_one_is_called_noise() -> None:
