@@ -108,6 +108,16 @@ REMEDIES = {
             "with the noise on, 0.757 over 6 noise seeds, and weight decay 0.001 to 0.1 then "
             "gains nothing or loses up to 0.032. About half the gap is the noise, half an "
             "additive fit the noise leaves no room to regularize.",
+            "Not kept: choosing the variants the read-out may use (2026-11-29, validation cohort "
+            "1, read-out only, 4 noise seeds; all 256 variants: 0.761, CHB 0.771; linear score "
+            "0.786, CHB 0.786). Told the 40 true causal variants (it reads the truth) it scored "
+            "0.798 but CHB only 0.778, 0.784 without DP noise: there the true additive liability "
+            "itself scores CHB 0.788, so the linear score is already at CHB's additive ceiling. "
+            "Selections a coordinator could make: the 64 / 128 variants most associated with "
+            "the disease in the pooled training people, without DP (an upper bound), 0.727 / "
+            "0.757; the 128 most associated within each ancestry, 0.771, CHB 0.773; the 20 of an "
+            "L1 fit, 0.786 but CHB 0.768; the 64 / 128 largest read-out weights after round 2 "
+            "(free under DP, post-processing), 0.761 / 0.768, CHB 0.768 / 0.770.",
         ),
     ),
     "worst_vs_best_population": Remedy(
