@@ -5,19 +5,25 @@ batches of 64 people, once as a plain PyTorch step (forward, backward, Adam) and
 grad-sample mode (`hooks`, the default; `functorch`; `ew`, expanded weights; `ghost`, ghost
 clipping) as a full DP-SGD step: per-sample gradients, clipping, noise, Adam, set up as the
 sites set it up (`client.train.make_private`, summed loss; ghost clipping needs Opacus' own
-criterion wrapper instead). Every configuration runs in a FRESH Python process
-(`python -m deploy.bench_cost --worker MODE`), so its peak memory is its own:
+criterion wrapper instead).
 
-- time: `time.perf_counter` over `steps` timed steps after `warmup` untimed ones; the
-  configurations are run in turn `repetitions` times and the fastest repetition is kept;
-- memory: the peak resident set of the worker's own address space (`VmHWM` in
+- time: per DP mode, ONE fresh process (`python -m deploy.bench_cost --paired MODE`) holds
+  the plain model and the DP one (same initial weights) and alternates their steps, `pairs`
+  times after `warmup` untimed steps of each, swapping which goes first every pair. The time
+  ratio is the median over the pairs of (DP step / plain step), with the pairs' middle half
+  beside it. Steps taken a fraction of a second apart see the same machine: timing each
+  configuration in its own process instead moved one process's ratio between 1.04x and 1.49x
+  from one process to the next (8 processes, 2026-11-29), and the same code's bench figure
+  between 1.11x and 1.21x;
+- memory: every configuration runs `repetitions` times, each in a FRESH process
+  (`--worker MODE`), so its peak is its own: the worker's peak resident set (`VmHWM` in
   `/proc/self/status`, reset to the current size through `/proc/self/clear_refs` just before
-  the first step) minus the resident set just before the first step (`/proc/self/statm`,
-  model and data already built): the step's working memory. Not `getrusage().ru_maxrss`:
-  Linux carries the PARENT's peak across fork and exec into it, so every worker started by a
-  bench process holding a 1.4 GB cohort reported 1.4 GB and the ratio compared the parent's
-  memory with itself (0.92x, 2026-11-28). Python's `tracemalloc` does not see torch's
-  allocations and torch has no CPU allocator statistics.
+  the first step) minus the resident set just before the first step (`/proc/self/statm`, model
+  and data already built): the step's working memory, the median over the repetitions. Not
+  `getrusage().ru_maxrss`: Linux carries the PARENT's peak across fork and exec into it, so
+  every worker started by a bench process holding a 1.4 GB cohort reported 1.4 GB and the
+  ratio compared the parent's memory with itself (0.92x, 2026-11-28). Python's `tracemalloc`
+  does not see torch's allocations and torch has no CPU allocator statistics.
 
 Genotypes and panel features are random codes of the right shapes: the model's cost does not
 depend on their values. A mode that fails is recorded with its error, not dropped.
@@ -33,13 +39,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 MODES = ("hooks", "functorch", "ew", "ghost")
 DEFAULT_MODE = "hooks"
-FULL = {"variants": 256, "batch": 64, "warmup": 3, "steps": 12, "repetitions": 5}
-QUICK = {"variants": 32, "batch": 16, "warmup": 1, "steps": 2, "repetitions": 1}
+FULL = {"variants": 256, "batch": 64, "warmup": 3, "steps": 12, "repetitions": 3, "pairs": 40}
+QUICK = {"variants": 32, "batch": 16, "warmup": 1, "steps": 2, "repetitions": 1, "pairs": 3}
 WORKER_TIMEOUT_S = 900
 
 
@@ -68,8 +75,9 @@ def _reset_peak_rss() -> bool:
     return True
 
 
-def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dict[str, Any]:
-    """Time and measure `steps` training steps of one configuration in this process."""
+def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
+    """One configuration's training step on a fresh model with the same initial weights
+    (`torch.manual_seed(0)`) and the same random batch for every mode."""
     import warnings
 
     import numpy as np
@@ -135,6 +143,15 @@ def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dic
             dp_crit(dp_model(x, features), y).backward()
             dp_opt.step()
 
+    return step
+
+
+def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+    """Measure the working memory (and time) of `steps` steps of one configuration, alone in
+    this process."""
+    import torch
+
+    step = training_step(mode, variants, batch)
     peak_reset = _reset_peak_rss()
     rss_before, peak_before = _rss_bytes(), _peak_rss_bytes()
     for _ in range(warmup):
@@ -162,11 +179,46 @@ def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dic
     }
 
 
-def _measure(mode: str, sizes: dict[str, int], out: Path) -> dict[str, Any]:
-    """One configuration in a fresh interpreter; its result or its error."""
-    cmd = [sys.executable, "-m", "deploy.bench_cost", "--worker", mode, "--out", str(out)]
-    for key in ("variants", "batch", "warmup", "steps"):
-        cmd += [f"--{key}", str(sizes[key])]
+def paired_ratio(base_s: list[float], dp_s: list[float]) -> dict[str, Any]:
+    """The DP step's time over the plain step's, from steps timed in pairs.
+
+    Each pair's ratio compares two steps a fraction of a second apart, so a slow spell of the
+    machine scales both; the median over the pairs ignores the pairs a spell split.
+    """
+    if not base_s or len(base_s) != len(dp_s):
+        raise ValueError("need as many DP steps as plain steps, at least one")
+    ratios = [d / b for b, d in zip(base_s, dp_s, strict=True)]
+    q1, _, q3 = (statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1
+                 else ratios * 3)
+    return {"time_ratio": statistics.median(ratios), "time_ratio_iqr": [q1, q3],
+            "pairs": len(ratios), "step_s": statistics.median(dp_s),
+            "nondp_step_s": statistics.median(base_s)}
+
+
+def paired(mode: str, variants: int, batch: int, warmup: int, pairs: int) -> dict[str, Any]:
+    """Time the plain step and one DP mode's step alternately in this one process."""
+    import torch
+
+    steps = {"nondp": training_step("nondp", variants, batch),
+             mode: training_step(mode, variants, batch)}
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(pairs):
+        for name in (("nondp", mode) if i % 2 == 0 else (mode, "nondp")):
+            began = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - began)
+    result = paired_ratio(times["nondp"], times[mode])
+    return {**result, "samples_per_s": batch / result["step_s"],
+            "nondp_samples_per_s": batch / result["nondp_step_s"],
+            "threads": torch.get_num_threads()}
+
+
+def _run_worker(args: list[str], out: Path) -> dict[str, Any]:
+    """`python -m deploy.bench_cost ARGS --out OUT` in a fresh interpreter: its result or error."""
+    cmd = [sys.executable, "-m", "deploy.bench_cost", *args, "--out", str(out)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
                               cwd=Path(__file__).resolve().parent.parent)
@@ -178,82 +230,118 @@ def _measure(mode: str, sizes: dict[str, int], out: Path) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def _ratios(dp: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    if "error" in dp:
-        return {"error": dp["error"]}
-    memory = (dp["step_memory_bytes"] / base["step_memory_bytes"]
-              if base["step_memory_bytes"] > 0 else None)
+def _measure(mode: str, sizes: dict[str, int], out: Path) -> dict[str, Any]:
+    """One configuration's memory worker in a fresh interpreter."""
+    return _run_worker(["--worker", mode, *(f"--{key}={sizes[key]}" for key in
+                                            ("variants", "batch", "warmup", "steps"))], out)
+
+
+def _measure_paired(mode: str, sizes: dict[str, int], out: Path) -> dict[str, Any]:
+    """One DP mode timed against the plain step in a fresh interpreter."""
+    return _run_worker(["--paired", mode, *(f"--{key}={sizes[key]}" for key in
+                                            ("variants", "batch", "warmup", "pairs"))], out)
+
+
+def _summary(dp: list[dict[str, Any]], base: list[dict[str, Any]],
+             timed: dict[str, Any]) -> dict[str, Any]:
+    """One mode's row: time from its paired run, memory as the median over its workers."""
+    failed = next((r for r in [*dp, timed] if "error" in r), None)
+    if failed is not None:
+        return {"error": failed["error"]}
+    memory = statistics.median(r["step_memory_bytes"] for r in dp)
+    base_memory = statistics.median(r["step_memory_bytes"] for r in base)
+    peak = statistics.median(r["peak_rss_bytes"] for r in dp)
     return {
-        "time_ratio": dp["step_s"] / base["step_s"],
-        "memory_ratio": memory,
-        "peak_rss_ratio": dp["peak_rss_bytes"] / base["peak_rss_bytes"],
-        "samples_per_s": dp["samples_per_s"],
-        "step_s": dp["step_s"],
-        "step_memory_bytes": dp["step_memory_bytes"],
-        "peak_rss_bytes": dp["peak_rss_bytes"],
+        "time_ratio": timed["time_ratio"],
+        "time_ratio_iqr": timed["time_ratio_iqr"],
+        "pairs": timed["pairs"],
+        "memory_ratio": memory / base_memory if base_memory > 0 else None,
+        "memory_ratios": [d["step_memory_bytes"] / b["step_memory_bytes"]
+                          for d, b in zip(dp, base, strict=True) if b["step_memory_bytes"] > 0],
+        "peak_rss_ratio": peak / statistics.median(r["peak_rss_bytes"] for r in base),
+        "samples_per_s": timed["samples_per_s"],
+        "step_s": timed["step_s"],
+        "nondp_step_s": timed["nondp_step_s"],
+        "step_memory_bytes": memory,
+        "peak_rss_bytes": peak,
     }
 
 
 def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     sizes = QUICK if quick else FULL
     configs = ("nondp", *MODES)
-    best: dict[str, dict[str, Any]] = {}
+    workers: dict[str, list[dict[str, Any]]] = {mode: [] for mode in configs}
     load = [os.getloadavg()[0]]
     for rep in range(sizes["repetitions"]):
         for mode in configs:
-            if "error" in best.get(mode, {}):
+            if any("error" in r for r in workers[mode]):
                 continue  # a mode that failed once fails again; do not pay for it twice
-            print(f"  dp_cost: {mode} (repetition {rep + 1})", file=sys.stderr, flush=True)
-            result = _measure(mode, sizes, work_dir / f"{mode}-{rep}.json")
-            if mode not in best or "error" in result or result["step_s"] < best[mode]["step_s"]:
-                best[mode] = result
+            print(f"  dp_cost: {mode} memory (repetition {rep + 1})", file=sys.stderr, flush=True)
+            workers[mode].append(_measure(mode, sizes, work_dir / f"{mode}-{rep}.json"))
+    base = workers["nondp"]
+    if any("error" in r for r in base):
+        raise RuntimeError(f"the non-private step failed: {base[0]['error']}")
+    modes: dict[str, dict[str, Any]] = {}
+    for mode in MODES:
+        timed: dict[str, Any] = next((r for r in workers[mode] if "error" in r), {})
+        if not timed:
+            print(f"  dp_cost: {mode} time, {sizes['pairs']} steps alternating with plain ones",
+                  file=sys.stderr, flush=True)
+            timed = _measure_paired(mode, sizes, work_dir / f"{mode}-paired.json")
+        modes[mode] = _summary(workers[mode], base, timed)
     load.append(os.getloadavg()[0])
-    base = best["nondp"]
-    if "error" in base:
-        raise RuntimeError(f"the non-private step failed: {base['error']}")
-    modes = {mode: _ratios(best[mode], base) for mode in MODES}
     default = modes[DEFAULT_MODE]
     if "error" in default:
         raise RuntimeError(f"the default grad-sample mode failed: {default['error']}")
     return {
         "time_ratio": default["time_ratio"],
+        "time_ratio_iqr": default["time_ratio_iqr"],
         "memory_ratio": default["memory_ratio"],
         "default_mode": DEFAULT_MODE,
-        "nondp_samples_per_s": base["samples_per_s"],
-        "nondp_step_s": base["step_s"],
-        "nondp_step_memory_bytes": base["step_memory_bytes"],
-        "nondp_peak_rss_bytes": base["peak_rss_bytes"],
+        "nondp_samples_per_s": sizes["batch"] / default["nondp_step_s"],
+        "nondp_step_s": default["nondp_step_s"],
+        "nondp_step_memory_bytes": statistics.median(r["step_memory_bytes"] for r in base),
+        "nondp_peak_rss_bytes": statistics.median(r["peak_rss_bytes"] for r in base),
         "modes": modes,
         "batch_size": sizes["batch"],
         "panel_variants": sizes["variants"],
         "warmup_steps": sizes["warmup"],
         "timed_steps": sizes["steps"],
+        "timed_pairs": sizes["pairs"],
         "repetitions": sizes["repetitions"],
-        "torch_threads": base["threads"],
+        "torch_threads": base[0]["threads"],
         "load_average_1min": load,
         "method": (
-            "each configuration (non-DP, and DP-SGD per Opacus grad_sample_mode) in a fresh "
-            "Python process on the demo model (RunSettings defaults) with random genotype codes; "
-            "time = perf_counter over the timed steps after warm-up, fastest of the repetitions; "
-            "memory = the worker's own peak RSS (VmHWM, reset via /proc/self/clear_refs before "
-            "the first step) after the steps minus the RSS (/proc/self/statm) just before the "
-            "first step, i.e. the step's working memory (memory_ratio); "
-            "peak_rss_ratio compares whole-process peaks (interpreter, torch and model included)"
+            "the demo model (RunSettings defaults) on random genotype codes; time: per DP mode "
+            "one fresh Python process alternates plain and DP-SGD steps (same initial weights, "
+            "which goes first swapped every pair) after warm-up; time_ratio = the median over "
+            "the pairs of DP step / plain step, time_ratio_iqr its quartiles, samples/s from "
+            "each side's median step; memory: each configuration `repetitions` times in a "
+            "fresh process, the worker's own peak RSS (VmHWM, reset via /proc/self/clear_refs "
+            "before the first step) after the steps minus the RSS (/proc/self/statm) just "
+            "before the first step, i.e. the step's working memory, the median over the "
+            "repetitions (memory_ratio; memory_ratios per repetition); peak_rss_ratio compares "
+            "whole-process peaks (interpreter, torch and model included)"
         ),
     }
 
 
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.bench_cost")
-    parser.add_argument("--worker", required=True, choices=("nondp", *MODES))
+    role = parser.add_mutually_exclusive_group(required=True)
+    role.add_argument("--worker", choices=("nondp", *MODES), help="memory of one configuration")
+    role.add_argument("--paired", choices=MODES, help="time of one DP mode against plain steps")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variants", type=int, default=FULL["variants"])
-    parser.add_argument("--batch", type=int, default=FULL["batch"])
-    parser.add_argument("--warmup", type=int, default=FULL["warmup"])
-    parser.add_argument("--steps", type=int, default=FULL["steps"])
+    for key in ("variants", "batch", "warmup", "steps", "pairs"):
+        parser.add_argument(f"--{key}", type=int, default=FULL[key])
     args = parser.parse_args(argv)
-    result = worker(args.worker, args.variants, args.batch, args.warmup, args.steps)
-    if not all(math.isfinite(v) for v in result.values()):
+    if args.worker:
+        result = worker(args.worker, args.variants, args.batch, args.warmup, args.steps)
+    else:
+        result = paired(args.paired, args.variants, args.batch, args.warmup, args.pairs)
+    numbers = [v for v in result.values() if isinstance(v, int | float)]
+    numbers += [v for value in result.values() if isinstance(value, list) for v in value]
+    if not all(math.isfinite(v) for v in numbers):
         raise RuntimeError(f"non-finite measurement: {result}")
     Path(args.out).write_text(json.dumps(result))
     return 0

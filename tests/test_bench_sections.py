@@ -195,6 +195,18 @@ def test_the_federation_table_says_it_shows_the_median_of_several_rounds() -> No
     assert "| 10 | 4.00 s | 3.80 s | 5.0% (rounds 5.0-10.2%) |" in text
 
 
+def test_the_dp_cost_rows_show_the_middle_half_of_the_pairs() -> None:
+    doc = _doc()
+    assert "(pairs" not in readme_table.render(doc)  # measured before pairing: nothing to add
+    doc["dp_cost"].update(timed_pairs=40, time_ratio_iqr=[1.05, 1.2], modes={"hooks": {
+        "time_ratio": 1.12, "time_ratio_iqr": [1.05, 1.2], "memory_ratio": 1.45,
+        "samples_per_s": 250.0}})
+    text = readme_table.render(doc)
+    assert "| hooks | 1.12x (pairs 1.05-1.20x) | 1.45x | 250 |" in text
+    assert "| 1.12x (pairs 1.05-1.20x) | +0.180 | yes |" in text
+    assert "the median of 40 steps alternating with plain ones" in text
+
+
 def test_a_secagg_ratio_under_one_is_called_noise() -> None:
     doc = _doc()
     for plain, secure, noted in ((4.0, 4.4, False), (4.7, 4.15, True)):
@@ -362,15 +374,42 @@ def test_quick_bench_runner_writes_and_renders_a_section(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("mode", ["nondp", "hooks"])
-def test_dp_cost_worker_times_real_steps(mode: str) -> None:
-    """One configuration of the DP-cost section: real (DP-)SGD steps, positive measurements."""
-    from deploy.bench_cost import _ratios, worker
+def test_dp_cost_worker_measures_real_steps(mode: str) -> None:
+    """One configuration's memory worker: real (DP-)SGD steps, positive measurements."""
+    from deploy.bench_cost import worker
 
     result = worker(mode, variants=16, batch=8, warmup=1, steps=2)
     assert result["step_s"] > 0 and result["samples_per_s"] > 0
     assert result["peak_rss_bytes"] > 0 and result["rss_before_bytes"] > 0
-    ratio = _ratios(result, {**result, "step_s": result["step_s"] / 2})
-    assert ratio["time_ratio"] == pytest.approx(2.0)
+
+
+def test_the_dp_time_ratio_is_the_median_of_paired_steps() -> None:
+    """A slow spell that doubles both steps of a pair leaves the ratio alone; one odd pair does
+    not move the median."""
+    from deploy.bench_cost import paired_ratio
+
+    steady = paired_ratio([0.2, 0.4, 0.2, 0.4], [0.22, 0.44, 0.22, 0.44])
+    assert steady["time_ratio"] == pytest.approx(1.1)
+    assert steady["time_ratio_iqr"] == pytest.approx([1.1, 1.1])
+    assert steady["step_s"] == pytest.approx(0.33) and steady["pairs"] == 4
+    # A spell that slows a single DP step only moves the upper quartile, never the median.
+    spell = paired_ratio([0.2, 0.2, 0.2, 0.2, 0.2], [0.22, 0.22, 0.5, 0.22, 0.22])
+    assert spell["time_ratio"] == pytest.approx(1.1)
+    assert spell["time_ratio_iqr"] == pytest.approx([1.1, 1.1])
+    with pytest.raises(ValueError, match="as many"):
+        paired_ratio([0.2, 0.2], [0.2])
+
+
+def test_dp_cost_times_both_steps_in_one_process() -> None:
+    """The paired timer alternates real plain and DP-SGD steps (hooks, the sites' mode)."""
+    from deploy.bench_cost import paired
+
+    result = paired("hooks", variants=16, batch=8, warmup=1, pairs=4)
+    assert result["pairs"] == 4
+    lo, hi = result["time_ratio_iqr"]
+    assert 0 < lo <= result["time_ratio"] <= hi
+    assert result["step_s"] > 0 and result["nondp_step_s"] > 0
+    assert result["samples_per_s"] == pytest.approx(8 / result["step_s"])
 
 
 def test_dp_cost_worker_memory_is_its_own_not_its_parents(tmp_path: Path) -> None:
