@@ -129,9 +129,10 @@ class Site:
             "delta": delta,
             "noise_multiplier": sigma,
             "train_loss": result.mean_loss,
-            # Wall seconds of this round's work here (data, accounting, DP-SGD): lets the
-            # coordinator tell a slow site from a slow network.
+            # Wall seconds of this round's work here (data, accounting, DP-SGD) and when it
+            # ended (Unix time): let the coordinator tell a slow site from a slow network.
             "train_s": time.perf_counter() - began,
+            "train_ended_at": time.time(),
         })
 
     def evaluate(
@@ -151,4 +152,5 @@ class Site:
             "site": self.name,
             "scores": scores.to_json(min_count=self.settings.suppression_k),
             "evaluate_s": time.perf_counter() - began,
+            "evaluate_ended_at": time.time(),
         }

@@ -13,18 +13,21 @@ small model. Method:
   also pays Ray start-up, cold VCF loads and each site's one-off noise calibration, so it is not
   used; only the run's last round has an evaluation round-trip of its own, see
   `server/strategy.py`, and it comes after the last checkpoint).
-- `local_s`: the sites' own work in that round, from the seconds each site reports with its
-  reply (`evaluate_s`: `Site.evaluate` of round r-1's aggregate; `train_s`: `Site.fit`, data
-  load to weights), which the coordinator keeps in results.json under rounds r-1 and r. The
-  round ends when its slowest site answers, and `workers` sites run at once (CPUs / CPUs per
-  site), so it needs at least `max(sum / workers, longest site)` seconds over each site's
-  evaluate + train. Measured inside the real run, so the sites' work is timed under the same
-  load as the round (Flower's own processes took ~0.5 CPU-seconds of a 10 s round here, which
-  this counts as the sites' time).
-- `overhead_s = round_s - local_s` (coordinator, Flower/Ray messaging and scheduling, process
-  and data hand-offs, idle workers) and `overhead_fraction = overhead_s / round_s`. Apart from
-  that ~5% of a core, `local_s` is a lower bound on the sites' share, so the overhead is an
-  upper bound on Flower's.
+- `local_s`: the time in that round during which at least one site was doing its own work.
+  Each site reports, with its reply, the seconds its work took and the Unix time it ended
+  (`evaluate_s`/`evaluate_ended_at`: `Site.evaluate` of round r-1's aggregate, kept under
+  round r-1; `train_s`/`train_ended_at`: `Site.fit`, data load to weights), which the
+  coordinator keeps in results.json; the union of those intervals within the round is
+  `local_s`. Measured inside the real run, so the sites' work is timed under the same load as
+  the round (Flower's own processes took ~0.5 CPU-seconds of a 10 s round here, which this
+  counts as the sites' time).
+- `overhead_s = round_s - local_s`: the time no site was working (coordinator, Flower/Ray
+  messaging and scheduling, process and data hand-offs), and `overhead_fraction = overhead_s
+  / round_s`. Until 2026-11-29 the sites' share was the least time their work needs on
+  `workers` workers, `max(sum / workers, longest site)` (kept as `local_bound_s`), which also
+  counted as overhead a worker left idle while the other finished the round's last site: at
+  10 unequal sites on 2 workers that packing loss is up to one site's work and moved the
+  figure between 6% and 13% from round to round.
 - The full bench runs 4 rounds, so 3 steady rounds (2, 3, 4), and reports the round with the
   median overhead fraction, every figure from that one round; `per_round` keeps all three. One
   round alone moved the 10-site figure between 6.0% and 8.8% from one bench to the next.
@@ -107,31 +110,55 @@ def federate(cohort: Path, work: Path, sites: int, rounds: int, **extra: object)
     wall = time.perf_counter() - began
     records = json.loads((run_dir / "results.json").read_text())["rounds"]
     return {"steady_round_s": steady_round_s(run_dir, rounds), "run_s": wall,
-            "rounds": records}
+            "checkpoint_times": checkpoint_times(run_dir, rounds), "rounds": records}
 
 
-def round_costs(round_s: list[float], records: list[dict], workers: int) -> list[dict[str, Any]]:
+def busy_s(intervals: list[tuple[float, float]], window: tuple[float, float]) -> float:
+    """Seconds of `window` during which at least one of `intervals` was under way."""
+    lo, hi = window
+    clipped = sorted((max(a, lo), min(b, hi)) for a, b in intervals if min(b, hi) > max(a, lo))
+    total, reach = 0.0, lo
+    for a, b in clipped:
+        if b > reach:
+            total += b - max(a, reach)
+            reach = b
+    return total
+
+
+def round_costs(ends: list[float], records: list[dict], workers: int) -> list[dict[str, Any]]:
     """Each steady round's wall time split into the sites' own work and the rest.
 
-    `round_s[i]` is round i + 2's wall time; the sites' seconds for it are their evaluation of
-    round i + 1's aggregate (kept under that round) and their training in round i + 2.
+    `ends[i]` is when round i + 1's checkpoint was written, so round r (r >= 2) runs from
+    ends[r - 2] to ends[r - 1]. Its sites' work is their evaluation of round r-1's aggregate
+    (kept under that round) and their training in round r, each reported with its seconds and
+    the Unix time it ended: `local_s` is the time in the round during which at least one site
+    was at work, `overhead_s` the rest, when no site was. `local_bound_s` is the least time
+    the same work needs on `workers` workers (the bound used before sites reported when their
+    work ended): the gap between the two is workers left idle by the simulation's packing of
+    unequal sites, not time spent by the coordinator.
     """
     by_round = {int(r["round"]): r for r in records}
     costs = []
-    for i, wall in enumerate(round_s):
+    for i in range(len(ends) - 1):
         missing = [r for r in (i + 1, i + 2) if r not in by_round]
         if missing:
             raise RuntimeError(f"results.json has no record of round {missing[0]}")
         before, this = by_round[i + 1], by_round[i + 2]
         evaluate, train = before.get("evaluate_s") or {}, this.get("train_s") or {}
-        if set(evaluate) != set(train):
+        evaluate_end = before.get("evaluate_ended_at") or {}
+        train_end = this.get("train_ended_at") or {}
+        if not set(evaluate) == set(train) == set(evaluate_end) == set(train_end):
             raise RuntimeError(f"round {i + 2}: {len(train)} sites reported their training "
                                f"time, {len(evaluate)} their evaluation of round {i + 1}, or "
-                               "not the same sites")
-        local = phase_s([evaluate[s] + t for s, t in train.items()], workers)
+                               "not the same sites, or not when their work ended")
+        wall = ends[i + 1] - ends[i]
+        intervals = [(evaluate_end[s] - evaluate[s], evaluate_end[s]) for s in evaluate]
+        intervals += [(train_end[s] - train[s], train_end[s]) for s in train]
+        local = busy_s(intervals, (ends[i], ends[i + 1]))
         costs.append({
             "round": i + 2, "sites": len(train), "round_s": wall, "local_s": local,
             "overhead_s": wall - local, "overhead_fraction": (wall - local) / wall,
+            "local_bound_s": phase_s([evaluate[s] + t for s, t in train.items()], workers),
             "sites_train_sum_s": float(sum(train.values())),
             "sites_evaluate_sum_s": float(sum(evaluate.values())),
             "longest_site_train_s": float(max(train.values())),
@@ -172,7 +199,7 @@ def scaling(n_sites: int, work: Path, quick: bool, workers: int) -> dict[str, An
     rounds = ROUNDS_QUICK if quick else ROUNDS_FULL
     say("federation", f"{n_sites} sites: {rounds} rounds through Flower's simulation engine")
     fed = federate(fresh_copy(cohort, work / "cohort-run"), work, n_sites, rounds)
-    costs = round_costs(fed["steady_round_s"], fed["rounds"], workers)
+    costs = round_costs(fed["checkpoint_times"], fed["rounds"], workers)
     if any(c["sites"] != n_sites for c in costs):
         raise RuntimeError(f"not all {n_sites} sites reported their time in every round")
     reported = median_round(costs)
@@ -236,8 +263,11 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
             "round_s = mtime(round-r.pt) - mtime(round-(r-1).pt), the coordinator's checkpoints "
             "(round r's one round-trip: each site scores round r-1's aggregate, then trains on "
             "it: a steady-state round, r >= 2); the round with the median overhead_fraction is "
-            "reported, all in per_round; local_s = max(sum / workers, longest) over each site's "
-            "reported seconds for that evaluation + that training; overhead_fraction = "
-            "(round_s - local_s) / round_s; bytes_per_update = float32 weights one site sends"
+            "reported, all in per_round; local_s = the time within the round during which at "
+            "least one site was working (union of each site's evaluation of round r-1 and "
+            "training in round r, from the seconds and end times it reports); overhead_fraction "
+            "= (round_s - local_s) / round_s, the time no site was working; local_bound_s = "
+            "max(sum / workers, longest), the least time the same work needs on the workers; "
+            "bytes_per_update = float32 weights one site sends"
         ),
     }

@@ -148,13 +148,14 @@ REMEDIES = {
             "In (2026-11-28): no evaluation round-trip; the sites score each aggregate on the "
             "next round's training message (0.67 s of overhead in a 6.18 s round before, 0.38 s "
             "of 6.26 s after).",
-            "What is left: Flower's 0.1 s polling at both ends of the round, and workers idle "
-            "while the slowest of 10 unequal sites finishes on 2 workers. In seconds the "
-            "overhead barely moves with the sites' speed, so its share moves with the machine's "
-            "load.",
+            "What is left: Flower's 0.1 s polling at both ends of the round, message hand-offs "
+            "and aggregation. In seconds the overhead barely moves with the sites' speed, so "
+            "its share moves with the machine's load.",
             "Measured (2026-11-29): the figure is the median of 3 steady rounds (their range is "
-            "in the federation table); one round alone gave 6.0%, 7.7% and 8.8% in three "
-            "benches.",
+            "in the federation table), and the sites' work is the time at least one site was "
+            "working, from the end times they report. Before, it was the least time their work "
+            "needs on 2 workers, which counted a worker left idle by the packing of 10 unequal "
+            "sites as overhead: 11.4% (rounds 8.1-13.2%) in the bench of 2887bff.",
         ),
     ),
     "sites_100_run": Remedy("fewer CPUs per simulated site, or fewer people per site"),

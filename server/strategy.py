@@ -109,9 +109,12 @@ class RoundRecord:
     train_loss: dict[str, float] = field(default_factory=dict)
     metrics: dict | None = None
     weights_sha256: str | None = None
-    # Each site's own wall seconds for the round's training and evaluation, as it reports them.
+    # Each site's own wall seconds for the round's training and evaluation, and when each ended
+    # (Unix time), as it reports them: what a round spent at the sites and what it spent here.
     train_s: dict[str, float] = field(default_factory=dict)
     evaluate_s: dict[str, float] = field(default_factory=dict)
+    train_ended_at: dict[str, float] = field(default_factory=dict)
+    evaluate_ended_at: dict[str, float] = field(default_factory=dict)
 
 
 class GenofedStrategy(FedAvg):
@@ -191,6 +194,8 @@ class GenofedStrategy(FedAvg):
                 rec.privacy[site] = {"epsilon": float(m["epsilon"]), "delta": float(m["delta"])}
             if "train_s" in m:
                 rec.train_s[site] = float(m["train_s"])
+            if "train_ended_at" in m:
+                rec.train_ended_at[site] = float(m["train_ended_at"])
             if int(m.get("declined", 0)):
                 rec.declined[site] = str(m.get("reason", "declined"))
                 log(WARNING, "round %d: site %s declined: %s", server_round, site,
@@ -242,6 +247,8 @@ class GenofedStrategy(FedAvg):
             metrics, site = res.metrics, _site(proxy, res.metrics)
             if "evaluate_s" in metrics:
                 rec.evaluate_s[site] = float(metrics["evaluate_s"])
+            if "evaluate_ended_at" in metrics:
+                rec.evaluate_ended_at[site] = float(metrics["evaluate_ended_at"])
             try:
                 merged = merged.merge(GroupedScores.from_json(str(metrics["scores"])))
             except (KeyError, ValueError) as err:

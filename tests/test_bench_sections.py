@@ -18,7 +18,13 @@ import pandas as pd
 import pytest
 
 from deploy import readme_table
-from deploy.bench_federation import median_round, phase_s, round_costs, steady_round_s
+from deploy.bench_federation import (
+    busy_s,
+    median_round,
+    phase_s,
+    round_costs,
+    steady_round_s,
+)
 from deploy.bench_utility import (
     attainable,
     auroc_by_population,
@@ -139,25 +145,50 @@ def test_steady_round_time_comes_from_checkpoint_times(tmp_path: Path) -> None:
 
 def test_each_steady_round_is_split_and_the_median_round_is_reported() -> None:
     """Round r's sites' work is their evaluation of round r-1 (kept under r-1) plus their
-    training in round r; the reported round is the one with the median overhead share."""
+    training in round r, timed by when each ended; the reported round is the one with the
+    median overhead share."""
+    def rec(r: int, train: dict, evaluate: dict) -> dict:
+        # {site: (seconds, ended at)}
+        return {"round": r, "train_s": {k: v[0] for k, v in train.items()},
+                "train_ended_at": {k: v[1] for k, v in train.items()},
+                "evaluate_s": {k: v[0] for k, v in evaluate.items()},
+                "evaluate_ended_at": {k: v[1] for k, v in evaluate.items()}}
+
+    # Checkpoints at 10, 13, 15, 19: rounds 2, 3, 4 run 10-13, 13-15, 15-19.
     records = [
-        {"round": 1, "train_s": {"a": 9.0, "b": 9.0}, "evaluate_s": {"a": 0.5, "b": 0.5}},
-        {"round": 2, "train_s": {"a": 2.0, "b": 1.0}, "evaluate_s": {"a": 0.2, "b": 0.2}},
-        {"round": 3, "train_s": {"a": 1.5, "b": 1.5}, "evaluate_s": {"a": 0.1, "b": 0.1}},
-        {"round": 4, "train_s": {"a": 2.0, "b": 2.0}, "evaluate_s": {"a": 7.0, "b": 7.0}},
+        rec(1, {"a": (9.0, 9.5), "b": (9.0, 9.6)}, {"a": (0.2, 10.4), "b": (0.2, 10.5)}),
+        # round 2: a evaluates 10.2-10.4, trains 10.4-12.4; b 10.3-10.5, then 11.2-12.2 after a
+        # wait: busy 10.2-12.4 = 2.2 s of 3 s, as is the bound (a's 2.2 s).
+        rec(2, {"a": (2.0, 12.4), "b": (1.0, 12.2)}, {"a": (0.1, 13.2), "b": (0.1, 13.3)}),
+        # round 3: a 13.1-13.2 then 13.2-14.5, b 13.2-13.3 then 13.3-14.0: busy 1.4 s of 2 s.
+        rec(3, {"a": (1.3, 14.5), "b": (0.7, 14.0)}, {"a": (0.5, 15.5), "b": (0.5, 16.0)}),
+        # round 4: evaluations 15.0-15.5, 15.5-16.0; trainings 16.0-17.0 and 17.0-18.0, one
+        # after the other (one worker idle): busy 15.0-18.0 = 3 s, the bound only 1.5 s.
+        rec(4, {"a": (1.0, 17.0), "b": (1.0, 18.0)}, {"a": (7.0, 30.0), "b": (7.0, 30.0)}),
     ]
-    costs = round_costs([3.0, 2.0, 4.0], records, workers=2)
+    costs = round_costs([10.0, 13.0, 15.0, 19.0], records, workers=2)
     assert [c["round"] for c in costs] == [2, 3, 4]
-    assert [c["local_s"] for c in costs] == pytest.approx([2.5, 1.7, 2.1])
-    assert [c["overhead_fraction"] for c in costs] == pytest.approx([0.5 / 3, 0.3 / 2, 1.9 / 4])
-    assert costs[2]["sites_evaluate_sum_s"] == pytest.approx(0.2)  # not round 4's own scoring
+    assert [c["round_s"] for c in costs] == pytest.approx([3.0, 2.0, 4.0])
+    assert [c["local_s"] for c in costs] == pytest.approx([2.2, 1.4, 3.0])
+    assert [c["local_bound_s"] for c in costs] == pytest.approx([2.2, 1.4, 1.5])
+    assert [c["overhead_fraction"] for c in costs] == pytest.approx([0.8 / 3, 0.6 / 2, 1.0 / 4])
+    assert costs[2]["sites_evaluate_sum_s"] == pytest.approx(1.0)  # not round 4's own scoring
     reported = median_round(costs)
-    assert reported["round"] == 2 and reported["overhead_s"] == pytest.approx(0.5)
-    assert median_round(costs[1:])["round"] == 3  # even count: the lower middle
+    assert reported["round"] == 2 and reported["overhead_s"] == pytest.approx(0.8)
+    assert median_round(costs[1:])["round"] == 4  # even count: the lower middle
     with pytest.raises(RuntimeError, match="not the same sites"):
-        round_costs([3.0], [records[0], {**records[1], "train_s": {"a": 2.0}}], workers=2)
+        round_costs([10.0, 13.0], [records[0], {**records[1], "train_s": {"a": 2.0}}], workers=2)
+    with pytest.raises(RuntimeError, match="not when their work ended"):
+        round_costs([10.0, 13.0], [records[0], {**records[1], "train_ended_at": {}}], workers=2)
     with pytest.raises(RuntimeError, match="no record of round 2"):
-        round_costs([3.0], records[:1], workers=2)
+        round_costs([10.0, 13.0], records[:1], workers=2)
+
+
+def test_busy_time_is_the_union_of_the_intervals_within_the_window() -> None:
+    assert busy_s([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)], (0.0, 10.0)) == pytest.approx(4.0)
+    assert busy_s([(-5.0, 1.0), (9.0, 12.0)], (0.0, 10.0)) == pytest.approx(2.0)  # clipped
+    assert busy_s([(0.0, 4.0), (1.0, 2.0)], (0.0, 10.0)) == pytest.approx(4.0)  # nested
+    assert busy_s([(11.0, 12.0)], (0.0, 10.0)) == 0.0
 
 
 def test_a_phase_lasts_at_least_its_slowest_site_and_its_share_per_worker() -> None:

@@ -75,6 +75,9 @@ def test_two_sites_two_rounds(
         # each site's own seconds of work, as it reported them (the coordinator's telemetry)
         assert sorted(r["train_s"]) == sorted(r["evaluate_s"]) == ["site-1", "site-2"]
         assert all(0 < s < elapsed for s in [*r["train_s"].values(), *r["evaluate_s"].values()])
+        assert sorted(r["train_ended_at"]) == sorted(r["evaluate_ended_at"]) == ["site-1", "site-2"]
+        for site, ended in r["train_ended_at"].items():  # trained, then scored the aggregate
+            assert ended < r["evaluate_ended_at"][site] <= time.time()
     eps = {s: [r["privacy"][s]["epsilon"] for r in rounds] for s in ("site-1", "site-2")}
     assert all(e[1] > e[0] for e in eps.values())  # cumulative, never reset
     assert all(e[-1] <= 8.0 for e in eps.values())

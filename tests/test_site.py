@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +100,11 @@ def test_what_leaves_the_site_holds_no_person_level_data(site_dir: Path) -> None
     sent = json.dumps({"fit": fit.metrics, "eval": metrics, "loss": loss, "n": n})
     assert not any(i in sent for i in ids)
     assert set(fit.metrics) <= {"site", "declined", "epsilon", "delta", "noise_multiplier",
-                                "train_loss", "train_s", "reason"}
-    assert set(metrics) == {"site", "scores", "evaluate_s"}
+                                "train_loss", "train_s", "train_ended_at", "reason"}
+    assert set(metrics) == {"site", "scores", "evaluate_s", "evaluate_ended_at"}
     assert fit.metrics["train_s"] > 0 and metrics["evaluate_s"] > 0
+    # When the work ended, in Unix time: the training before the evaluation that followed it.
+    assert fit.metrics["train_ended_at"] < metrics["evaluate_ended_at"] <= time.time()
     scores = json.loads(metrics["scores"])
     n_test = int((site.data().cohort.split == "test").sum())
     for group in scores["groups"].values():
