@@ -364,6 +364,8 @@ def test_committed_readme_matches_committed_bench_json() -> None:
         fractions = [c["overhead_fraction"] for c in site["per_round"]]
         assert len(fractions) == doc["federation"]["rounds"] - 1 >= 3, n
         assert site["overhead_fraction"] == pytest.approx(float(np.median(fractions))), n
+        for c in site["per_round"]:  # at most `workers` sites at once: busy >= the bound
+            assert c["local_bound_s"] - 0.01 <= c["local_s"] < c["round_s"], (n, c)
     # The interaction reference is the linear score plus the true pairs' products.
     pairs = util["settings"]["cohort"]["n_interactions"]
     assert util["interaction_reference_fit"]["pairs"] == pairs
