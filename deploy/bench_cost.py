@@ -147,29 +147,17 @@ def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
 
 
 def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dict[str, Any]:
-    """Measure the working memory (and time) of `steps` steps of one configuration, alone in
-    this process."""
+    """The working memory of `warmup + steps` steps of one configuration, alone in this
+    process (its time is measured by `paired`, against the plain step)."""
     import torch
 
     step = training_step(mode, variants, batch)
     peak_reset = _reset_peak_rss()
     rss_before, peak_before = _rss_bytes(), _peak_rss_bytes()
-    for _ in range(warmup):
+    for _ in range(warmup + steps):
         step()
-    times = []
-    for _ in range(steps):
-        began = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - began)
     peak = _peak_rss_bytes()
-    # The median step: one step slowed by something else on the machine (a process of the
-    # previous section still exiting, the kernel) moves a mean of a dozen steps by several
-    # percent, enough to flip a 1.3x goal either way between runs.
-    step_s = statistics.median(times)
     return {
-        "step_s": step_s,
-        "mean_step_s": sum(times) / steps,
-        "samples_per_s": batch / step_s,
         "peak_rss_bytes": peak,
         "rss_before_bytes": rss_before,
         "peak_before_bytes": peak_before,
@@ -212,7 +200,6 @@ def paired(mode: str, variants: int, batch: int, warmup: int, pairs: int) -> dic
             times[name].append(time.perf_counter() - began)
     result = paired_ratio(times["nondp"], times[mode])
     return {**result, "samples_per_s": batch / result["step_s"],
-            "nondp_samples_per_s": batch / result["nondp_step_s"],
             "threads": torch.get_num_threads()}
 
 
@@ -230,24 +217,21 @@ def _run_worker(args: list[str], out: Path) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def _measure(mode: str, sizes: dict[str, int], out: Path) -> dict[str, Any]:
-    """One configuration's memory worker in a fresh interpreter."""
-    return _run_worker(["--worker", mode, *(f"--{key}={sizes[key]}" for key in
-                                            ("variants", "batch", "warmup", "steps"))], out)
+# What each role of the worker process needs from the sizes.
+ROLE_SIZES = {"worker": ("variants", "batch", "warmup", "steps"),
+              "paired": ("variants", "batch", "warmup", "pairs")}
 
 
-def _measure_paired(mode: str, sizes: dict[str, int], out: Path) -> dict[str, Any]:
-    """One DP mode timed against the plain step in a fresh interpreter."""
-    return _run_worker(["--paired", mode, *(f"--{key}={sizes[key]}" for key in
-                                            ("variants", "batch", "warmup", "pairs"))], out)
+def _measure(mode: str, sizes: dict[str, int], out: Path, role: str = "worker") -> dict[str, Any]:
+    """One configuration's memory worker (or one DP mode's paired timer) in a fresh
+    interpreter."""
+    return _run_worker([f"--{role}", mode, *(f"--{k}={sizes[k]}" for k in ROLE_SIZES[role])],
+                       out)
 
 
 def _summary(dp: list[dict[str, Any]], base: list[dict[str, Any]],
              timed: dict[str, Any]) -> dict[str, Any]:
     """One mode's row: time from its paired run, memory as the median over its workers."""
-    failed = next((r for r in [*dp, timed] if "error" in r), None)
-    if failed is not None:
-        return {"error": failed["error"]}
     memory = statistics.median(r["step_memory_bytes"] for r in dp)
     base_memory = statistics.median(r["step_memory_bytes"] for r in base)
     peak = statistics.median(r["peak_rss_bytes"] for r in dp)
@@ -283,12 +267,14 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         raise RuntimeError(f"the non-private step failed: {base[0]['error']}")
     modes: dict[str, dict[str, Any]] = {}
     for mode in MODES:
-        timed: dict[str, Any] = next((r for r in workers[mode] if "error" in r), {})
-        if not timed:
+        failed = next((r for r in workers[mode] if "error" in r), None)
+        if failed is None:
             print(f"  dp_cost: {mode} time, {sizes['pairs']} steps alternating with plain ones",
                   file=sys.stderr, flush=True)
-            timed = _measure_paired(mode, sizes, work_dir / f"{mode}-paired.json")
-        modes[mode] = _summary(workers[mode], base, timed)
+            timed = _measure(mode, sizes, work_dir / f"{mode}-paired.json", role="paired")
+            failed = timed if "error" in timed else None
+        modes[mode] = ({"error": failed["error"]} if failed
+                       else _summary(workers[mode], base, timed))
     load.append(os.getloadavg()[0])
     default = modes[DEFAULT_MODE]
     if "error" in default:
