@@ -385,13 +385,14 @@ def render(doc: dict[str, Any]) -> str:
     for method, label in METHODS.items():
         cells = [_auroc_cell(_get(util, method, p)) for p in POPULATIONS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    runs = util.get("federated_dp_runs") or []
-    if runs:
-        per_pop = "; ".join(
-            f"{p} " + " / ".join(_fmt(_get(r, "auroc", p)) for r in runs) for p in POPULATIONS)
-        seeds = ", ".join(str(r.get("seed")) for r in runs)
-        lines += ["", f"The federated DP row is the mean of {len(runs)} trainings (seeds {seeds}), "
-                      f"which scored {per_pop}."]
+    for key, row in (("federated_dp_runs", "federated DP"), ("centralized_runs", "centralized")):
+        runs = util.get(key) or []
+        if runs:
+            per_pop = "; ".join(f"{p} " + " / ".join(_fmt(_get(r, "auroc", p)) for r in runs)
+                                for p in POPULATIONS)
+            seeds = ", ".join(str(r.get("seed")) for r in runs)
+            lines += ["", f"The {row} row is the mean of {len(runs)} trainings (seeds {seeds}), "
+                          f"which scored {per_pop}."]
     ref, lin = util.get("interaction_reference"), util.get("linear_prs")
     if ref and lin:
         gains = "; ".join(

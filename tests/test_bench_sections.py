@@ -132,6 +132,25 @@ def test_readme_says_where_the_true_pairs_could_not_close_the_gap() -> None:
     assert "worth less than the federated" not in readme_table.render({"utility": util})
 
 
+def test_readme_lists_each_training_behind_an_averaged_row() -> None:
+    shown = readme_table.POPULATIONS  # the README's column order
+
+    def runs(values: list[list[float]]) -> list[dict]:
+        return [{"seed": 10 + i, "auroc": dict(zip(shown, v, strict=True))}
+                for i, v in enumerate(values)]
+
+    util = {"federated_dp_runs": runs([[0.70, 0.71, 0.72], [0.74, 0.75, 0.76]]),
+            "centralized_runs": runs([[0.80, 0.81, 0.82], [0.78, 0.79, 0.83]])}
+    section = readme_table.render({"utility": util})
+    a, b, c = shown
+    assert (f"The federated DP row is the mean of 2 trainings (seeds 10, 11), which scored "
+            f"{a} 0.700 / 0.740; {b} 0.710 / 0.750; {c} 0.720 / 0.760.") in section
+    assert (f"The centralized row is the mean of 2 trainings (seeds 10, 11), which scored "
+            f"{a} 0.800 / 0.780; {b} 0.810 / 0.790; {c} 0.820 / 0.830.") in section
+    del util["centralized_runs"]
+    assert "centralized row" not in readme_table.render({"utility": util})
+
+
 def test_steady_round_time_comes_from_checkpoint_times(tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoints"
     ckpt.mkdir()
@@ -349,6 +368,13 @@ def test_committed_readme_matches_committed_bench_json() -> None:
     for pop in POPULATIONS:  # the reported figure is the mean of the runs
         assert util["federated_dp"][pop]["auroc"] == pytest.approx(
             np.mean([r["auroc"][pop] for r in runs]), abs=1e-9), pop
+    # The centralized reference is as many trainings, with the federated runs' seeds, averaged.
+    central = util["centralized_runs"]
+    assert [r["seed"] for r in central] == [r["seed"] for r in runs]
+    for pop in POPULATIONS:
+        assert util["centralized"][pop]["auroc"] == pytest.approx(
+            np.mean([r["auroc"][pop] for r in central]), abs=1e-9), pop
+    assert f"The centralized row is the mean of {len(central)} trainings" in section
     # The coordinator's histogram-merged AUROC (what auditors see) agrees with scoring its final
     # checkpoint on the pooled held-out people.
     for r in runs:
