@@ -93,11 +93,12 @@ REMEDIES = {
         ),
     ),
     "federated_beats_linear_prs": Remedy(
-        "not a larger ε alone: on a validation cohort the federated model trained with no DP "
-        "noise at all stays below the linear score in CHB and YRI. It needs what the linear "
-        "score has: a penalty chosen by cross-validation on pooled people (under DP the choice "
-        "itself costs budget) and, in CHB, where the linear score sits at the additive ceiling, "
-        "the interactions, which under DP need far more people per site",
+        "not a larger ε alone: on a validation cohort the federated read-out trained with no "
+        "DP noise at all stays below the linear score in CHB and YRI, and so does the same "
+        "transformer trained centrally without DP, there and in the table below. It needs what "
+        "the linear score has: a penalty chosen by cross-validation on pooled people (under DP "
+        "the choice itself costs budget) and, in CHB, where the linear score sits at the "
+        "additive ceiling, the interactions, which under DP need far more people per site",
         (
             "Under DP the federated model's additive read-out alone (0 layers) scores like the "
             "whole transformer: the architecture does not set the gap.",
