@@ -441,8 +441,8 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
 
     cen_runs: list[dict[str, Any]] = []
     began = time.perf_counter()
-    for run in range(runs):
-        seed = config.seed + run  # the federated run's seed: same initial weights
+    for run, fed in enumerate(fed_runs):
+        seed = fed["seed"]  # the federated run's seed: same initial weights
         say("utility", f"centralized run {run + 1} of {runs} (seed {seed}): "
                        f"{len(data.train.labels)} pooled people, {epochs} epochs, no DP")
         model = fresh_model(cfg, seed)
