@@ -129,6 +129,11 @@ def train_dp(
         model, optimizer, loader, noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm, poisson_sampling=True,
     )
+    # Opacus sizes its Poisson sampler as int(1 / sample_rate), which floating point rounds one
+    # short for some sizes (1 / (1 / 117) = 116.99999999999999: a site of 7,449 people at batch
+    # 64). The sampler takes its step count as a parameter; it gets the plan's, the count the
+    # accountant is told.
+    loader.batch_sampler.steps = plan.steps_per_epoch
     if len(loader) != plan.steps_per_epoch or loader.sample_rate != plan.sample_rate:
         raise RuntimeError("Opacus' loader disagrees with the costed DP plan")
     steps, loss_sum, seen = 0, 0.0, 0

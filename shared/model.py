@@ -307,8 +307,9 @@ class RiskTransformer(nn.Module):
         """genotypes [B, T] long in {0,1,2,3=missing} -> risk logits [B]."""
         B, T = genotypes.shape
         C = panel.context.shape[1]
+        P = max(B, 1)  # the panel's rows: an empty Poisson batch (B = 0) still reads row 0
         x = self.embed(
-            panel.context.expand(B, T, C), panel.ref.expand(B, T), panel.alt.expand(B, T),
+            panel.context.expand(P, T, C), panel.ref.expand(P, T), panel.alt.expand(P, T),
             genotypes,
         ) + coordinate_encoding(panel.coord, self.cfg.dim)  # [B, T, D]
         cls = self.cls(torch.zeros(B, 1, dtype=torch.long, device=genotypes.device))  # [B, 1, D]

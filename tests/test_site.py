@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from client.budget import SiteBudget
 from client.site import Site
@@ -51,6 +52,29 @@ def test_one_dp_step_changes_weights(site_dir: Path) -> None:
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
     assert not any(hasattr(p, "grad_sample") and p.grad_sample is not None
                    for p in model.parameters())  # Opacus hooks removed after training
+
+
+def test_dp_training_takes_every_planned_step_where_opacus_would_round_down(
+        site_dir: Path) -> None:
+    """Opacus sizes its Poisson loader as int(1 / sample_rate): for 93 steps per epoch that is
+    int(92.99999999999999) = 92, so a site of 5,889-5,952 people at batch 64 (or 7,425-7,488:
+    117 steps) could not train at all. At batch 1 about a third of the Poisson batches are
+    empty: each is still a step (pure noise), which the model's forward must survive."""
+    site = Site(site_dir, RunSettings(**SMALL))
+    data = site.data()
+    g, y, _ = data.split("train")
+    assert int(1 / (1 / 93)) == 92  # the floating-point case this guards against
+    plan = DPPlan.for_site(93, batch_size=1, epochs=2)
+    assert plan.steps_per_epoch == 93
+    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    model = RiskTransformer(cfg)
+    empty = torch.zeros(0, len(data.panel), dtype=torch.long)
+    assert model(empty, data.features).shape == (0,)
+    rows = np.arange(93) % len(y)  # the site has fewer training people: some twice
+    result = train_dp(model, g[rows], y[rows], data.features, plan=plan, learning_rate=0.01,
+                      noise_multiplier=1.0, max_grad_norm=1.0, seed=0, device=pick_device())
+    assert result.steps == plan.steps == 186
+    assert result.sample_rate == 1 / 93
 
 
 def test_training_message_scores_the_weights_it_received_first(site_dir: Path) -> None:
