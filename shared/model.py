@@ -235,7 +235,8 @@ class VariantEmbedding(nn.Module):
         self, context: torch.Tensor, ref: torch.Tensor, alt: torch.Tensor,
         genotypes: torch.Tensor,
     ) -> torch.Tensor:
-        """context [B, T, C], ref/alt [B, T] (panel, expanded), genotypes [B, T] -> [B, T, D]."""
+        """context [P, T, C], ref/alt [P, T] (panel expanded over P = max(B, 1)), genotypes
+        [B, T] -> [B, T, D]."""
         shared = (
             self.variant
             + F.embedding(context[0], self.context).mean(dim=1)
