@@ -73,8 +73,7 @@ def test_dp_training_takes_every_planned_step_where_opacus_would_round_down(
     rows = np.arange(93) % len(y)  # the site has fewer training people: some twice
     result = train_dp(model, g[rows], y[rows], data.features, plan=plan, learning_rate=0.01,
                       noise_multiplier=1.0, max_grad_norm=1.0, seed=0, device=pick_device())
-    assert result.steps == plan.steps == 186
-    assert result.sample_rate == 1 / 93
+    assert result.steps == plan.steps == 186  # counted in the loop, not copied from the plan
 
 
 def test_training_message_scores_the_weights_it_received_first(site_dir: Path) -> None:
