@@ -86,7 +86,7 @@ class Site:
         epsilon, delta = self.budget.effective(s.target_epsilon, s.target_delta)
         data = self.data(panel_sha256)
         g, y, ancestry = data.split("train")
-        plan = DPPlan.for_site(len(y), s.batch_size, s.local_epochs)
+        plan = DPPlan.for_site(len(y), s.batch_size, s.local_epochs, s.max_steps_per_epoch)
         ledger = self.ledger()
         spent = ledger.epsilon(delta)
 

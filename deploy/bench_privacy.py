@@ -124,7 +124,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     nondp_s = time.perf_counter() - began
     nondp = attack(plain, members, nonmembers, data.features)
 
-    plan = DPPlan.for_site(n, settings.batch_size, epochs)
+    plan = DPPlan.for_site(n, settings.batch_size, epochs, settings.max_steps_per_epoch)
     sigma = calibrate_noise(settings.target_epsilon, settings.target_delta, plan.sample_rate,
                             plan.steps)
     dp_runs: list[dict[str, Any]] = []

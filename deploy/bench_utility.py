@@ -10,7 +10,8 @@ held-out people (every site's `test` split) for every method:
   FULL_FEDERATED_RUNS times with seeds seed, seed + 1, ... and reports the mean AUROC, each run
   under `federated_dp_runs`: one DP run alone moves a population's figure by up to ~0.05;
 - `centralized`: the same transformer, same initial weights, trained on all sites' training
-  people pooled, WITHOUT DP: plain Adam, same batch size and learning rate, as many epochs as
+  people pooled, WITHOUT DP: plain Adam at `batch-size` (the sites' DP batches grow with their
+  size, a remedy for DP noise it has none of) and the same learning rate, as many epochs as
   the federation's rounds x local epochs. It trains as many times as `federated_dp`, with the
   same seeds, and reports the mean AUROC, each run under `centralized_runs`: without DP one
   training still moves a population's figure by up to ~0.03 (initial weights and batch order;
@@ -280,7 +281,8 @@ def dp_alone(
     seed: int,
 ) -> tuple[RiskTransformer, dict[str, Any]]:
     """One site's DP-SGD training on its own people under its whole budget, `epochs` epochs."""
-    plan = DPPlan.for_site(len(people.labels), settings.batch_size, epochs)
+    plan = DPPlan.for_site(len(people.labels), settings.batch_size, epochs,
+                           settings.max_steps_per_epoch)
     sigma = calibrate_noise(settings.target_epsilon, settings.target_delta, plan.sample_rate,
                             plan.steps)
     model = fresh_model(cfg, settings.seed)

@@ -28,6 +28,7 @@ class RunSettings:
     min_sites: int = 2
     local_epochs: int = 4
     batch_size: int = 64
+    max_steps_per_epoch: int = 10  # a larger site grows its batch instead; 0 = no cap
     learning_rate: float = 0.01
     max_grad_norm: float = 1.0
     target_epsilon: float = 8.0

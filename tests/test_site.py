@@ -76,6 +76,27 @@ def test_dp_training_takes_every_planned_step_where_opacus_would_round_down(
     assert result.steps == plan.steps == 186  # counted in the loop, not copied from the plan
 
 
+def test_a_large_site_grows_its_batch_rather_than_its_step_count() -> None:
+    """The cap on steps per epoch: a small site keeps batch-size, a large one takes larger
+    batches (and so a higher sample rate) for no more than the cap's steps."""
+    assert DPPlan.for_site(500, 64, 4, max_steps_per_epoch=10) == DPPlan(64, 8, 4)
+    assert DPPlan.for_site(2485, 64, 4, max_steps_per_epoch=10) == DPPlan(249, 10, 4)
+    assert DPPlan.for_site(2485, 64, 4, max_steps_per_epoch=0) == DPPlan(64, 39, 4)
+    assert DPPlan.for_site(5, 64, 1, max_steps_per_epoch=10) == DPPlan(5, 1, 1)
+
+
+def test_the_site_trains_and_accounts_on_the_capped_plan(site_dir: Path) -> None:
+    """What the site's ledger records (and so spends) is the capped plan's sample rate and
+    steps, the plan its DP-SGD ran."""
+    site = Site(site_dir, RunSettings(**{**SMALL, "batch_size": 8, "max_steps_per_epoch": 3}))
+    n = len(site.data().split("train")[1])
+    assert n > 8 * 3  # uncapped, this site would take more than 3 steps per epoch
+    assert site.fit(fresh_weights(site), 1, "run").metrics["declined"] == 0
+    ledger = json.loads((site_dir / ".genofed-state" / "privacy-ledger.json").read_text())
+    [(_, sample_rate, steps)] = ledger["history"]
+    assert (sample_rate, steps) == (1 / 3, 3)
+
+
 def test_training_message_scores_the_weights_it_received_first(site_dir: Path) -> None:
     """The ClientApp's fit, asked to, evaluates the incoming aggregate (the previous round's)
     before training: the scores are those of the received weights, not of the site's update."""
