@@ -99,9 +99,10 @@ REMEDIES = {
         "the linear score has: a penalty chosen by cross-validation on pooled people (under DP "
         "the choice itself costs budget) and, in CHB, where the linear score sits at the "
         "additive ceiling, the interactions, which under DP need far more people per site. "
-        "With 3x the people per site CEU and CHB came within 0.01 of it but YRI stayed 0.04 "
-        "short, a third of that from per-person clipping, which costs YRI alone and which "
-        "clipping norms set per ancestry did not win back",
+        "With 3x the people per site and the cap on steps per epoch, CEU and CHB came within "
+        "0.01 of it but YRI stayed 0.02 short; before the cap 0.013 of YRI's gap there was "
+        "per-person clipping, which costs YRI alone and which clipping norms set per ancestry "
+        "did not win back",
         (
             "Under DP the federated model's additive read-out alone (0 layers) scores like the "
             "whole transformer: the architecture does not set the gap.",
@@ -154,6 +155,17 @@ REMEDIES = {
             "CHB 0.001-0.002 lower: that length is not how clipping costs YRI. Nor is YRI's "
             "higher case rate: a per-ancestry logit offset in training (each ancestry's pooled "
             "case rate, more than a site would know) scored YRI 0.758 on validation cohort 1.",
+            "In (2026-11-29): at most 10 DP-SGD steps per epoch, a larger site growing its batch "
+            "instead (`max-steps-per-epoch`). At a given ε the noise multiplier follows the "
+            "sample rate and the step count, not the site's size, so at batch 64 the largest "
+            "site took 39 steps an epoch, each as noisy as a small site's. Validation cohort 1, "
+            "read-out only, 4 noise seeds: CEU 0.745 -> 0.741, CHB 0.767 -> 0.771, YRI 0.762 -> "
+            "0.787 (linear score 0.756 / 0.786 / 0.815); at 3x the people (2 noise seeds) CEU "
+            "0.828 -> 0.828, CHB 0.794 -> 0.799, YRI 0.762 -> 0.779 (linear score 0.835 / 0.801 "
+            "/ 0.800). Caps of 16 and 6 steps did less (YRI 0.782 / 0.780, CHB 0.770 / 0.767), "
+            "as did batch 256 at every site (CEU 0.733, whose site then took 5 steps an epoch); "
+            "averaging each site's local iterates (an exponential moving average, decay 0.9 to "
+            "0.99) lost 0.001 to 0.003.",
         ),
     ),
     "worst_vs_best_population": Remedy(
