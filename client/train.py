@@ -51,7 +51,7 @@ class DPPlan:
         count, not on the site's size, so at a fixed batch a large site takes many small steps,
         each carrying the same noise. Capping its steps gives it larger batches instead, whose
         averaged gradient carries less noise per person (validation cohorts: +0.02 AUROC in
-        YRI, held mostly by the two sites that grow their batches).
+        YRI, see the README's benchmark section).
         """
         if max_steps_per_epoch > 0:
             batch_size = max(batch_size, math.ceil(n_train / max_steps_per_epoch))

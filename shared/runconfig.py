@@ -67,6 +67,8 @@ class RunSettings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.suppression_k < 1:
             raise ValueError("suppression-k must be at least 1")
+        if settings.max_steps_per_epoch < 0:
+            raise ValueError("max-steps-per-epoch must be 0 (no cap) or more")
         if settings.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
         if settings.secagg and settings.min_sites < 3:

@@ -25,6 +25,9 @@ def test_unknown_key_and_bad_k_are_refused() -> None:
         RunSettings.from_run_config({"num-rounds": 3})
     with pytest.raises(ValueError, match="at least 1"):
         RunSettings.from_run_config({"suppression-k": 0})
+    with pytest.raises(ValueError, match="max-steps-per-epoch"):
+        RunSettings.from_run_config({"max-steps-per-epoch": -1})
+    assert RunSettings.from_run_config({"max-steps-per-epoch": 0}).max_steps_per_epoch == 0
 
 
 def test_hash_ignores_local_paths_but_not_training_settings() -> None:
