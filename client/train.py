@@ -73,6 +73,7 @@ class TrainResult:
     sample_rate: float
     mean_loss: float
     n_examples: int
+    empty_steps: int = 0  # Poisson batches that drew nobody: noise-only steps, still spent
 
 
 def make_private(
@@ -149,7 +150,7 @@ def train_dp(
     loader.batch_sampler.steps = plan.steps_per_epoch
     if len(loader) != plan.steps_per_epoch or loader.sample_rate != plan.sample_rate:
         raise RuntimeError("Opacus' loader disagrees with the costed DP plan")
-    steps, loss_sum, seen = 0, 0.0, 0
+    steps, empty, loss_sum, seen = 0, 0, 0.0, 0
     for _ in range(plan.epochs):
         for xb, yb, wb in loader:
             xb, yb, wb = xb.to(device), yb.to(device), wb.to(device)
@@ -163,11 +164,12 @@ def train_dp(
                 seen += len(xb)
             else:  # an empty Poisson batch: the step still happens, as pure noise
                 loss = logits.sum()
+                empty += 1
             loss.backward()
             optimizer.step()
             steps += 1
     dp_model.to_standard_module()  # no hooks or per-sample grads left on the plain model
-    return TrainResult(steps, plan.sample_rate, loss_sum / max(seen, 1), len(ds))
+    return TrainResult(steps, plan.sample_rate, loss_sum / max(seen, 1), len(ds), empty)
 
 
 @torch.no_grad()

@@ -166,6 +166,13 @@ REMEDIES = {
             "as did batch 256 at every site (CEU 0.733, whose site then took 5 steps an epoch); "
             "averaging each site's local iterates (an exponential moving average, decay 0.9 to "
             "0.99, 2 noise seeds) lost up to 0.003.",
+            "Not kept (2026-11-29, with the cap, validation cohort 1, read-out only, 4 noise "
+            "seeds; the cap alone CEU 0.741, CHB 0.771, YRI 0.787): learning rates 0.005 / "
+            "0.0075 / 0.02, 8 local epochs, 10 rounds of 2 epochs, a server learning rate of "
+            "1.5 and server momentum 0.5 (at server learning rate 0.5) all left CHB between "
+            "0.768 and 0.773, the mean within 0.003. Weighting sites by the square root of "
+            "their training count instead of the count scored CEU 0.747, CHB 0.770, YRI 0.794: "
+            "it moves the gain between ancestries, and CHB's gap stays.",
         ),
     ),
     "worst_vs_best_population": Remedy(
@@ -277,14 +284,22 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                            _num(t.get("margin")), t.get("met")))
 
     cost = doc.get("dp_cost", {})
+    larger = {b: row for b, row in (cost.get("at_batch") or {}).items() if "error" not in row}
     for name, key in (("dp_step_time", "time_ratio"), ("dp_step_memory", "memory_ratio")):
         ratio = _num(cost.get(key))
         spread = _pairs_spread(cost) if key == "time_ratio" else ""
+        measured = f"{_fmt(ratio, 2)}x{spread}"
+        ratios = [ratio]
+        if larger:  # the goal holds only if it holds at every batch measured
+            measured = f"{measured} at batch {cost.get('batch_size', '?')}" + "".join(
+                f"; {_fmt(_num(row.get(key)), 2)}x at batch {b}" for b, row in larger.items())
+            ratios += [_num(row.get(key)) for row in larger.values()]
+        worst = None if any(r is None for r in ratios) else max(ratios)
         goals.append(_goal(
             name, f"DP-SGD step {key.split('_')[0]} ≤ 1.3 × the non-private step "
                   f"({cost.get('default_mode', 'hooks')} mode)",
-            f"{_fmt(ratio, 2)}x{spread}", None if ratio is None else 1.3 - ratio,
-            ratio is not None and ratio <= 1.3))
+            measured, None if worst is None else 1.3 - worst,
+            worst is not None and worst <= 1.3))
 
     ten = _get(doc, "federation", "sites", "10") or {}
     frac = _num(ten.get("overhead_fraction"))
@@ -318,6 +333,14 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         None if total is None else (BENCH_BUDGET_S - total) / 60,
         total is not None and total < BENCH_BUDGET_S))
     return goals
+
+
+def _cost_row(label: str, m: dict[str, Any]) -> str:
+    """One row of the DP-cost table: a grad-sample mode's ratios, or why it failed."""
+    if "error" in m:
+        return f"| {label} | fails: {m['error'][:80]} | | |"
+    return (f"| {label} | {_fmt(m.get('time_ratio'), 2)}x{_pairs_spread(m)} | "
+            f"{_fmt(m.get('memory_ratio'), 2)}x | {_fmt(m.get('samples_per_s'), 0)} |")
 
 
 def _pairs_spread(row: dict[str, Any]) -> str:
@@ -469,13 +492,12 @@ def render(doc: dict[str, Any]) -> str:
                   f"variants{pairs})", "",
               "| Opacus grad-sample mode | time | memory | samples/s |", "|---|---|---|---|"]
     lines.append(f"| non-private | 1.00x | 1.00x | {_fmt(cost.get('nondp_samples_per_s'), 0)} |")
-    for mode, m in (cost.get("modes") or {}).items():
-        if "error" in m:
-            lines.append(f"| {mode} | fails: {m['error'][:80]} | | |")
-        else:
-            lines.append(f"| {mode} | {_fmt(m.get('time_ratio'), 2)}x{_pairs_spread(m)} | "
-                         f"{_fmt(m.get('memory_ratio'), 2)}x | "
-                         f"{_fmt(m.get('samples_per_s'), 0)} |")
+    lines += [_cost_row(mode, m) for mode, m in (cost.get("modes") or {}).items()]
+    lines += [_cost_row(f"{cost.get('default_mode', 'hooks')}, batch {batch}", m)
+              for batch, m in (cost.get("at_batch") or {}).items()]
+    if cost.get("at_batch"):
+        lines += ["", "A site larger than batch-size x max-steps-per-epoch trains on larger "
+                      "batches; the last row measures the default mode at one."]
 
     fed = doc.get("federation", {})
     steady = sorted({len(s.get("per_round") or [1]) for s in (fed.get("sites") or {}).values()

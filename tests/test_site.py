@@ -74,6 +74,7 @@ def test_dp_training_takes_every_planned_step_where_opacus_would_round_down(
     result = train_dp(model, g[rows], y[rows], data.features, plan=plan, learning_rate=0.01,
                       noise_multiplier=1.0, max_grad_norm=1.0, seed=0, device=pick_device())
     assert result.steps == plan.steps == 186  # counted in the loop, not copied from the plan
+    assert result.empty_steps > 0  # empty batches did occur, and were taken as steps
 
 
 def test_a_large_site_grows_its_batch_rather_than_its_step_count() -> None:
