@@ -5,7 +5,8 @@ batches of 64 people, once as a plain PyTorch step (forward, backward, Adam) and
 grad-sample mode (`hooks`, the default; `functorch`; `ew`, expanded weights; `ghost`, ghost
 clipping) as a full DP-SGD step: per-sample gradients, clipping, noise, Adam, set up as the
 sites set it up (`client.train.make_private`, summed loss; ghost clipping needs Opacus' own
-criterion wrapper instead).
+criterion wrapper instead). The default mode is measured again at batch 256, about what the
+largest site of the bench's cohort trains on under `max-steps-per-epoch` (249).
 
 - time: per DP mode, ONE fresh process (`python -m deploy.bench_cost --paired MODE`) holds
   the plain model and the DP one (same initial weights) and alternates their steps, `pairs`

@@ -399,6 +399,8 @@ def test_committed_readme_matches_committed_bench_json() -> None:
         assert first and max(first.values()) < 0.75 * util["settings"]["target_epsilon"], first
         for pop in POPULATIONS:
             assert r["reported"]["auroc"][pop] == pytest.approx(r["auroc"][pop], abs=0.005), pop
+    # The DP step's cost is measured at the larger batch a capped site trains on, too.
+    assert [row["memory_ratio"] > 0 for row in doc["dp_cost"]["at_batch"].values()] == [True]
     for n in ("3", "10", "30", "100"):
         assert n in doc["federation"]["sites"], n
         site = doc["federation"]["sites"][n]  # the median of the steady rounds is reported
