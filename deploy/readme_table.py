@@ -284,7 +284,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                            _num(t.get("margin")), t.get("met")))
 
     cost = doc.get("dp_cost", {})
-    larger = {b: row for b, row in (cost.get("at_batch") or {}).items() if "error" not in row}
+    larger = cost.get("at_batch") or {}  # a failed row fails the goal: nothing was measured
     for name, key in (("dp_step_time", "time_ratio"), ("dp_step_memory", "memory_ratio")):
         ratio = _num(cost.get(key))
         spread = _pairs_spread(cost) if key == "time_ratio" else ""
@@ -292,7 +292,9 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         ratios = [ratio]
         if larger:  # the goal holds only if it holds at every batch measured
             measured = f"{measured} at batch {cost.get('batch_size', '?')}" + "".join(
-                f"; {_fmt(_num(row.get(key)), 2)}x at batch {b}" for b, row in larger.items())
+                f"; fails at batch {b}" if "error" in row
+                else f"; {_fmt(_num(row.get(key)), 2)}x at batch {b}"
+                for b, row in larger.items())
             ratios += [_num(row.get(key)) for row in larger.values()]
         worst = None if any(r is None for r in ratios) else max(ratios)
         goals.append(_goal(

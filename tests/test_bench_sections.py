@@ -270,6 +270,8 @@ def test_the_dp_cost_goal_holds_only_at_every_batch_measured() -> None:
     assert "| 1.12x at batch 64; 1.10x at batch 256 | +0.180 | yes |" in text
     doc["dp_cost"]["at_batch"]["256"]["memory_ratio"] = 1.25
     assert "| 1.20x at batch 64; 1.25x at batch 256 | +0.050 | yes |" in readme_table.render(doc)
+    doc["dp_cost"]["at_batch"]["256"] = {"error": "MemoryError"}  # unmeasured is not met
+    assert "| 1.20x at batch 64; fails at batch 256 |  | **no** |" in readme_table.render(doc)
 
 
 def test_a_secagg_ratio_under_one_is_called_noise() -> None:
