@@ -254,6 +254,37 @@ def _summary(dp: list[dict[str, Any]], base: list[dict[str, Any]],
     }
 
 
+def _measure_modes(
+    dp_modes: tuple[str, ...], sizes: dict[str, int], work_dir: Path, tag: str = ""
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The plain step's memory workers, and each DP mode's row (or its error): `repetitions`
+    fresh memory workers per configuration, then one paired timing process per DP mode."""
+    configs = ("nondp", *dp_modes)
+    workers: dict[str, list[dict[str, Any]]] = {mode: [] for mode in configs}
+    where = f" at batch {sizes['batch']}" if tag else ""
+    for rep in range(sizes["repetitions"]):
+        for mode in configs:
+            if any("error" in r for r in workers[mode]):
+                continue  # a mode that failed once fails again; do not pay for it twice
+            print(f"  dp_cost: {mode} memory{where} (repetition {rep + 1})", file=sys.stderr,
+                  flush=True)
+            workers[mode].append(_measure(mode, sizes, work_dir / f"{mode}{tag}-{rep}.json"))
+    base = workers["nondp"]
+    if any("error" in r for r in base):
+        raise RuntimeError(f"the non-private step failed{where}: {base[0]['error']}")
+    modes: dict[str, dict[str, Any]] = {}
+    for mode in dp_modes:
+        failed = next((r for r in workers[mode] if "error" in r), None)
+        if failed is None:
+            print(f"  dp_cost: {mode} time{where}, {sizes['pairs']} steps alternating with "
+                  "plain ones", file=sys.stderr, flush=True)
+            timed = _measure(mode, sizes, work_dir / f"{mode}{tag}-paired.json", role="paired")
+            failed = timed if "error" in timed else None
+        modes[mode] = ({"error": failed["error"]} if failed
+                       else _summary(workers[mode], base, timed))
+    return base, modes
+
+
 def _at_batch(batch: int, sizes: dict[str, int], work_dir: Path) -> dict[str, Any]:
     """The default mode's row at a larger batch, measured the same way.
 
@@ -261,48 +292,18 @@ def _at_batch(batch: int, sizes: dict[str, int], work_dir: Path) -> dict[str, An
     per-sample gradients grow with the batch while the model's own weights do not, so the
     ratio at 64 alone would not cover what the sites run.
     """
-    at = {**sizes, "batch": batch}
-    runs: dict[str, list[dict[str, Any]]] = {"nondp": [], DEFAULT_MODE: []}
-    for rep in range(sizes["repetitions"]):
-        for mode in runs:
-            print(f"  dp_cost: {mode} memory at batch {batch} (repetition {rep + 1})",
-                  file=sys.stderr, flush=True)
-            runs[mode].append(_measure(mode, at, work_dir / f"{mode}-b{batch}-{rep}.json"))
-    failed = next((r for rs in runs.values() for r in rs if "error" in r), None)
-    if failed is None:
-        print(f"  dp_cost: {DEFAULT_MODE} time at batch {batch}", file=sys.stderr, flush=True)
-        timed = _measure(DEFAULT_MODE, at, work_dir / f"{DEFAULT_MODE}-b{batch}-paired.json",
-                         role="paired")
-        failed = timed if "error" in timed else None
-    if failed is not None:
-        return {"error": failed["error"]}
-    return _summary(runs[DEFAULT_MODE], runs["nondp"], timed)
+    try:
+        _, modes = _measure_modes((DEFAULT_MODE,), {**sizes, "batch": batch}, work_dir,
+                                  tag=f"-b{batch}")
+    except RuntimeError as exc:  # the plain step failed there: nothing to compare against
+        return {"error": str(exc)}
+    return modes[DEFAULT_MODE]
 
 
 def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     sizes = QUICK if quick else FULL
-    configs = ("nondp", *MODES)
-    workers: dict[str, list[dict[str, Any]]] = {mode: [] for mode in configs}
     load = [os.getloadavg()[0]]
-    for rep in range(sizes["repetitions"]):
-        for mode in configs:
-            if any("error" in r for r in workers[mode]):
-                continue  # a mode that failed once fails again; do not pay for it twice
-            print(f"  dp_cost: {mode} memory (repetition {rep + 1})", file=sys.stderr, flush=True)
-            workers[mode].append(_measure(mode, sizes, work_dir / f"{mode}-{rep}.json"))
-    base = workers["nondp"]
-    if any("error" in r for r in base):
-        raise RuntimeError(f"the non-private step failed: {base[0]['error']}")
-    modes: dict[str, dict[str, Any]] = {}
-    for mode in MODES:
-        failed = next((r for r in workers[mode] if "error" in r), None)
-        if failed is None:
-            print(f"  dp_cost: {mode} time, {sizes['pairs']} steps alternating with plain ones",
-                  file=sys.stderr, flush=True)
-            timed = _measure(mode, sizes, work_dir / f"{mode}-paired.json", role="paired")
-            failed = timed if "error" in timed else None
-        modes[mode] = ({"error": failed["error"]} if failed
-                       else _summary(workers[mode], base, timed))
+    base, modes = _measure_modes(MODES, sizes, work_dir)
     default = modes[DEFAULT_MODE]
     if "error" in default:
         raise RuntimeError(f"the default grad-sample mode failed: {default['error']}")
