@@ -173,6 +173,11 @@ REMEDIES = {
             "0.768 and 0.773, the mean within 0.003. Weighting sites by the square root of "
             "their training count instead of the count scored CEU 0.747, CHB 0.770, YRI 0.794: "
             "it moves the gain between ancestries, and CHB's gap stays.",
+            "Not kept (2026-11-29, the whole federated transformer through Flower's simulation "
+            "engine, validation cohort 1, 4 trainings; linear score CEU 0.756, CHB 0.786, YRI "
+            "0.815): serving the average of the last 2 / 3 rounds' global models instead of "
+            "the last (post-processing, free under DP) scored CEU 0.742 -> 0.744 / 0.745, CHB "
+            "0.776 -> 0.778 / 0.778, YRI 0.781 -> 0.776 / 0.779.",
         ),
     ),
     "worst_vs_best_population": Remedy(
@@ -249,10 +254,26 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def _goal(name: str, rule: str, measured: str, margin: float | None, met: bool | None) -> dict:
+def _goal(name: str, rule: str, measured: str, margin: float | None, met: bool | None,
+          interval: tuple[float, float] | None = None) -> dict:
     return {"name": name, "rule": rule, "measured": measured,
             "margin": margin, "met": bool(met) if met is not None else False,
+            "interval": interval,
             "remedy": None if met or name not in REMEDIES else REMEDIES[name].close}
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    """A JSON [lo, hi] as numbers, or None where it is missing or not finite."""
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    lo, hi = _num(value[0]), _num(value[1])
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def _margin_interval(row: dict[str, Any]) -> str:
+    """' margin [lo, hi]' from a population's bootstrap interval, or nothing."""
+    pair = _pair(row.get("margin_interval"))
+    return "" if pair is None else f"; margin {pair[0]:+.3f} to {pair[1]:+.3f}"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -274,14 +295,17 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                         f"{t.get('best_population', '?')} {_fmt(t.get('best_attainable'))}")
         elif name == "federated_vs_centralized":
             measured = ", ".join(
-                f"{p} {_fmt(v.get('federated_attainable'))} (need {_fmt(v.get('required'))})"
-                for p, v in by_pop.items())
+                f"{p} {_fmt(v.get('federated_attainable'))} (need {_fmt(v.get('required'))}"
+                f"{_margin_interval(v)})" for p, v in by_pop.items())
         else:
             measured = ", ".join(
                 f"{p} {_fmt(v.get('federated_auroc'))} vs {_fmt(v.get('linear_prs_auroc'))}"
+                + (f" (margin {_fmt(v.get('margin'))}{_margin_interval(v)})"
+                   if _pair(v.get("margin_interval")) else "")
                 for p, v in by_pop.items())
         goals.append(_goal(name, t.get("rule", name), measured or "not measured",
-                           _num(t.get("margin")), t.get("met")))
+                           _num(t.get("margin")), t.get("met"),
+                           _pair(t.get("margin_interval"))))
 
     cost = doc.get("dp_cost", {})
     larger = cost.get("at_batch") or {}  # a failed row fails the goal: nothing was measured
@@ -439,8 +463,15 @@ def render(doc: dict[str, Any]) -> str:
     goals = targets(doc)
     for g in goals:
         margin = "" if g["margin"] is None else f"{g['margin']:+.3f}"
+        if g["interval"] is not None:
+            margin += f" [{g['interval'][0]:+.3f}, {g['interval'][1]:+.3f}]"
         lines.append(f"| {g['rule']} | {g['measured']} | {margin} | "
                      f"{'yes' if g['met'] else '**no**'} | {g['remedy'] or ''} |")
+    method = _get(doc, "utility", "targets", "interval_method")
+    if method and any(g["interval"] is not None for g in goals):
+        lines += ["", f"Margins in brackets: {method}. A goal is judged by its margin; an "
+                      "interval that spans 0 says the held-out people cannot tell that "
+                      "outcome from the other."]
     tried = [(g, REMEDIES[g["name"]].tried) for g in goals
              if not g["met"] and g["name"] in REMEDIES and REMEDIES[g["name"]].tried]
     if tried:

@@ -26,11 +26,15 @@ from deploy.bench_federation import (
     steady_round_s,
 )
 from deploy.bench_utility import (
+    People,
+    add_intervals,
     attainable,
     auroc_by_population,
     linear_prs,
     load_cohort,
+    margin_intervals,
     mean_auroc,
+    method_table,
     targets,
     true_pair_products,
 )
@@ -83,6 +87,97 @@ def test_utility_targets_report_margins_both_ways() -> None:
     assert missed["federated_beats_linear_prs"]["margin"] == pytest.approx(0.60 - 0.80)
     assert missed["worst_vs_best_population"]["worst_population"] == POPULATIONS[2]
     assert missed["worst_vs_best_population"]["met"] is False
+
+
+def _held_out(n_per_pop: int = 400, seed: int = 0) -> tuple[People, np.ndarray]:
+    """Held-out people of the three populations (about a quarter cases) and a latent risk."""
+    rng = np.random.default_rng(seed)
+    n = 3 * n_per_pop
+    risk = rng.normal(size=n)
+    labels = (risk + rng.normal(size=n) > 0.9).astype(np.int64)
+    people = People(np.zeros((n, 1), np.int8), labels, np.repeat(np.array(POPULATIONS), n_per_pop),
+                    np.arange(n).astype(str), np.full(n, "site-1"))
+    return people, risk
+
+
+def _scores(people: People, risk: np.ndarray, noise: dict[str, float], seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    return {m: [risk + s * rng.normal(size=len(risk)) for _ in range(2 if m in
+                ("federated_dp", "centralized") else 1)] for m, s in noise.items()}
+
+
+def _point(scores: dict, people: People) -> dict:
+    oracle = mean_auroc([auroc_by_population(s, people) for s in scores["oracle"]])
+    return targets({m: method_table(mean_auroc([auroc_by_population(s, people) for s in runs]),
+                                    oracle) for m, runs in scores.items()})
+
+
+def test_margin_intervals_cover_each_margin_and_resolve_a_clear_win() -> None:
+    """The federated model far better than the linear score: every population's margin interval
+    lies above 0 and around its margin; a far worse one: below."""
+    people, risk = _held_out()
+    scores = _scores(people, risk, {"oracle": 0.0, "federated_dp": 0.3, "centralized": 0.3,
+                                    "linear_prs": 2.0})
+    point = _point(scores, people)
+    found = margin_intervals(scores, people, resamples=300, seed=0)
+    beats = found["federated_beats_linear_prs"]
+    lo, hi = beats["interval"]
+    assert 0 < lo <= point["federated_beats_linear_prs"]["margin"] <= hi
+    for pop in POPULATIONS:
+        lo, hi = beats["by_population"][pop]
+        assert 0 < lo <= point["federated_beats_linear_prs"]["by_population"][pop]["margin"] <= hi
+    for goal in ("federated_vs_centralized", "worst_vs_best_population"):
+        lo, hi = found[goal]["interval"]
+        assert lo <= point[goal]["margin"] <= hi and lo < hi, goal
+    worse = _scores(people, risk, {"oracle": 0.0, "federated_dp": 2.0, "centralized": 0.3,
+                                   "linear_prs": 0.3})
+    assert margin_intervals(worse, people, 300, 0)["federated_beats_linear_prs"][
+        "interval"][1] < 0
+
+
+def test_margin_intervals_are_paired_across_methods() -> None:
+    """The same resampled people score every method: a federated model whose scores are the
+    linear score's has a margin of exactly 0 in every resample, where resampling the methods
+    apart would give an interval some hundredths wide."""
+    people, risk = _held_out()
+    scores = _scores(people, risk, {"oracle": 0.0, "centralized": 0.5, "linear_prs": 1.0})
+    scores["federated_dp"] = [scores["linear_prs"][0]] * 2
+    found = margin_intervals(scores, people, resamples=200, seed=0)
+    assert found["federated_beats_linear_prs"]["interval"] == [0.0, 0.0]
+    for pop in POPULATIONS:
+        assert found["federated_beats_linear_prs"]["by_population"][pop] == [0.0, 0.0]
+
+
+def test_a_resample_without_cases_is_left_out_not_the_whole_interval() -> None:
+    """YRI with 2 cases: about 13% of resamples draw none and cannot score it; the interval comes
+    from the others instead of turning into nothing."""
+    people, risk = _held_out(n_per_pop=60)
+    yri = np.flatnonzero(people.ancestry == "YRI")
+    people.labels[yri] = 0
+    people.labels[yri[:2]] = 1
+    scores = _scores(people, risk, {"oracle": 0.0, "federated_dp": 0.3, "centralized": 0.3,
+                                    "linear_prs": 2.0})
+    found = margin_intervals(scores, people, resamples=200, seed=0)
+    lo, hi = found["federated_beats_linear_prs"]["by_population"]["YRI"]
+    assert -1 <= lo <= hi <= 1
+
+
+def test_margin_intervals_land_in_the_json_and_the_goal_rows() -> None:
+    people, risk = _held_out(seed=2)
+    scores = _scores(people, risk, {"oracle": 0.0, "federated_dp": 1.0, "centralized": 0.5,
+                                    "linear_prs": 0.9})
+    goals = _point(scores, people)
+    add_intervals(goals, margin_intervals(scores, people, 200, 0), 200)
+    assert "percentile bootstrap" in goals["interval_method"]
+    rows = {g["name"]: g for g in readme_table.targets({"utility": {"targets": goals}})}
+    beats = goals["federated_beats_linear_prs"]
+    assert rows["federated_beats_linear_prs"]["interval"] == tuple(beats["margin_interval"])
+    lo, hi = beats["by_population"]["CHB"]["margin_interval"]
+    assert f"margin {lo:+.3f} to {hi:+.3f}" in rows["federated_beats_linear_prs"]["measured"]
+    section = readme_table.render({"utility": {"targets": goals}})
+    g_lo, g_hi = beats["margin_interval"]
+    assert f"{beats['margin']:+.3f} [{g_lo:+.3f}, {g_hi:+.3f}]" in section
+    assert "Margins in brackets: 95% percentile bootstrap" in section
 
 
 def test_interaction_reference_reads_the_true_pairs_and_measures_what_they_are_worth(
@@ -401,6 +496,12 @@ def test_committed_readme_matches_committed_bench_json() -> None:
         assert first and max(first.values()) < 0.75 * util["settings"]["target_epsilon"], first
         for pop in POPULATIONS:
             assert r["reported"]["auroc"][pop] == pytest.approx(r["auroc"][pop], abs=0.005), pop
+    # Every utility goal's margin carries its bootstrap interval over the held-out people.
+    for name in ("federated_vs_centralized", "federated_beats_linear_prs",
+                 "worst_vs_best_population"):
+        goal = util["targets"][name]
+        lo, hi = goal["margin_interval"]
+        assert lo <= goal["margin"] <= hi, name
     # The DP step's cost is measured at the larger batch a capped site trains on, too.
     assert [row["memory_ratio"] > 0 for row in doc["dp_cost"]["at_batch"].values()] == [True]
     for n in ("3", "10", "30", "100"):
