@@ -270,10 +270,10 @@ def _pair(value: Any) -> tuple[float, float] | None:
     return None if lo is None or hi is None else (lo, hi)
 
 
-def _margin_interval(row: dict[str, Any]) -> str:
-    """' margin [lo, hi]' from a population's bootstrap interval, or nothing."""
+def _margin_interval(row: dict[str, Any], label: str) -> str:
+    """'{label} lo to hi' from a population's bootstrap interval of its margin, or nothing."""
     pair = _pair(row.get("margin_interval"))
-    return "" if pair is None else f"; margin {pair[0]:+.3f} to {pair[1]:+.3f}"
+    return "" if pair is None else f"{label}{pair[0]:+.3f} to {pair[1]:+.3f}"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -296,11 +296,11 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         elif name == "federated_vs_centralized":
             measured = ", ".join(
                 f"{p} {_fmt(v.get('federated_attainable'))} (need {_fmt(v.get('required'))}"
-                f"{_margin_interval(v)})" for p, v in by_pop.items())
+                f"{_margin_interval(v, '; margin ')})" for p, v in by_pop.items())
         else:
             measured = ", ".join(
                 f"{p} {_fmt(v.get('federated_auroc'))} vs {_fmt(v.get('linear_prs_auroc'))}"
-                + (f" (margin {_fmt(v.get('margin'))}{_margin_interval(v)})"
+                + (f" (margin {_margin_interval(v, '')})"
                    if _pair(v.get("margin_interval")) else "")
                 for p, v in by_pop.items())
         goals.append(_goal(name, t.get("rule", name), measured or "not measured",

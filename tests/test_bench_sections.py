@@ -173,7 +173,7 @@ def test_margin_intervals_land_in_the_json_and_the_goal_rows() -> None:
     beats = goals["federated_beats_linear_prs"]
     assert rows["federated_beats_linear_prs"]["interval"] == tuple(beats["margin_interval"])
     lo, hi = beats["by_population"]["CHB"]["margin_interval"]
-    assert f"margin {lo:+.3f} to {hi:+.3f}" in rows["federated_beats_linear_prs"]["measured"]
+    assert f"(margin {lo:+.3f} to {hi:+.3f})" in rows["federated_beats_linear_prs"]["measured"]
     section = readme_table.render({"utility": {"targets": goals}})
     g_lo, g_hi = beats["margin_interval"]
     assert f"{beats['margin']:+.3f} [{g_lo:+.3f}, {g_hi:+.3f}]" in section
