@@ -265,16 +265,13 @@ def margin_intervals(
     from scipy.stats import DegenerateDataWarning, bootstrap
 
     groups = [np.flatnonzero(people.ancestry == pop) for pop in POPULATIONS]
-    labels = people.labels
 
     def results(picks: tuple[np.ndarray, ...]) -> dict[str, dict]:
+        idx = np.concatenate(picks)
+        drawn = people.subset(idx)
+
         def auroc(score: np.ndarray) -> dict[str, float | None]:
-            out: dict[str, float | None] = {}
-            for pop, idx in zip(POPULATIONS, picks, strict=True):
-                y = labels[idx]
-                out[pop] = (float(roc_auc_score(y, score[idx]))
-                            if 0 < y.sum() < len(y) else None)
-            return out
+            return auroc_by_population(score[idx], drawn)
 
         oracle = mean_auroc([auroc(s) for s in scores["oracle"]])
         return {m: method_table(mean_auroc([auroc(s) for s in runs]), oracle)

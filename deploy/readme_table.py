@@ -270,10 +270,11 @@ def _pair(value: Any) -> tuple[float, float] | None:
     return None if lo is None or hi is None else (lo, hi)
 
 
-def _margin_interval(row: dict[str, Any], label: str) -> str:
-    """'{label} lo to hi' from a population's bootstrap interval of its margin, or nothing."""
+def _margin_interval(row: dict[str, Any], before: str, after: str = "") -> str:
+    """'{before}lo to hi{after}' from a population's bootstrap interval of its margin, or
+    nothing."""
     pair = _pair(row.get("margin_interval"))
-    return "" if pair is None else f"{label}{pair[0]:+.3f} to {pair[1]:+.3f}"
+    return "" if pair is None else f"{before}{pair[0]:+.3f} to {pair[1]:+.3f}{after}"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -300,9 +301,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             measured = ", ".join(
                 f"{p} {_fmt(v.get('federated_auroc'))} vs {_fmt(v.get('linear_prs_auroc'))}"
-                + (f" (margin {_margin_interval(v, '')})"
-                   if _pair(v.get("margin_interval")) else "")
-                for p, v in by_pop.items())
+                + _margin_interval(v, " (margin ", ")") for p, v in by_pop.items())
         goals.append(_goal(name, t.get("rule", name), measured or "not measured",
                            _num(t.get("margin")), t.get("met"),
                            _pair(t.get("margin_interval"))))
@@ -394,11 +393,7 @@ def _pairs_fall_short(util: dict[str, Any], pop: str) -> bool:
 
 def _interval(run: dict[str, Any]) -> tuple[float, float] | None:
     """A run's 95% `auroc_ci` as (lo, hi), or None where the JSON has none."""
-    ci = run.get("auroc_ci")
-    if not isinstance(ci, list) or len(ci) != 2:
-        return None
-    lo, hi = _num(ci[0]), _num(ci[1])
-    return None if lo is None or hi is None else (lo, hi)
+    return _pair(run.get("auroc_ci"))
 
 
 def _ci(run: dict[str, Any]) -> str:

@@ -159,7 +159,8 @@ def test_a_resample_without_cases_is_left_out_not_the_whole_interval() -> None:
                                     "linear_prs": 2.0})
     found = margin_intervals(scores, people, resamples=200, seed=0)
     lo, hi = found["federated_beats_linear_prs"]["by_population"]["YRI"]
-    assert -1 <= lo <= hi <= 1
+    margin = _point(scores, people)["federated_beats_linear_prs"]["by_population"]["YRI"]["margin"]
+    assert lo <= margin <= hi and lo < hi
 
 
 def test_margin_intervals_land_in_the_json_and_the_goal_rows() -> None:
