@@ -118,7 +118,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     say("membership_attack", f"training without DP: {n} members, {epochs} epochs")
     began = time.perf_counter()
     plain = fresh_model(cfg, settings.seed)
-    losses = train_plain(plain, *members, data.features, epochs=epochs,
+    losses, _ = train_plain(plain, *members, data.features, epochs=epochs,
                          batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                          seed=settings.seed)
     nondp_s = time.perf_counter() - began
