@@ -119,8 +119,8 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     began = time.perf_counter()
     plain = fresh_model(cfg, settings.seed)
     losses, _ = train_plain(plain, *members, data.features, epochs=epochs,
-                         batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-                         seed=settings.seed)
+                            batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+                            seed=settings.seed)
     nondp_s = time.perf_counter() - began
     nondp = attack(plain, members, nonmembers, data.features)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from deploy import readme_table
 from deploy.bench_federation import (
@@ -40,9 +39,10 @@ from deploy.bench_utility import (
     train_plain,
     true_pair_products,
 )
-from shared.model import GT_MISSING, ModelConfig, PanelFeatures, RiskTransformer
+from shared.model import GT_MISSING, RiskTransformer
 from shared.runconfig import RunSettings
 from shared.simulate import POPULATIONS, SimulationConfig, simulate_cohort
+from tests import test_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,20 +218,12 @@ def test_interaction_reference_reads_the_true_pairs_and_measures_what_they_are_w
 def test_the_centralized_reference_decays_its_learning_rate_to_zero() -> None:
     """With `cosine` the rate Adam actually stepped with falls every epoch, to near zero at the
     last step; without it, it stays put. Both fit the training people."""
-    n, t = 96, 12
-    g = torch.Generator().manual_seed(0)
-    features = PanelFeatures(
-        context=torch.randint(0, 69, (t, 7), generator=g),
-        ref=torch.randint(1, 5, (t,), generator=g), alt=torch.randint(1, 5, (t,), generator=g),
-        coord=torch.arange(t, dtype=torch.float64) * 5e3, alt_freq=torch.full((t,), 0.3),
-    )
-    genotypes = np.random.default_rng(0).integers(0, 3, (n, t)).astype(np.int8)
+    genotypes = np.random.default_rng(0).integers(0, 3, (96, test_model.T)).astype(np.int8)
     labels = (genotypes[:, :3].sum(axis=1) > 3).astype(np.int64)
     for cosine in (True, False):
-        model = RiskTransformer(ModelConfig(n_variants=t, context_len=7, kmer_vocab=69, dim=16,
-                                            layers=1, heads=2))
-        losses, rates = train_plain(model, genotypes, labels, features, epochs=8, batch_size=16,
-                                    learning_rate=0.01, seed=0, cosine=cosine)
+        model = RiskTransformer(test_model.cfg(dim=16, layers=1, heads=2))
+        losses, rates = train_plain(model, genotypes, labels, test_model.panel(), epochs=8,
+                                    batch_size=16, learning_rate=0.01, seed=0, cosine=cosine)
         assert len(losses) == len(rates) == 8 and losses[-1] < 0.8 * losses[0], losses
         if cosine:
             assert np.all(np.diff(rates) < 0) and rates[-1] < 1e-3, rates
