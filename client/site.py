@@ -118,7 +118,7 @@ class Site:
         result = train_dp(
             model, g, y, data.features, plan=plan, learning_rate=s.learning_rate,
             noise_multiplier=sigma, max_grad_norm=s.max_grad_norm,
-            seed=self._seed(server_round), device=self.device,
+            seed=self._seed(server_round), device=self.device, optimizer=s.optimizer,
             sample_weights=balancing_weights(ancestry) if self.balance == "reweight" else None,
         )
         ledger.record(sigma, result.sample_rate, result.steps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,26 @@ class TrainResult:
     empty_steps: int = 0  # Poisson batches that drew nobody: noise-only steps, still spent
 
 
+def local_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], learning_rate: float
+) -> torch.optim.Optimizer:
+    """The site's update rule for its DP-SGD steps: `sgd` (momentum 0.9) or `adam`.
+
+    Why SGD by default: a DP step's gradient is the clipped sum plus Gaussian noise of the same
+    size in every coordinate. Adam divides each coordinate by its running gradient scale, which
+    under that noise is the noise's own scale, so a weight with no signal still moves a full
+    learning rate each step, as far as one with signal. SGD moves each weight in proportion to
+    its noisy gradient, and momentum averages that noise over about ten steps. Validation
+    cohort seed 1, read-out only, 4 noise seeds, same ε: AUROC CEU 0.744 -> 0.755, CHB 0.771
+    -> 0.774, YRI 0.778 -> 0.800 at learning rate 0.05 (README, benchmark section).
+    """
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=learning_rate, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}: sgd or adam")
+
+
 def make_private(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -121,6 +142,7 @@ def train_dp(
     seed: int,
     device: torch.device,
     sample_weights: np.ndarray | None = None,
+    optimizer: str = "sgd",
 ) -> TrainResult:
     """DP-SGD over the site's training people with Poisson sampling at `plan.sample_rate`.
 
@@ -138,10 +160,9 @@ def train_dp(
         torch.as_tensor(weights, dtype=torch.float32),
     )
     loader = DataLoader(ds, batch_size=plan.batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    dp_model, optimizer, loader = make_private(
-        model, optimizer, loader, noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm, poisson_sampling=True,
+    dp_model, dp_optimizer, loader = make_private(
+        model, local_optimizer(optimizer, model.parameters(), learning_rate), loader,
+        noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, poisson_sampling=True,
     )
     # Opacus sizes its Poisson sampler as int(1 / sample_rate), which floating point rounds one
     # short for some sizes (1 / (1 / 117) = 116.99999999999999: a site of 7,449 people at batch
@@ -154,7 +175,7 @@ def train_dp(
     for _ in range(plan.epochs):
         for xb, yb, wb in loader:
             xb, yb, wb = xb.to(device), yb.to(device), wb.to(device)
-            optimizer.zero_grad(set_to_none=True)
+            dp_optimizer.zero_grad(set_to_none=True)
             logits = dp_model(xb, features)
             if len(xb):
                 # Summed: see make_private (the optimizer still averages the noisy sum).
@@ -166,7 +187,7 @@ def train_dp(
                 loss = logits.sum()
                 empty += 1
             loss.backward()
-            optimizer.step()
+            dp_optimizer.step()
             steps += 1
     dp_model.to_standard_module()  # no hooks or per-sample grads left on the plain model
     return TrainResult(steps, plan.sample_rate, loss_sum / max(seen, 1), len(ds), empty)

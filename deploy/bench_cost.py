@@ -1,9 +1,10 @@
 """Benchmark section `dp_cost`: what DP-SGD costs per training step, in time and memory.
 
 The demo's model (the `RunSettings` defaults on a 256-variant panel) takes training steps on
-batches of 64 people, once as a plain PyTorch step (forward, backward, Adam) and once per Opacus
-grad-sample mode (`hooks`, the default; `functorch`; `ew`, expanded weights; `ghost`, ghost
-clipping) as a full DP-SGD step: per-sample gradients, clipping, noise, Adam, set up as the
+batches of 64 people, once as a plain PyTorch step (forward, backward, the sites' optimizer step:
+`client.train.local_optimizer`, SGD with momentum by default) and once per Opacus grad-sample
+mode (`hooks`, the default; `functorch`; `ew`, expanded weights; `ghost`, ghost clipping) as a
+full DP-SGD step: per-sample gradients, clipping, noise, the same optimizer step, set up as the
 sites set it up (`client.train.make_private`, summed loss; ghost clipping needs Opacus' own
 criterion wrapper instead). The default mode is measured again at batch 256, about what the
 largest site of the bench's cohort trains on under `max-steps-per-epoch` (249).
@@ -87,6 +88,7 @@ def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
     import torch
     import torch.nn.functional as F
 
+    from client.train import local_optimizer
     from shared.encoding import model_config
     from shared.model import PanelFeatures, RiskTransformer
     from shared.runconfig import RunSettings
@@ -107,7 +109,7 @@ def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
     x = torch.as_tensor(codes, dtype=torch.long)
     y = torch.as_tensor(rng.integers(0, 2, batch), dtype=torch.float32)
     model = RiskTransformer(cfg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    optimizer = local_optimizer(settings.optimizer, model.parameters(), settings.learning_rate)
 
     if mode == "nondp":
         def step() -> None:

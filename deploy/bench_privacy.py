@@ -6,14 +6,15 @@ have lower loss) and the attack's AUROC separates members from non-members; 0.5 
 
 One hospital's people (a one-site simulated cohort): `members` = a random subset of its training
 split, the ONLY people the model is trained on; `non-members` = as many of its held-out (test
-split) people, never seen. The same model (demo architecture, same initial weights, batch size
-and learning rate) is trained twice for the same number of epochs:
+split) people, never seen. The same model (demo architecture, same initial weights and batch
+size) is trained twice for the same number of epochs:
 
 - with DP-SGD (`client.train.train_dp`, epsilon = 8 at delta = 1e-5 over the whole training,
   noise multiplier from `shared.privacy.calibrate_noise`, the site's default settings),
   FULL_DP_TRAININGS times with seeds seed, seed + 1, ...: `dp_auroc` is their mean, each
   under `dp_runs`;
-- without DP (plain minibatch Adam), for enough epochs to fit the members closely.
+- without DP (plain minibatch Adam at `bench_utility.PLAIN_LEARNING_RATE`), for enough epochs
+  to fit the members closely.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
-from deploy.bench_utility import fresh_model, say, train_plain
+from deploy.bench_utility import PLAIN_LEARNING_RATE, fresh_model, say, train_plain
 from shared.encoding import model_config
 from shared.metrics import auroc_ci
 from shared.privacy import calibrate_noise, epsilon_for
@@ -119,7 +120,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     began = time.perf_counter()
     plain = fresh_model(cfg, settings.seed)
     losses, _ = train_plain(plain, *members, data.features, epochs=epochs,
-                            batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+                            batch_size=settings.batch_size, learning_rate=PLAIN_LEARNING_RATE,
                             seed=settings.seed)
     nondp_s = time.perf_counter() - began
     nondp = attack(plain, members, nonmembers, data.features)
@@ -137,7 +138,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         result = train_dp(private, *members, data.features, plan=plan,
                           learning_rate=settings.learning_rate, noise_multiplier=sigma,
                           max_grad_norm=settings.max_grad_norm, seed=seed,
-                          device=pick_device())
+                          device=pick_device(), optimizer=settings.optimizer)
         dp_runs.append({"seed": seed, **attack(private, members, nonmembers, data.features)})
     dp_s = (time.perf_counter() - began) / trainings
     spent = epsilon_for([(sigma, result.sample_rate, result.steps)], settings.target_delta, "prv")
@@ -160,7 +161,8 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         "nondp_train_s": nondp_s,
         "settings": {
             "cohort": dataclasses.asdict(config), "architecture": settings.architecture(),
-            "batch_size": settings.batch_size, "learning_rate": settings.learning_rate,
+            "batch_size": settings.batch_size, "optimizer": settings.optimizer,
+            "learning_rate": settings.learning_rate, "plain_learning_rate": PLAIN_LEARNING_RATE,
             "max_grad_norm": settings.max_grad_norm,
         },
         "method": (

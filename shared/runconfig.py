@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from shared.encoding import EncoderSettings
 
 AGGREGATIONS = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
+OPTIMIZERS = ("sgd", "adam")  # a site's local DP-SGD update rule (client.train.local_optimizer)
 
 # Training-instruction key: "score the weights you received before you train on them". Those
 # weights are the previous round's aggregate, so its evaluation rides on this round's message
@@ -29,7 +30,8 @@ class RunSettings:
     local_epochs: int = 4
     batch_size: int = 64
     max_steps_per_epoch: int = 10  # a larger site grows its batch instead; 0 = no cap
-    learning_rate: float = 0.01
+    optimizer: str = "sgd"  # sgd (momentum 0.9) | adam
+    learning_rate: float = 0.05
     max_grad_norm: float = 1.0
     target_epsilon: float = 8.0
     target_delta: float = 1e-5
@@ -69,6 +71,8 @@ class RunSettings:
             raise ValueError("suppression-k must be at least 1")
         if settings.max_steps_per_epoch < 0:
             raise ValueError("max-steps-per-epoch must be 0 (no cap) or more")
+        if settings.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if settings.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
         if settings.secagg and settings.min_sites < 3:

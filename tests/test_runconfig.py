@@ -28,6 +28,9 @@ def test_unknown_key_and_bad_k_are_refused() -> None:
     with pytest.raises(ValueError, match="max-steps-per-epoch"):
         RunSettings.from_run_config({"max-steps-per-epoch": -1})
     assert RunSettings.from_run_config({"max-steps-per-epoch": 0}).max_steps_per_epoch == 0
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adam"):
+        RunSettings.from_run_config({"optimizer": "rmsprop"})
+    assert RunSettings.from_run_config({"optimizer": "adam"}).optimizer == "adam"
 
 
 def test_hash_ignores_local_paths_but_not_training_settings() -> None:

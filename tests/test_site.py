@@ -257,3 +257,43 @@ print(sorted(m for m in ("opacus", "scipy.stats") if m in sys.modules))
                          cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_under_dp_noise_adam_moves_every_weight_a_full_step_and_sgd_follows_the_gradient(
+        site_dir: Path) -> None:
+    """Why the sites' default update rule is SGD: on one DP step whose gradient is mostly
+    noise, Adam moves nearly every weight by the learning rate (its first step is lr * g / |g|),
+    signal or not; SGD moves each weight in proportion to its noisy gradient."""
+    site = Site(site_dir, RunSettings(**SMALL))
+    data = site.data()
+    g, y, _ = data.split("train")
+    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    plan = DPPlan.for_site(len(y), batch_size=len(y), epochs=1)
+    moves = {}
+    for name in ("adam", "sgd"):
+        torch.manual_seed(0)
+        model = RiskTransformer(cfg)  # the same initial weights for both
+        before = np.concatenate([w.ravel() for w in get_weights(model)])
+        train_dp(model, g, y, data.features, plan=plan, learning_rate=1e-3, noise_multiplier=50.0,
+                 max_grad_norm=1.0, seed=0, device=pick_device(), optimizer=name)
+        moves[name] = np.abs(np.concatenate([w.ravel() for w in get_weights(model)]) - before)
+    moved = moves["adam"][moves["adam"] > 0]
+    assert np.mean(np.isclose(moved, 1e-3, rtol=0.02)) > 0.95
+    spread = moves["sgd"].std() / moves["sgd"].mean()
+    assert spread > 0.5  # |N(0, 1)| has 0.76: the step follows each gradient's size
+
+
+def test_the_optimizer_is_the_coordinators_choice_and_costs_no_privacy(
+        tiny_cohort: Path, tmp_path: Path) -> None:
+    """The update rule acts on gradients already clipped and noised (post-processing): both
+    spend the same ε from the same plan, and they train to different weights."""
+    reports = {}
+    for name, rate in (("sgd", 0.1), ("adam", 0.01)):
+        site = Site(fresh_copy(tiny_cohort / "site-1", tmp_path / name),
+                    RunSettings(**SMALL, optimizer=name, learning_rate=rate))
+        reports[name] = site.fit(fresh_weights(site), 1, "run")
+    sgd, adam = reports["sgd"], reports["adam"]
+    assert sgd.metrics["declined"] == adam.metrics["declined"] == 0
+    for key in ("epsilon", "noise_multiplier"):
+        assert sgd.metrics[key] == adam.metrics[key]
+    assert any(not np.allclose(a, b) for a, b in zip(sgd.weights, adam.weights, strict=True))
