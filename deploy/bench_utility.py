@@ -11,8 +11,9 @@ held-out people (every site's `test` split) for every method:
   under `federated_dp_runs`: one DP run alone moves a population's figure by up to ~0.05;
 - `centralized`: the same transformer, same initial weights, trained on all sites' training
   people pooled, WITHOUT DP: plain Adam at `batch-size` (the sites' DP batches grow with their
-  size, a remedy for DP noise it has none of), the same learning rate decayed to zero over the
-  training (cosine, the usual non-private recipe), as many epochs as the federation's rounds x
+  size, a remedy for DP noise it has none of), at PLAIN_LEARNING_RATE (not the sites' SGD rate,
+  which suits noisy gradients) decayed to zero over the training (cosine, the usual non-private
+  recipe), as many epochs as the federation's rounds x
   local epochs. It trains as many times as `federated_dp`, with the same seeds, and reports the
   mean AUROC, each run under `centralized_runs`. The decay makes it the reference a pooled
   analysis would really get: at a constant rate the last minibatches' noise set the weights
@@ -88,11 +89,11 @@ QUICK_RUN: dict[str, object] = {
 QUICK_FEDERATED_RUNS = 2
 METHODS = ("federated_dp", "centralized", "site_alone", "linear_prs", "oracle")
 CV_FOLDS = 5
+CV_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
 # Non-private trainings (the centralized reference, the membership attack's non-DP model) use
 # Adam at this rate: without DP noise Adam is the better fit; the sites' DP-SGD default (SGD
 # with momentum, `learning-rate` in pyproject.toml) is tuned for noisy gradients.
 PLAIN_LEARNING_RATE = 0.01
-CV_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
 
 
 def say(section: str, message: str) -> None:
