@@ -177,6 +177,14 @@ REMEDIES = {
             "misses is not the noise. Rate 0.1 did as well on the read-out, 0.003 less on the "
             "whole model; 0.03 and 1.0 less. Not kept: FedProx's pull toward the global "
             "weights (mu 1 / 5 with Adam, cohort 1: +0.002 / +0.005 on average).",
+            "Where the rest of the gap sits with SGD (2026-11-29, read-out only, cohort 1; "
+            "linear score 0.786 on average): without DP noise the federated fit scores 0.778 "
+            "clipped at norm 1 and 0.784 at norm 16 (YRI 0.798 -> 0.813), 0.785 unclipped: the "
+            "federated fit itself reaches the linear score, and per-person clipping costs "
+            "about 0.006. With the noise on, the clipping norm does not win that back: norms 2 "
+            "/ 4 at learning rate 0.05 / norm scored 0.776 / 0.777 on cohort 1, 0.771 / 0.772 "
+            "on cohort 0 and 0.762 / 0.762 on cohort 2 (4 noise seeds each; norm 1: 0.776 / "
+            "0.771 / 0.763), since the noise grows with the norm.",
             "In (2026-11-29): at most 10 DP-SGD steps per epoch, a larger site growing its batch "
             "instead (`max-steps-per-epoch`). At a given ε the noise multiplier follows the "
             "sample rate and the step count, not the site's size, so at batch 64 the largest "
