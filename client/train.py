@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from shared.model import PanelFeatures, RiskTransformer, register_grad_samplers
+from shared.runconfig import OPTIMIZERS
 
 if TYPE_CHECKING:
     from opacus.optimizers import DPOptimizer
@@ -95,7 +96,7 @@ def local_optimizer(
         return torch.optim.SGD(params, lr=learning_rate, momentum=0.9)
     if name == "adam":
         return torch.optim.Adam(params, lr=learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}: sgd or adam")
+    raise ValueError(f"unknown optimizer {name!r}: one of {', '.join(OPTIMIZERS)}")
 
 
 def make_private(
@@ -142,8 +143,8 @@ def train_dp(
     max_grad_norm: float,
     seed: int,
     device: torch.device,
+    optimizer: str,
     sample_weights: np.ndarray | None = None,
-    optimizer: str = "sgd",
 ) -> TrainResult:
     """DP-SGD over the site's training people with Poisson sampling at `plan.sample_rate`.
 

@@ -13,9 +13,9 @@ held-out people (every site's `test` split) for every method:
   people pooled, WITHOUT DP: plain Adam at `batch-size` (the sites' DP batches grow with their
   size, a remedy for DP noise it has none of), at PLAIN_LEARNING_RATE (not the sites' SGD rate,
   which suits noisy gradients) decayed to zero over the training (cosine, the usual non-private
-  recipe), as many epochs as the federation's rounds x
-  local epochs. It trains as many times as `federated_dp`, with the same seeds, and reports the
-  mean AUROC, each run under `centralized_runs`. The decay makes it the reference a pooled
+  recipe), as many epochs as the federation's rounds x local epochs. It trains as many times as
+  `federated_dp`, with the same seeds, and reports the mean AUROC, each run under
+  `centralized_runs`. The decay makes it the reference a pooled
   analysis would really get: at a constant rate the last minibatches' noise set the weights
   (validation cohort seed 1, seeds 1-2: CEU 0.719 -> 0.746, CHB 0.775 -> 0.783, YRI 0.797 ->
   0.805, and the two trainings 0.001 apart instead of up to 0.02);

@@ -45,7 +45,8 @@ def test_one_dp_step_changes_weights(site_dir: Path) -> None:
     before = [w.copy() for w in get_weights(model)]
     plan = DPPlan.for_site(len(y), batch_size=32, epochs=1)
     result = train_dp(model, g, y, data.features, plan=plan, learning_rate=0.01,
-                      noise_multiplier=1.0, max_grad_norm=1.0, seed=0, device=pick_device())
+                      noise_multiplier=1.0, max_grad_norm=1.0, seed=0, device=pick_device(),
+                      optimizer="sgd")
     assert result.steps == plan.steps
     after = get_weights(model)
     assert all(a.shape == b.shape for a, b in zip(before, after, strict=True))
@@ -72,7 +73,8 @@ def test_dp_training_takes_every_planned_step_where_opacus_would_round_down(
     assert model(empty, data.features).shape == (0,)
     rows = np.arange(93) % len(y)  # the site has fewer training people: some twice
     result = train_dp(model, g[rows], y[rows], data.features, plan=plan, learning_rate=0.01,
-                      noise_multiplier=1.0, max_grad_norm=1.0, seed=0, device=pick_device())
+                      noise_multiplier=1.0, max_grad_norm=1.0, seed=0, device=pick_device(),
+                      optimizer="sgd")
     assert result.steps == plan.steps == 186  # counted in the loop, not copied from the plan
     assert result.empty_steps > 0  # empty batches did occur, and were taken as steps
 
