@@ -192,6 +192,12 @@ REMEDIES = {
             "misses is not the noise. Rate 0.1 did as well on the read-out, 0.003 less on the "
             "whole model; 0.03 and 1.0 less. Not kept: FedProx's pull toward the global "
             "weights (mu 1 / 5 with Adam, cohort 1: +0.002 / +0.005 on average).",
+            "Not kept (2026-11-29, read-out only, validation cohort 1, 4 noise seeds; without it "
+            "0.776 on average, YRI 0.800): weight decay with the sites' SGD, where unlike with "
+            "Adam it is a true ridge penalty. On the read-out's weights alone, 0.03 / 0.1 / 0.3 "
+            "scored 0.771 / 0.748 / 0.723, YRI 0.782 / 0.740 / 0.698; on every weight, 0.774 / "
+            "0.752 / 0.717. Five rounds of DP-SGD do not finish the additive fit (see the 3x "
+            "entry), so a penalty only shrinks it further, YRI's the most.",
             "Where the rest of the gap sits with SGD (2026-11-29, read-out only, cohort 1; "
             "linear score 0.786 on average): without DP noise the federated fit scores 0.778 "
             "clipped at norm 1 and 0.784 at norm 16 (YRI 0.798 -> 0.813), 0.785 unclipped: the "
