@@ -186,9 +186,11 @@ def additive_input(genotypes: torch.Tensor, alt_freq: torch.Tensor | None) -> to
 
     Why standardize: a weight w on the raw dosage moves the logit's spread by w * sqrt(2p(1-p)),
     so a variant with p = 0.05 needs twice the weight of one with p = 0.5 for the same effect
-    per standard deviation. Under DP-SGD's noise Adam moves every weight by about the same
-    step, so on raw dosages the rarer variants learn slowest; standardized, every variant moves
-    the same distance per step, as the linear score baseline's scaler arranges. p must come from
+    per standard deviation. On raw dosages DP-SGD's few noisy steps teach the rarer variants
+    slowest, whatever the update rule: under the noise Adam moves every weight by about the
+    learning rate, and SGD moves a rarer variant's weight less still, its dosage (hence its
+    gradient) varying less. Standardized, a step moves every variant's effect per standard
+    deviation alike, as the linear score baseline's scaler arranges. p must come from
     a public reference (the panel's `af` column), never from a site's people: it is a model
     input all sites share, and a site's own frequencies would describe its patients.
     Clamping p keeps a variant rare in the reference but common at a site from dominating.
