@@ -128,8 +128,8 @@ REMEDIES = {
             "it). Under DP the scan is hopeless at this size: with the whole "
             "ε 8 spent on one release of each site's clipped per-person pair statistics (noise "
             "multiplier 0.61; clipped at the median or 90th percentile of their norms; the "
-            "non-private residual; 3 noise draws each), the best-ranked true pair came 190th to "
-            "9,796th of 32,640 on the three cohorts. Each pair's DP noise is 3.3-6.3x its "
+            "non-private residual; 3 noise draws each), the best-ranked true pair came 162nd to "
+            "9,797th of 32,640 on the three cohorts. Each pair's DP noise is 3.3-6.3x its "
             "sampling noise, because a person's pair statistics grow with the number of pairs; "
             "bringing it to the sampling noise takes about 10-40x the people per site.",
             "Sites releasing DP summary statistics (X'y and X'X, ε 8) for a ridge at the "
