@@ -124,7 +124,7 @@ REMEDIES = {
             "table's cohort the pairs are worth 0.002 to CHB even found without DP, so there "
             "beating the linear score in CHB means fitting the additive part better than a "
             "pooled non-private fit (its true additive liability scores CHB 0.821 against the "
-            "linear score's 0.797: the room is there, but 4,500 pooled people do not reach "
+            "linear score's 0.796: the room is there, but 4,500 pooled people do not reach "
             "it). Under DP the scan is hopeless at this size: with the whole "
             "ε 8 spent on one release of each site's clipped per-person pair statistics (noise "
             "multiplier 0.61; clipped at the median or 90th percentile of their norms; the "
