@@ -88,9 +88,8 @@ def local_optimizer(
     under that noise is the noise's own scale, so a weight with no signal still moves a full
     learning rate each step, as far as one with signal. SGD moves each weight in proportion to
     its noisy gradient, and momentum averages that noise over about ten steps. Measured at
-    learning rate 0.05 against Adam at 0.01, same ε (README, benchmark section): +0.012 AUROC
-    on average on validation cohort seed 1 (YRI +0.022), +0.002 / -0.002 on cohorts seed 0 / 2,
-    and +0.010 to +0.027 for each site training alone: a gain on some cohorts, a wash on others.
+    learning rate 0.05 against Adam at 0.01, same ε: a gain on some cohorts, a wash on others,
+    and a gain for each site training alone (figures: the README's benchmark section).
     """
     if name == "sgd":
         return torch.optim.SGD(params, lr=learning_rate, momentum=0.9)
