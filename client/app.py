@@ -1,15 +1,22 @@
-"""genofed ClientApp: a hospital's node in the federation.
+"""genofed ClientApp: a hospital's node in the federation. Wiring only.
 
 Built on Flower's NumPyClient so that Flower's SecAgg+ (`secaggplus_mod`) can mask the update
 when the coordinator asks for secure aggregation. Flower's mod fails on plain train messages, so
 it is engaged only for messages that carry SecAgg+ stage configs.
 The data folder comes from the SuperNode's node config (`data-path`); in the simulation engine,
 site i reads `<data-root>/site-<i+1>` from the run config.
+
+Every reply is checked against `shared.protocol` before it leaves. A refusal or failure leaves
+as its category only: Flower forwards an exception's text to the coordinator, so the detail is
+logged here and the exception raised to Flower carries nothing but the category.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from flwr.app import Message
 from flwr.client import ClientApp, NumPyClient
@@ -19,8 +26,32 @@ from flwr.common import Context
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from client.budget import SiteBudget
-from client.site import Site
-from shared.runconfig import EVALUATE_RECEIVED, RunSettings
+from client.site import Site, SiteFailure
+from shared import protocol
+from shared.errors import GenofedError
+from shared.runconfig import RunSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SiteError(Exception):
+    """What Flower reports to the coordinator when a site fails: a category, nothing else."""
+
+
+def guarded(site_name: str, work: Callable[[], T]) -> T:
+    try:
+        return work()
+    except SiteFailure as err:
+        log.error("site %s: %s: %s", site_name, err.category, err)
+        raise SiteError(err.category) from None
+    except Exception:
+        log.exception("site %s: internal error", site_name)
+        raise SiteError("internal-error") from None
+
+
+def failure_reply(site: str, category: str) -> dict[str, Any]:
+    return {"site": site, "version": protocol.site_version(), "declined": 1, "reason": category}
 
 
 class SiteClient(NumPyClient):
@@ -28,22 +59,53 @@ class SiteClient(NumPyClient):
         self.site = site
         self.run_id = run_id
 
+    def _instructions(self, config: dict) -> dict[str, Any]:
+        return {
+            "panel_sha256": str(config.get(protocol.PANEL_SHA256, "")),
+            "min_group": float(config.get(protocol.MIN_GROUP_SIZE, 0)),
+            "center": float(config.get(protocol.SCORE_CENTER, 0.0)),
+        }
+
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
-        evaluation: dict = {}
-        if int(config.get(EVALUATE_RECEIVED, 0)):
-            # The previous round's aggregate: scored here, before training, so the coordinator
-            # needs no separate evaluation round-trip for it.
-            _, _, evaluation = self.site.evaluate(parameters, str(config["panel-sha256"]))
-        report = self.site.fit(
-            parameters, int(config["server-round"]), self.run_id, str(config["panel-sha256"])
-        )
-        return report.weights, report.n_examples, {**evaluation, **report.metrics}
+        def work():  # type: ignore[no-untyped-def]
+            try:
+                report = self.site.fit(
+                    parameters, int(config[protocol.SERVER_ROUND]), self.run_id,
+                    evaluate_received=bool(int(config.get(protocol.EVALUATE_RECEIVED, 0))),
+                    **self._instructions(config),
+                )
+            except SiteFailure as err:  # the round goes on without this site, told why
+                log.error("site %s: %s: %s", self.site.name, err.category, err)
+                return parameters, 0, failure_reply(self.site.name, err.category)
+            return report.weights, report.n_examples, report.metrics
+
+        weights, n, metrics = guarded(self.site.name, work)
+        protocol.check_reply(metrics, protocol.FIT_METRICS)
+        return weights, n, metrics
 
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
-        return self.site.evaluate(parameters, str(config["panel-sha256"]))
+        def work():  # type: ignore[no-untyped-def]
+            try:
+                return self.site.evaluate(
+                    parameters, self.run_id, int(config.get(protocol.SERVER_ROUND, 0)),
+                    **self._instructions(config)).metrics
+            except SiteFailure as err:
+                log.error("site %s: %s: %s", self.site.name, err.category, err)
+                return failure_reply(self.site.name, err.category)
+
+        metrics = guarded(self.site.name, work)
+        protocol.check_reply(metrics, protocol.EVALUATE_METRICS)
+        return 0.0, 0, metrics
 
 
 def site_from_context(context: Context) -> Site:
+    try:
+        return _site_from_context(context)
+    except (GenofedError, ValueError) as err:  # the run config or the site's settings
+        raise SiteFailure("config-error", str(err)) from err
+
+
+def _site_from_context(context: Context) -> Site:
     settings = RunSettings.from_run_config(context.run_config)
     node = context.node_config
     if "data-path" in node:
@@ -58,7 +120,9 @@ def site_from_context(context: Context) -> Site:
 
 
 def client_fn(context: Context):  # type: ignore[no-untyped-def]
-    return SiteClient(site_from_context(context), str(context.run_id)).to_client()
+    return SiteClient(guarded(str(context.node_config.get("site-id", "site")),
+                              lambda: site_from_context(context)),
+                      str(context.run_id)).to_client()
 
 
 def secagg_when_asked(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:

@@ -14,6 +14,7 @@ import numpy as np
 
 from client.budget import SITE_CONFIG, read_site_config
 from client.cache import GenotypeCache
+from client.release import ALL, cohort_fingerprint
 from shared.cohort import Cohort, CohortSpec, read_cohort
 from shared.encoding import EncoderSettings, encode_panel
 from shared.errors import InputError
@@ -49,11 +50,26 @@ class SiteData:
     genotypes: np.ndarray  # [N, T] int8 codes, rows in cohort order
     found: np.ndarray  # [T] bool: panel variant present in this site's VCF
     how: list[str]  # [T] how each panel variant was matched (shared.genotypes.MATCH_KINDS)
+    # The ancestry labels the site declared it may hold (its settings, not its people): what
+    # its DP releases are broken down by. One group "ALL" when it accepts any label.
+    vocabulary: tuple[str, ...] = (ALL,)
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Each person's release group: their ancestry, or "ALL" without a vocabulary."""
+        if self.vocabulary == (ALL,):
+            return np.full(len(self.cohort.ancestry), ALL)
+        return np.asarray(self.cohort.ancestry)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(genotypes, phenotype, ancestry) of the people in split `name`."""
+        """(genotypes, phenotype, release group) of the people in split `name`."""
         mask = self.cohort.split == name
-        return self.genotypes[mask], self.cohort.phenotype[mask], self.cohort.ancestry[mask]
+        return self.genotypes[mask], self.cohort.phenotype[mask], self.groups[mask]
+
+    def fingerprint(self) -> str:
+        """Identifies this version of the cohort table (see client.release)."""
+        c = self.cohort
+        return cohort_fingerprint(c.sample_id, self.groups, c.phenotype, c.split)
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:
@@ -114,4 +130,6 @@ def _load(
         )
     if not genotypes.found.any():
         raise InputError(paths.vcf, "no panel variant is present in this VCF")
-    return SiteData(panel, features, cohort, genotypes.codes, genotypes.found, genotypes.how)
+    vocabulary = tuple(spec.ancestries) if spec.ancestries else (ALL,)
+    return SiteData(panel, features, cohort, genotypes.codes, genotypes.found, genotypes.how,
+                    vocabulary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,15 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.randomness import DPRandomness
 from shared.model import PanelFeatures, RiskTransformer, register_grad_samplers
 from shared.runconfig import OPTIMIZERS
 
 if TYPE_CHECKING:
     from opacus.optimizers import DPOptimizer
 
-# Opacus' notice that its default RNG is not cryptographically secure, and torch's notice when
-# an empty Poisson batch backpropagates into no input: both expected, neither actionable here.
-warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+# torch's notice when an empty Poisson batch backpropagates into no input: expected here.
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
 
@@ -34,8 +33,11 @@ def pick_device() -> torch.device:
 class DPPlan:
     """What one round of local DP-SGD will do: known before training, so it can be costed.
 
-    Mirrors Opacus' Poisson loader exactly: `steps_per_epoch` is the length of a plain loader
-    with `batch_size`, and each person is sampled with probability 1 / steps_per_epoch.
+    Made from the site's RELEASED (noisy) training-set size, never the exact one: the sample
+    rate, the step count and the batch the noisy gradient sum is divided by are then all
+    post-processing of a DP release, so neither the epsilon a site reports nor the update's
+    scale tells the coordinator the exact size. Each person is sampled with probability
+    1 / steps_per_epoch (Opacus' Poisson sampling over the site's real people).
     """
 
     batch_size: int
@@ -44,21 +46,21 @@ class DPPlan:
 
     @classmethod
     def for_site(
-        cls, n_train: int, batch_size: int, epochs: int, max_steps_per_epoch: int = 0
+        cls, n_train: float, batch_size: int, epochs: int, max_steps_per_epoch: int = 0
     ) -> DPPlan:
         """`batch_size` people per step, grown where needed so an epoch takes at most
         `max_steps_per_epoch` steps (0: no cap).
 
-        Why the cap: at a given ε the noise multiplier depends on the sample rate and the step
-        count, not on the site's size, so at a fixed batch a large site takes many small steps,
-        each carrying the same noise. Capping its steps gives it larger batches instead, whose
-        averaged gradient carries less noise per person (validation cohorts: +0.02 AUROC in
-        YRI, see the README's benchmark section).
+        Why the cap: at a given epsilon the noise multiplier depends on the sample rate and the
+        step count, not on the site's size, so at a fixed batch a large site takes many small
+        steps, each carrying the same noise. Capping its steps gives it larger batches instead,
+        whose averaged gradient carries less noise per person (the lab notebook has the figures).
         """
+        n = max(1, int(round(n_train)))
         if max_steps_per_epoch > 0:
-            batch_size = max(batch_size, math.ceil(n_train / max_steps_per_epoch))
-        batch_size = max(1, min(batch_size, n_train))
-        return cls(batch_size, math.ceil(n_train / batch_size), epochs)
+            batch_size = max(batch_size, math.ceil(n / max_steps_per_epoch))
+        batch_size = max(1, min(batch_size, n))
+        return cls(batch_size, math.ceil(n / batch_size), epochs)
 
     @property
     def sample_rate(self) -> float:
@@ -71,6 +73,8 @@ class DPPlan:
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What happened in one round of local DP-SGD, for the site's own log (never sent)."""
+
     steps: int
     sample_rate: float
     mean_loss: float
@@ -105,29 +109,105 @@ def make_private(
     *,
     noise_multiplier: float,
     max_grad_norm: float,
-    poisson_sampling: bool = True,
+    randomness: DPRandomness,
+    expected_batch_size: int | None = None,
     grad_sample_mode: str = "hooks",
-) -> tuple[torch.nn.Module, DPOptimizer, DataLoader]:
-    """Opacus' DP-SGD around a model, its optimizer and its loader; the loss must be SUMMED.
+) -> tuple[torch.nn.Module, DPOptimizer]:
+    """Opacus' DP-SGD around a model and its optimizer; the loss must be SUMMED.
+
+    `loader` is used as it is: a site passes its `poisson_loader`, whose sampling is drawn
+    from the same secret `randomness` as the noise (`client.randomness`). The noise is drawn in
+    Opacus' secure mode (four Gaussian draws summed, against floating-point attacks on the
+    noise) from a generator on the training device seeded by `randomness`, never from torch's
+    global generator, which anyone who knows a seed could replay.
 
     Per-sample gradients come from a summed loss as they are: from a mean loss Opacus multiplies
-    every backprop it captures by the batch size, a quarter of the DP step's extra time on the
-    demo model. The optimizer still divides the clipped, noised sum by the expected batch size
-    (Opacus' "mean" reduction), so each update is the same as with a mean loss.
-    Opacus is imported here, not with the module: scoring and evaluating never load it.
+    every backprop it captures by the batch size. The optimizer still divides the clipped, noised
+    sum by `expected_batch_size` (Opacus' "mean" reduction), so each update is the same as with
+    a mean loss. Opacus is imported here, not with the module: scoring never loads it.
     """
     from opacus import PrivacyEngine
 
     register_grad_samplers()
-    engine = PrivacyEngine(accountant="prv")
-    dp_model, dp_optimizer, dp_loader = engine.make_private(
+    device = next(model.parameters()).device
+    with warnings.catch_warnings():
+        # Its advice is to turn on secure_mode (torchcsprng); the randomness here is secret
+        # already, and the noise is drawn in secure mode below.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant="prv")  # its accountant is unused: the site's is
+    dp_model, dp_optimizer, _ = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader,
         noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-        poisson_sampling=poisson_sampling, grad_sample_mode=grad_sample_mode,
-        loss_reduction="sum",
+        poisson_sampling=False, grad_sample_mode=grad_sample_mode, loss_reduction="sum",
+        noise_generator=randomness.torch_generator(device, "noise"),
     )
+    dp_optimizer.secure_mode = True
     dp_optimizer.loss_reduction = "mean"
-    return dp_model, dp_optimizer, dp_loader
+    if expected_batch_size is not None:
+        dp_optimizer.expected_batch_size = expected_batch_size
+    return dp_model, dp_optimizer
+
+
+def poisson_loader(dataset: TensorDataset, plan: DPPlan, randomness: DPRandomness) -> DataLoader:
+    """Opacus' Poisson-sampling loader at the plan's rate, for the plan's step count, drawing
+    from the secret `randomness`.
+
+    The rate and count are the plan's (from the released size), not Opacus' own
+    `1 / len(loader)`, which also floating-point rounds one step short for some sizes
+    (int(1 / (1 / 117)) = 116).
+    """
+    from opacus.data_loader import DPDataLoader
+
+    loader = DPDataLoader(dataset, sample_rate=plan.sample_rate,
+                          generator=randomness.torch_generator("cpu", "sampling"))
+    loader.batch_sampler.steps = plan.steps_per_epoch
+    if len(loader) != plan.steps_per_epoch or loader.sample_rate != plan.sample_rate:
+        raise RuntimeError("Opacus' loader disagrees with the costed DP plan")
+    return loader
+
+
+def run_dp_sgd(
+    model: torch.nn.Module,
+    dataset: TensorDataset,
+    loss_fn: Callable[[torch.nn.Module, list[torch.Tensor]], torch.Tensor],
+    *,
+    plan: DPPlan,
+    learning_rate: float,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    device: torch.device,
+    optimizer: str,
+    randomness: DPRandomness,
+) -> TrainResult:
+    """DP-SGD over `dataset` with the plan's Poisson sampling, steps and batch normalisation.
+
+    `loss_fn(dp_model, batch)` returns the batch's SUMMED loss (batch tensors on `device`).
+    Every sampled step is taken and noised, including empty batches, so the steps accounted
+    for are exactly the steps released.
+    """
+    model.to(device).train()
+    loader = poisson_loader(dataset, plan, randomness)
+    dp_model, dp_optimizer = make_private(
+        model, local_optimizer(optimizer, model.parameters(), learning_rate), loader,
+        noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, randomness=randomness,
+        expected_batch_size=plan.batch_size,
+    )
+    steps, empty, loss_sum, seen = 0, 0, 0.0, 0
+    for _ in range(plan.epochs):
+        for batch in loader:
+            batch = [t.to(device) for t in batch]
+            dp_optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(dp_model, batch)
+            if len(batch[0]):
+                loss_sum += float(loss.detach())
+                seen += len(batch[0])
+            else:  # an empty Poisson batch: the step still happens, as pure noise
+                empty += 1
+            loss.backward()
+            dp_optimizer.step()
+            steps += 1
+    dp_model.to_standard_module()  # no hooks or per-sample grads left on the plain model
+    return TrainResult(steps, plan.sample_rate, loss_sum / max(seen, 1), len(dataset), empty)
 
 
 def train_dp(
@@ -140,58 +220,38 @@ def train_dp(
     learning_rate: float,
     noise_multiplier: float,
     max_grad_norm: float,
-    seed: int,
     device: torch.device,
     optimizer: str,
     sample_weights: np.ndarray | None = None,
+    randomness: DPRandomness | None = None,
 ) -> TrainResult:
-    """DP-SGD over the site's training people with Poisson sampling at `plan.sample_rate`.
+    """DP-SGD of the risk model over the site's training people.
 
-    Every sampled step is taken and noised, including empty batches, so the steps we account
-    for are exactly the steps released. `sample_weights` (mean 1) scale each person's loss
-    before per-sample clipping: the DP-compatible way to rebalance groups, since per-person
-    sampling rates would break the accountant's uniform-sampling assumption.
+    `sample_weights` scale each person's loss before per-sample clipping: the DP-compatible way
+    to rebalance groups, since per-person sampling rates would break the accountant's uniform
+    sampling; they must not depend on the exact data (`client.release.balancing_weights`).
+    `randomness` defaults to a fresh secret; only simulations pass one.
     """
-    torch.manual_seed(seed)
-    model.to(device).train()
     features = features.to(device)
     weights = np.ones(len(labels)) if sample_weights is None else sample_weights
     ds = TensorDataset(
         torch.as_tensor(genotypes, dtype=torch.long), torch.as_tensor(labels, dtype=torch.float32),
         torch.as_tensor(weights, dtype=torch.float32),
     )
-    loader = DataLoader(ds, batch_size=plan.batch_size)
-    dp_model, dp_optimizer, loader = make_private(
-        model, local_optimizer(optimizer, model.parameters(), learning_rate), loader,
-        noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, poisson_sampling=True,
+
+    def loss_fn(dp_model: torch.nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        xb, yb, wb = batch
+        logits = dp_model(xb, features)
+        if not len(xb):
+            return logits.sum()
+        # Summed: see make_private (the optimizer still averages the noisy sum).
+        return (wb * F.binary_cross_entropy_with_logits(logits, yb, reduction="none")).sum()
+
+    return run_dp_sgd(
+        model, ds, loss_fn, plan=plan, learning_rate=learning_rate,
+        noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, device=device,
+        optimizer=optimizer, randomness=randomness or DPRandomness.secret(),
     )
-    # Opacus sizes its Poisson sampler as int(1 / sample_rate), which floating point rounds one
-    # short for some sizes (1 / (1 / 117) = 116.99999999999999: a site of 7,449 people at batch
-    # 64). The sampler takes its step count as a parameter; it gets the plan's, the count the
-    # accountant is told.
-    loader.batch_sampler.steps = plan.steps_per_epoch
-    if len(loader) != plan.steps_per_epoch or loader.sample_rate != plan.sample_rate:
-        raise RuntimeError("Opacus' loader disagrees with the costed DP plan")
-    steps, empty, loss_sum, seen = 0, 0, 0.0, 0
-    for _ in range(plan.epochs):
-        for xb, yb, wb in loader:
-            xb, yb, wb = xb.to(device), yb.to(device), wb.to(device)
-            dp_optimizer.zero_grad(set_to_none=True)
-            logits = dp_model(xb, features)
-            if len(xb):
-                # Summed: see make_private (the optimizer still averages the noisy sum).
-                loss = (wb * F.binary_cross_entropy_with_logits(logits, yb, reduction="none"))
-                loss = loss.sum()
-                loss_sum += float(loss.detach())
-                seen += len(xb)
-            else:  # an empty Poisson batch: the step still happens, as pure noise
-                loss = logits.sum()
-                empty += 1
-            loss.backward()
-            dp_optimizer.step()
-            steps += 1
-    dp_model.to_standard_module()  # no hooks or per-sample grads left on the plain model
-    return TrainResult(steps, plan.sample_rate, loss_sum / max(seen, 1), len(ds), empty)
 
 
 @torch.no_grad()
@@ -210,10 +270,3 @@ def predict_logits(
         xb = torch.as_tensor(genotypes[start:start + batch_size], dtype=torch.long, device=device)
         out.append(model(xb, features).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
-
-
-def balancing_weights(groups: np.ndarray) -> np.ndarray:
-    """Per-person weights, mean 1, giving every ancestry group the same total weight."""
-    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    w = len(groups) / (len(names) * counts)
-    return w[inverse]

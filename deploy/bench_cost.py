@@ -132,11 +132,12 @@ def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
                 grad_sample_mode=mode, criterion=torch.nn.BCEWithLogitsLoss(),
             )
         else:  # the sites' own DP-SGD setup (summed loss, see client.train.make_private)
+            from client.randomness import DPRandomness
             from client.train import make_private
 
-            dp_model, dp_opt, _ = make_private(
+            dp_model, dp_opt = make_private(
                 model, optimizer, loader, noise_multiplier=1.0,
-                max_grad_norm=settings.max_grad_norm, poisson_sampling=False,
+                max_grad_norm=settings.max_grad_norm, randomness=DPRandomness.secret(),
                 grad_sample_mode=mode,
             )
 

@@ -137,7 +137,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         private = fresh_model(cfg, seed)
         result = train_dp(private, *members, data.features, plan=plan,
                           learning_rate=settings.learning_rate, noise_multiplier=sigma,
-                          max_grad_norm=settings.max_grad_norm, seed=seed,
+                          max_grad_norm=settings.max_grad_norm,
                           device=pick_device(), optimizer=settings.optimizer)
         dp_runs.append({"seed": seed, **attack(private, members, nonmembers, data.features)})
     dp_s = (time.perf_counter() - began) / trainings

@@ -397,7 +397,7 @@ def dp_alone(
     result = train_dp(
         model, people.genotypes, people.labels, data.features, plan=plan,
         learning_rate=settings.learning_rate, noise_multiplier=sigma,
-        max_grad_norm=settings.max_grad_norm, seed=seed, device=pick_device(),
+        max_grad_norm=settings.max_grad_norm, device=pick_device(),
         optimizer=settings.optimizer,
     )
     eps = epsilon_for([(sigma, result.sample_rate, result.steps)], settings.target_delta, "prv")

@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from client.privacy_state import BINDING
 from deploy.federation import run_simulation
 from shared.errors import FederationError
 from shared.fsio import write_json
@@ -53,11 +54,11 @@ def format_table(summary: dict, oracle: dict[str, float] | None = None) -> str:
 
 
 def fresh_copy(cohort: Path, dst: Path) -> Path:
-    """A copy of a cohort without any site state (privacy spent, caches): a run on it
-    starts afresh, as privacy spent is persisted per site folder."""
+    """A copy of a cohort without any site state (privacy spent, its binding, caches): a run
+    on it starts afresh, as privacy spent is persisted per site folder."""
     if dst.exists():
         shutil.rmtree(dst)
-    shutil.copytree(cohort, dst, ignore=shutil.ignore_patterns(".genofed-state"))
+    shutil.copytree(cohort, dst, ignore=shutil.ignore_patterns(".genofed-state", BINDING))
     return dst
 
 

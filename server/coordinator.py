@@ -58,19 +58,21 @@ class Coordinator:
         return cls(settings, strategy, out_dir)
 
     def finish(self) -> None:
-        """Fail the run loudly unless every planned round trained and was evaluated."""
+        """Fail the run loudly unless every planned round trained and every round the schedule
+        evaluates was evaluated by at least one site."""
         planned = self.settings.num_server_rounds
         rounds = self.strategy.rounds
         trained = [r for r in range(1, planned + 1) if rounds.get(r) and rounds[r].sites]
-        evaluated = [r for r in range(1, planned + 1) if rounds.get(r) and rounds[r].metrics]
+        due = [r for r in range(1, planned + 1) if self.strategy._evaluates(r)]
+        evaluated = [r for r in due if rounds.get(r) and rounds[r].evaluated_by]
         results = self.strategy.results()
-        ok = len(trained) == planned and len(evaluated) == planned
+        ok = len(trained) == planned and len(evaluated) == len(due)
         results["status"] = "completed" if ok else "failed"
         write_json(self.out_dir / "results.json", results)
         if not ok:
             raise FederationError(
-                f"only {len(trained)} of {planned} rounds trained and {len(evaluated)} were "
-                f"evaluated; see {self.out_dir / 'results.json'}"
+                f"only {len(trained)} of {planned} rounds trained and {len(evaluated)} of "
+                f"{len(due)} were evaluated; see {self.out_dir / 'results.json'}"
             )
 
 

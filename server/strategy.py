@@ -1,18 +1,24 @@
 """The coordinator's aggregation strategy: FedAvg weighted by examples, plus what a consortium
-needs around it: update checks, declined rounds, a checkpoint per round, merged per-ancestry
-evaluation and a signed ledger record per round.
+needs around it: reply and update checks, declined rounds, a checkpoint per round, merged
+per-ancestry evaluation and a signed ledger record per round.
 
-Built on Flower's legacy `FedAvg` so Flower's SecAgg+ workflow can drive it unchanged. A round
-costs one round-trip: round r's training message carries round r-1's aggregate, which the sites
-score before training on it, so round r-1 is evaluated and signed when round r's updates arrive;
-only the run's last round gets an evaluation message of its own.
+Built on Flower's legacy `FedAvg` so Flower's SecAgg+ workflow can drive it unchanged. Every
+evaluation is a DP release the sites pay for, so the run config's `evaluate-rounds` chooses
+which global models are scored: `last` (the default) scores only the final one, in an
+evaluation message after the last round; `all` scores each, at one round-trip per round: round
+r's training message carries round r-1's aggregate, which the sites score before training on
+it, so round r-1 is evaluated and signed when round r's updates arrive. A round that will not be
+evaluated is signed as soon as it is aggregated.
+
+Site replies are read only through `shared.protocol` (every field validated); a malformed reply
+is rejected with its reason and the round goes on with the others.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from logging import INFO, WARNING
@@ -34,11 +40,12 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
+from shared import protocol
 from shared.fsio import atomic_write, write_json
 from shared.ledger import Ledger
 from shared.metrics import GroupedScores, MetricFrame
 from shared.model import ModelConfig, RiskTransformer, get_weights, set_weights
-from shared.runconfig import EVALUATE_RECEIVED, RunSettings
+from shared.runconfig import RunSettings
 
 
 def weights_sha256(arrays: list[np.ndarray]) -> str:
@@ -82,11 +89,6 @@ def update_norm(arrays: list[np.ndarray], reference: list[np.ndarray]) -> float:
 _Res = FitRes | EvaluateRes  # both carry the sites' metrics
 
 
-def _site(proxy: ClientProxy, metrics: Mapping) -> str:
-    """The name a site reports for itself, else Flower's node id."""
-    return str(metrics.get("site", proxy.cid))
-
-
 def make_aggregator(name: str) -> FedAvg:
     """Flower's own aggregation rule by name (all are FedAvg subclasses in the legacy API)."""
     rules = {
@@ -106,15 +108,10 @@ class RoundRecord:
     rejected: dict[str, str] = field(default_factory=dict)
     failures: int = 0
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
-    train_loss: dict[str, float] = field(default_factory=dict)
     metrics: dict | None = None
     weights_sha256: str | None = None
-    # Each site's own wall seconds for the round's training and evaluation, and when each ended
-    # (Unix time), as it reports them: what a round spent at the sites and what it spent here.
-    train_s: dict[str, float] = field(default_factory=dict)
-    evaluate_s: dict[str, float] = field(default_factory=dict)
-    train_ended_at: dict[str, float] = field(default_factory=dict)
-    evaluate_ended_at: dict[str, float] = field(default_factory=dict)
+    # Sites whose evaluation of this round's model was taken.
+    evaluated_by: list[str] = field(default_factory=list)
 
 
 class GenofedStrategy(FedAvg):
@@ -140,13 +137,15 @@ class GenofedStrategy(FedAvg):
         self.offset = max(self.rounds, default=0)
         self.aggregator = make_aggregator(settings.aggregation)
         round_config: Callable[[int], dict[str, Scalar]] = lambda rnd: {  # noqa: E731
-            "server-round": rnd + self.offset, "panel-sha256": panel_sha256,
+            protocol.SERVER_ROUND: rnd + self.offset, protocol.PANEL_SHA256: panel_sha256,
+            protocol.MIN_GROUP_SIZE: settings.suppression_k,
+            protocol.SCORE_CENTER: settings.score_center,
         }
 
         def fit_config(rnd: int) -> dict[str, Scalar]:
-            # From this run's second round on, the weights sent are the previous round's
-            # aggregate, not yet evaluated: the sites score them first (see aggregate_fit).
-            return {**round_config(rnd), EVALUATE_RECEIVED: int(rnd > 1)}
+            # With `evaluate-rounds = all`, from this run's second round on, the weights sent
+            # are the previous round's aggregate, not yet evaluated: the sites score them first.
+            return {**round_config(rnd), protocol.EVALUATE_RECEIVED: int(self._scored_on_fit(rnd))}
 
         k = settings.min_sites
         super().__init__(
@@ -164,12 +163,21 @@ class GenofedStrategy(FedAvg):
     def _record(self, server_round: int) -> RoundRecord:
         return self.rounds.setdefault(server_round, RoundRecord(round=server_round))
 
+    def _scored_on_fit(self, rnd: int) -> bool:
+        """Whether (this run's) round `rnd`'s training message asks for the previous aggregate
+        to be scored first."""
+        return self.settings.evaluate_rounds == "all" and rnd > 1
+
+    def _last(self, server_round: int) -> bool:
+        return server_round >= self.settings.num_server_rounds
+
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """Only after the run's last round. Every earlier aggregate is scored by the sites when
-        the next round's training instructions deliver it: one round-trip per round instead of
-        two, which is a SuperNode polling interval saved every round in a real deployment."""
+        """Only after the run's last round. With `evaluate-rounds = all`, every earlier
+        aggregate is scored by the sites when the next round's training instructions deliver
+        it: one round-trip per round instead of two, a SuperNode polling interval saved every
+        round in a real deployment."""
         if server_round < self.settings.num_server_rounds - self.offset:
             return []
         return super().configure_evaluate(server_round, parameters, client_manager)
@@ -180,24 +188,26 @@ class GenofedStrategy(FedAvg):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list,
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        server_round += self.offset
-        if server_round > self.offset + 1:
+        if self._scored_on_fit(server_round):
             # The sites scored the previous round's aggregate before training on it.
-            self._evaluated(server_round - 1, results)
+            self._evaluated(server_round - 1 + self.offset, results, from_fit=True)
+        server_round += self.offset
         rec = self._record(server_round)
         rec.failures = len(failures)
         accepted = []
         for proxy, res in results:
-            m = res.metrics
-            site = _site(proxy, m)
-            if "epsilon" in m:
-                rec.privacy[site] = {"epsilon": float(m["epsilon"]), "delta": float(m["delta"])}
-            if "train_s" in m:
-                rec.train_s[site] = float(m["train_s"])
-            if "train_ended_at" in m:
-                rec.train_ended_at[site] = float(m["train_ended_at"])
-            if int(m.get("declined", 0)):
-                rec.declined[site] = str(m.get("reason", "declined"))
+            try:
+                reply = protocol.read_reply(res.metrics, protocol.FIT_METRICS, proxy.cid)
+            except protocol.ProtocolError as err:
+                rec.rejected[str(proxy.cid)] = f"malformed reply: {err}"
+                log(WARNING, "round %d: reply from node %s rejected: %s", server_round,
+                    proxy.cid, err)
+                continue
+            site = reply.site
+            if reply.epsilon is not None and reply.delta is not None:
+                rec.privacy[site] = {"epsilon": reply.epsilon, "delta": reply.delta}
+            if reply.declined:
+                rec.declined[site] = reply.reason or "declined"
                 log(WARNING, "round %d: site %s declined: %s", server_round, site,
                     rec.declined[site])
                 continue
@@ -210,8 +220,6 @@ class GenofedStrategy(FedAvg):
                 log(WARNING, "round %d: update from %s rejected: %s", server_round, site, problem)
                 continue
             rec.sites.append(site)
-            if "train_loss" in m:
-                rec.train_loss[site] = float(m["train_loss"])
             accepted.append((proxy, res))
         params = None
         if accepted:
@@ -222,7 +230,14 @@ class GenofedStrategy(FedAvg):
             self.current = parameters_to_ndarrays(params)
         rec.weights_sha256 = weights_sha256(self.current)
         self._checkpoint(server_round)  # every round, so a resumed run finds its weights
+        if not self.evaluates(server_round):
+            self._append_ledger(rec)  # nobody will score this round's model: sign it now
+            self._write_results()
         return params, {}
+
+    def evaluates(self, server_round: int) -> bool:
+        """Whether round `server_round`'s model will be scored by the sites."""
+        return self.settings.evaluate_rounds == "all" or self._last(server_round)
 
     def aggregate_evaluate(
         self,
@@ -230,40 +245,42 @@ class GenofedStrategy(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list,
     ) -> tuple[float | None, dict[str, Scalar]]:
-        kept = self._evaluated(server_round + self.offset, results)
-        n_sum = sum(res.num_examples for _, res in kept)
-        loss = sum(res.loss * res.num_examples for _, res in kept)
-        return (loss / n_sum if n_sum else None), {}
+        self._evaluated(server_round + self.offset, results)
+        return None, {}
 
-    def _evaluated(self, server_round: int, results: list[tuple[ClientProxy, _Res]]) -> list:
-        """Merge the sites' per-ancestry scores of one round's aggregate (from evaluation or,
-        for every round but the last, the next round's training replies), then sign the round
-        into the ledger: a round is complete once it is trained and evaluated. Returns the
-        results whose scores were taken."""
+    def _evaluated(
+        self, server_round: int, results: list[tuple[ClientProxy, _Res]], from_fit: bool = False
+    ) -> None:
+        """Merge the sites' noisy per-ancestry scores of one round's model (from evaluation
+        or, with `evaluate-rounds = all`, the next round's training replies), then sign the
+        round into the ledger: such a round is complete once it is trained and evaluated."""
         rec = self._record(server_round)
-        merged = GroupedScores(groups={})
-        kept = []
+        merged = GroupedScores(groups={}, center=self.settings.score_center)
         for proxy, res in results:
-            metrics, site = res.metrics, _site(proxy, res.metrics)
-            if "evaluate_s" in metrics:
-                rec.evaluate_s[site] = float(metrics["evaluate_s"])
-            if "evaluate_ended_at" in metrics:
-                rec.evaluate_ended_at[site] = float(metrics["evaluate_ended_at"])
             try:
-                merged = merged.merge(GroupedScores.from_json(str(metrics["scores"])))
-            except (KeyError, ValueError) as err:
-                log(WARNING, "round %d: evaluation from %s rejected: %s", server_round, site, err)
+                reply = protocol.read_reply(res.metrics, {**protocol.FIT_METRICS,
+                                                          **protocol.EVALUATE_METRICS}, proxy.cid)
+                if reply.scores is None:
+                    raise ValueError(f"no scores ({reply.reason or 'none sent'})")
+                scores = GroupedScores.from_json(reply.scores, center=self.settings.score_center)
+            except ValueError as err:  # ProtocolError is a ValueError
+                log(WARNING, "round %d: evaluation from %s rejected: %s", server_round,
+                    res.metrics.get("site", proxy.cid), err)
                 continue
-            kept.append((proxy, res))
+            merged = merged.merge(scores)
+            rec.evaluated_by.append(reply.site)
+            # A training reply's epsilon is after that round's training: the next round's.
+            if not from_fit and reply.epsilon is not None and reply.delta is not None:
+                rec.privacy[reply.site] = {"epsilon": reply.epsilon, "delta": reply.delta}
         frame = MetricFrame.from_scores(merged, k=self.settings.suppression_k)
         rec.metrics = frame.to_dict()
         rec.weights_sha256 = rec.weights_sha256 or weights_sha256(self.current)
         self._append_ledger(rec)
         self._write_results()
         by_group = rec.metrics["by_group"]
-        shown = {g: round(v["auroc"], 3) for g, v in by_group.items() if not v.get("suppressed")}
-        log(INFO, "round %d: AUROC by ancestry %s", server_round, shown)
-        return kept
+        shown = {g: round(v["auroc"], 3) for g, v in by_group.items()
+                 if not v.get("suppressed") and v.get("auroc") is not None}
+        log(INFO, "round %d: AUROC by ancestry %s (DP-noised)", server_round, shown)
 
     def _checkpoint(self, server_round: int) -> None:
         model = RiskTransformer(self.model_cfg)

@@ -1,25 +1,35 @@
-"""Federated, mergeable per-ancestry evaluation of the global model.
+"""Federated, mergeable per-ancestry evaluation of the global model, released under DP.
 
-A hospital may not send per-person predictions, yet the coordinator must report pooled
-per-population discrimination and calibration. Averaging per-site AUROCs is wrong (it weights a
-20-person site like a 20,000-person one and is not the AUROC of anybody), so each site sends, per
-ancestry group, histograms of its scores on a fine logit grid. Histograms add across sites, and
-every metric here is a function of the merged histograms, so the pooled metric is the metric of
-the pooled people up to the bin width (0.005 logits: AUROC error well under 0.005).
+Held-out patients are patients too: what a site says about how the model scores them is a
+release about people, so it is differentially private and paid for from the site's budget.
+Each site bins its held-out people's risk logits into `N_BINS` coarse bins (open-ended at both
+ends), one histogram per ancestry group and class (case, control), and adds Gaussian noise of
+standard deviation `sigma` to every bin. One person moves one count by one, so the whole release
+has L2 sensitivity 1 and costs one Gaussian mechanism at `sigma` (`shared.privacy`). No
+per-bin probability sums, no exact counts, nothing else: the coarse, noisy histogram is all.
+
+Averaging per-site AUROCs would be wrong (it weights a 20-person site like a 20,000-person one
+and is not the AUROC of anybody), so the coordinator adds the sites' noisy histograms (and their
+noise variances) and computes every metric from the merged histograms. The AUROC estimator is
+the Mann-Whitney statistic of the merged histograms, bilinear in the counts, so zero-mean noise
+leaves it (to first order) unbiased; its interval adds the noise's variance (delta method) to
+DeLong's sampling variance. Calibration, Brier and threshold metrics use each bin's
+representative logit (`bin_logits`), so they are as coarse as the bins.
 
 Site side::
 
-    scores = GroupedScores.from_predictions(logits, labels, ancestry)
-    payload = scores.to_json(min_count=10)        # groups with n < 10 are withheld
+    exact = GroupedScores.from_predictions(logits, labels, ancestry, center=0.0)
+    payload = exact.with_noise(sigma, rng).keep(shown).to_json()
 
 Coordinator side::
 
-    pooled = sum(GroupedScores.from_json(p) for p in payloads)   # strict validation
+    pooled = sum(GroupedScores.from_json(p, center=0.0) for p in payloads)   # strict
     report = MetricFrame.from_scores(pooled, k=10, reference="EUR").to_dict()
 
-Small-cell suppression happens in `MetricFrame`: a group with fewer than ``k`` people, cases or
-controls shows as exactly ``{"suppressed": True}`` and is left out of ``overall`` too, so
-"overall minus the shown groups" recovers nothing. The total over all groups is never reported.
+Small-cell suppression: a site withholds groups whose (noisy) case or control count is under its
+floor; the coordinator suppresses merged groups under its k the same way, shows them as exactly
+``{"suppressed": True}`` and leaves them out of ``overall`` too, so "overall minus the shown
+groups" recovers nothing. The total over all groups is never reported.
 """
 
 from __future__ import annotations
@@ -34,82 +44,85 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_expit, logit, ndtri
 
-N_BINS = 4000
-LOGIT_RANGE = (-10.0, 10.0)
-BIN_WIDTH = (LOGIT_RANGE[1] - LOGIT_RANGE[0]) / N_BINS
-BIN_EDGES = np.linspace(LOGIT_RANGE[0], LOGIT_RANGE[1], N_BINS + 1)
-# Probability bounds of each bin; the edge bins also hold everything clipped into them.
-_P_LO = np.concatenate([[0.0], expit(BIN_EDGES[1:-1])])
-_P_HI = np.concatenate([expit(BIN_EDGES[1:-1]), [1.0]])
-
-FORMAT = "genofed.grouped_scores"
-VERSION = 1
-N_CALIBRATION_BINS = 10
+N_BINS = 16
+BIN_WIDTH = 0.5  # logits; the N_BINS - 2 inner bins span +-3.5 around the centre
+FORMAT = "genofed.dp_scores"
+VERSION = 2
 DISPARITY_METRICS = ("auroc", "auprc", "brier", "ece", "sensitivity", "specificity", "ppv")
-MAX_JSON_CHARS = 50_000_000
-MAX_COUNT = 10**12  # far above any cohort; keeps int64 sums exact and rejects absurd payloads
+MAX_JSON_CHARS = 1_000_000
+MAX_GROUPS = 64
+MAX_COUNT = 1e9  # far above any cohort: rejects absurd payloads before they are summed
+MAX_NOISE_SD = 1e6
 MAX_GROUP_NAME = 100
-_TOLERANCE = 1e-9
+MAX_CENTER = 20.0
 
-_TOP_KEYS = frozenset({"format", "version", "n_bins", "logit_range", "groups"})
-_GROUP_KEYS = frozenset({"n", "cases", "brier_sum", "bins", "case", "control", "sum_prob"})
+_TOP_KEYS = frozenset({"format", "version", "n_bins", "bin_width", "center", "noise_sd",
+                       "groups"})
+_GROUP_KEYS = frozenset({"case", "control"})
 
 
-def logit_to_bin(logits: np.ndarray) -> np.ndarray:
-    """Bin index of each logit; values outside ``LOGIT_RANGE`` go to the edge bins."""
-    idx = np.floor((np.asarray(logits, dtype=np.float64) - LOGIT_RANGE[0]) / BIN_WIDTH)
-    return np.clip(idx, 0, N_BINS - 1).astype(np.int64)
+def bin_edges(center: float = 0.0) -> np.ndarray:
+    """The N_BINS - 1 inner edges; bin 0 is (-inf, edge 0), bin N_BINS - 1 [last edge, inf)."""
+    return center + BIN_WIDTH * (np.arange(N_BINS - 1) - (N_BINS - 2) / 2)
+
+
+def bin_logits(center: float = 0.0) -> np.ndarray:
+    """Each bin's representative logit: its midpoint; the open edge bins half a bin outside
+    their inner edge (the people there are further out still, which these metrics cannot see)."""
+    edges = bin_edges(center)
+    mids = (edges[:-1] + edges[1:]) / 2
+    return np.concatenate([[edges[0] - BIN_WIDTH / 2], mids, [edges[-1] + BIN_WIDTH / 2]])
+
+
+def logit_to_bin(logits: np.ndarray, center: float = 0.0) -> np.ndarray:
+    """Bin index of each logit (an edge belongs to the bin above it)."""
+    return np.searchsorted(bin_edges(center), np.asarray(logits, dtype=np.float64),
+                           side="right").astype(np.int64)
 
 
 @dataclass(eq=False)
 class GroupStats:
-    """Sufficient statistics for one ancestry group at one site, or merged over sites.
+    """One ancestry group's histograms at one site, or merged over sites.
 
-    Every field is a sum over people, so merging is addition and is exactly associative and
-    commutative for the counts (float sums differ only by rounding).
+    `hist_case` / `hist_control` are counts per bin, exact at the site before noise and noisy
+    (real-valued, possibly negative) once released; `noise_var` is the variance of the noise on
+    each bin (the sum over the sites that contributed).
     """
 
-    n: int
-    cases: int
-    hist_case: np.ndarray  # int64 [N_BINS]: case scores per logit bin
-    hist_control: np.ndarray  # int64 [N_BINS]
-    sum_prob: np.ndarray  # float64 [N_BINS]: sum of predicted probabilities per bin (everyone)
-    brier_sum: float  # sum of (p - y)^2
+    hist_case: np.ndarray  # float64 [N_BINS]
+    hist_control: np.ndarray  # float64 [N_BINS]
+    noise_var: float = 0.0
 
     def __post_init__(self) -> None:
-        self.n, self.cases, self.brier_sum = int(self.n), int(self.cases), float(self.brier_sum)
-        self.hist_case = np.asarray(self.hist_case, dtype=np.int64)
-        self.hist_control = np.asarray(self.hist_control, dtype=np.int64)
-        self.sum_prob = np.asarray(self.sum_prob, dtype=np.float64)
-        for name in ("hist_case", "hist_control", "sum_prob"):
+        self.hist_case = np.asarray(self.hist_case, dtype=np.float64)
+        self.hist_control = np.asarray(self.hist_control, dtype=np.float64)
+        self.noise_var = float(self.noise_var)
+        for name in ("hist_case", "hist_control"):
             if getattr(self, name).shape != (N_BINS,):
                 raise ValueError(f"{name} must have shape ({N_BINS},)")
 
     @classmethod
     def empty(cls) -> GroupStats:
         """The identity for `merge`."""
-        zeros = np.zeros(N_BINS, dtype=np.int64)
-        return cls(0, 0, zeros, zeros.copy(), np.zeros(N_BINS), 0.0)
+        return cls(np.zeros(N_BINS), np.zeros(N_BINS), 0.0)
 
     @property
-    def controls(self) -> int:
-        return self.n - self.cases
+    def cases(self) -> float:
+        return float(self.hist_case.sum())
 
     @property
-    def counts(self) -> np.ndarray:
-        """People per bin."""
-        return self.hist_case + self.hist_control
+    def controls(self) -> float:
+        return float(self.hist_control.sum())
+
+    @property
+    def n(self) -> float:
+        return self.cases + self.controls
 
     def merge(self, other: GroupStats) -> GroupStats:
-        """Statistics of the union of both groups of people."""
-        return GroupStats(
-            n=self.n + other.n,
-            cases=self.cases + other.cases,
-            hist_case=self.hist_case + other.hist_case,
-            hist_control=self.hist_control + other.hist_control,
-            sum_prob=self.sum_prob + other.sum_prob,
-            brier_sum=self.brier_sum + other.brier_sum,
-        )
+        """Statistics of the union of both groups of people (noise variances add)."""
+        return GroupStats(self.hist_case + other.hist_case,
+                          self.hist_control + other.hist_control,
+                          self.noise_var + other.noise_var)
 
     def __add__(self, other: GroupStats) -> GroupStats:
         if not isinstance(other, GroupStats):
@@ -119,35 +132,58 @@ class GroupStats:
 
 @dataclass(eq=False)
 class GroupedScores:
-    """Per-ancestry `GroupStats`; what a site sends and what the coordinator pools."""
+    """Per-ancestry `GroupStats`: what a site releases and what the coordinator pools."""
 
     groups: dict[str, GroupStats] = field(default_factory=dict)
+    center: float = 0.0
+    noise_sd: float = 0.0  # of each bin, as released by one site; merged scores keep 0 here
 
     @classmethod
     def from_predictions(
-        cls, logits: np.ndarray, labels: np.ndarray, groups: np.ndarray
+        cls, logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, center: float = 0.0
     ) -> GroupedScores:
-        """Site side: bin one site's held-out predictions (logits) by ancestry group."""
+        """Site side: bin one site's held-out predictions (logits) by ancestry group, exactly.
+        Never released as they are: see `with_noise`."""
         logits, labels, names, inverse = _check_predictions(logits, labels, groups)
-        key = inverse * N_BINS + logit_to_bin(logits)
+        key = inverse * N_BINS + logit_to_bin(logits, center)
         size = len(names) * N_BINS
-        prob = expit(logits)
         is_case = labels == 1
         hist_case = np.bincount(key[is_case], minlength=size).reshape(-1, N_BINS)
         hist_control = np.bincount(key[~is_case], minlength=size).reshape(-1, N_BINS)
-        sum_prob = np.bincount(key, weights=prob, minlength=size).reshape(-1, N_BINS)
-        brier = np.bincount(inverse, weights=(prob - labels) ** 2, minlength=len(names))
-        n = np.bincount(inverse, minlength=len(names))
-        cases = np.bincount(inverse, weights=is_case, minlength=len(names))
-        columns = zip(n, cases, hist_case, hist_control, sum_prob, brier, strict=True)
-        return cls({str(name): GroupStats(*col) for name, col in zip(names, columns, strict=True)})
+        return cls({str(name): GroupStats(hc, h0) for name, hc, h0
+                    in zip(names, hist_case, hist_control, strict=True)}, center=center)
+
+    def with_groups(self, names: Iterable[str]) -> GroupedScores:
+        """These groups exactly (absent ones as empty histograms): the release must not depend
+        on which groups happen to be present, so a site releases a fixed vocabulary."""
+        return GroupedScores({n: self.groups.get(n, GroupStats.empty()) for n in sorted(names)},
+                             self.center, self.noise_sd)
+
+    def with_noise(self, sigma: float, rng: np.random.Generator) -> GroupedScores:
+        """The DP release: Gaussian noise of standard deviation `sigma` on every bin."""
+        if not math.isfinite(sigma) or sigma <= 0:
+            raise ValueError("the noise standard deviation must be a positive number")
+        noisy = {name: GroupStats(s.hist_case + rng.normal(0.0, sigma, N_BINS),
+                                  s.hist_control + rng.normal(0.0, sigma, N_BINS),
+                                  s.noise_var + sigma**2)
+                 for name, s in self.groups.items()}
+        return GroupedScores(noisy, self.center, sigma)
+
+    def keep(self, names: Iterable[str]) -> GroupedScores:
+        """Only these groups (the others withheld)."""
+        wanted = set(names)
+        return GroupedScores({n: s for n, s in self.groups.items() if n in wanted},
+                             self.center, self.noise_sd)
 
     def merge(self, other: GroupedScores) -> GroupedScores:
         """Pool two sets of people (different sites); groups absent on one side pass through."""
+        if other.center != self.center and self.groups and other.groups:
+            raise ValueError("grouped scores binned around different centres cannot be merged")
         merged = dict(self.groups)
         for name, stats in other.groups.items():
             merged[name] = merged[name].merge(stats) if name in merged else stats
-        return GroupedScores(dict(sorted(merged.items())))
+        center = self.center if self.groups else other.center
+        return GroupedScores(dict(sorted(merged.items())), center)
 
     def __add__(self, other: GroupedScores) -> GroupedScores:
         if not isinstance(other, GroupedScores):
@@ -160,38 +196,28 @@ class GroupedScores:
             return self
         return NotImplemented
 
-    def withheld(self, min_count: int) -> list[str]:
-        """Groups `to_json(min_count)` would omit, for the site's own log."""
-        min_count = _positive_int(min_count, "min_count")
-        return sorted(name for name, stats in self.groups.items() if stats.n < min_count)
-
-    def to_json(self, min_count: int) -> str:
-        """Site side: compact JSON, omitting groups with fewer than ``min_count`` people.
-
-        Bins are sparse (only non-empty bins are listed) so a few hundred people cost a few KB.
-        """
-        min_count = _positive_int(min_count, "min_count")
+    def to_json(self) -> str:
+        """Site side: the released payload (call on the noisy, already-kept scores)."""
         payload = {
             "format": FORMAT,
             "version": VERSION,
             "n_bins": N_BINS,
-            "logit_range": list(LOGIT_RANGE),
-            "groups": {
-                name: _group_to_obj(stats)
-                for name, stats in sorted(self.groups.items())
-                if stats.n >= min_count
-            },
+            "bin_width": BIN_WIDTH,
+            "center": float(self.center),
+            "noise_sd": float(self.noise_sd),
+            "groups": {name: {"case": [round(float(v), 3) for v in s.hist_case],
+                              "control": [round(float(v), 3) for v in s.hist_control]}
+                       for name, s in sorted(self.groups.items())},
         }
         return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> GroupedScores:
+    def from_json(cls, text: str | bytes, center: float = 0.0) -> GroupedScores:
         """Coordinator side: parse a site's payload, rejecting anything malformed.
 
-        The payload comes from another institution, so nothing is trusted: exact key sets,
-        exact JSON types, bounds, and internal consistency (counts agree with histograms,
-        probability and Brier sums lie within what the listed bins allow) are all checked and
-        any failure is a ``ValueError`` naming the group and field.
+        The payload comes from another institution, so nothing is trusted: size first, then
+        exact key sets, exact JSON types, bounds and the agreed binning; any failure is a
+        ``ValueError`` naming the group and field.
         """
         payload = _parse_json(text)
         _expect_keys(payload, _TOP_KEYS, "grouped scores")
@@ -201,51 +227,78 @@ class GroupedScores:
             raise ValueError(f"grouped scores: unsupported version {payload['version']!r}")
         if type(payload["n_bins"]) is not int or payload["n_bins"] != N_BINS:
             raise ValueError(f"grouped scores: n_bins must be {N_BINS}")
-        lr = payload["logit_range"]
-        if not (isinstance(lr, list) and len(lr) == 2 and all(_is_number(v) for v in lr)) or (
-            tuple(float(v) for v in lr) != LOGIT_RANGE
-        ):
-            raise ValueError(f"grouped scores: logit_range must be {list(LOGIT_RANGE)}")
-        if not isinstance(payload["groups"], dict):
+        if not _is_number(payload["bin_width"]) or float(payload["bin_width"]) != BIN_WIDTH:
+            raise ValueError(f"grouped scores: bin_width must be {BIN_WIDTH}")
+        if not _is_number(payload["center"]) or float(payload["center"]) != float(center):
+            raise ValueError(f"grouped scores: center must be {center}")
+        sd = payload["noise_sd"]
+        if not _is_number(sd) or not 0 <= float(sd) <= MAX_NOISE_SD:
+            raise ValueError(f"grouped scores: noise_sd must be a number in 0..{MAX_NOISE_SD:g}")
+        groups = payload["groups"]
+        if not isinstance(groups, dict):
             raise ValueError("grouped scores: groups must be an object")
-        return cls({name: _group_from_obj(name, obj) for name, obj in payload["groups"].items()})
+        if len(groups) > MAX_GROUPS:
+            raise ValueError(f"grouped scores: more than {MAX_GROUPS} groups")
+        parsed = {name: _group_from_obj(name, obj, float(sd) ** 2)
+                  for name, obj in groups.items()}
+        return cls(parsed, float(center), float(sd))
+
+
+# --- metrics from (noisy) histograms -------------------------------------------------------
 
 
 def auroc_from_hist(hist_case: np.ndarray, hist_control: np.ndarray) -> float:
     """AUROC (Mann-Whitney U / (cases * controls)); a case and control in one bin count 1/2.
 
-    NaN when there are no cases or no controls.
+    Computed on the counts as released, negative noise included: the statistic is bilinear in
+    the two histograms, so independent zero-mean noise on them leaves its numerator unbiased
+    (clipping negative bins first would bias it towards 0.5). Clipped to [0, 1]; NaN when the
+    (noisy) number of cases or controls is not positive.
     """
     v10, _, n1, n0 = _placements(hist_case, hist_control)
-    if n1 == 0 or n0 == 0:
+    if n1 <= 0 or n0 <= 0:
         return math.nan
-    return float(np.dot(np.asarray(hist_case, dtype=np.float64), v10) / n1)
+    auc = float(np.dot(np.asarray(hist_case, dtype=np.float64), v10) / n1)
+    return min(1.0, max(0.0, auc))
 
 
 def auroc_ci(
-    hist_case: np.ndarray, hist_control: np.ndarray, level: float = 0.95
+    hist_case: np.ndarray, hist_control: np.ndarray, level: float = 0.95, noise_var: float = 0.0
 ) -> tuple[float, float]:
-    """DeLong confidence interval for the AUROC, from binned scores.
+    """Confidence interval for the AUROC: DeLong's sampling variance plus the DP noise's.
 
     DeLong's variance needs only each case's placement value (fraction of controls it
-    outranks, ties 1/2) and each control's (fraction of cases outranking it). Those depend on a
-    person's score only through its rank among the other class, so everyone in a bin shares one
-    placement value and the per-person sums become bin-weighted sums. The result is exactly
-    DeLong for the score rounded to its bin, which at 0.005-logit bins matches DeLong on the raw
-    scores to ~1e-4. Normal interval clipped to [0, 1], as in pROC; NaN with < 2 of a class.
+    outranks, ties 1/2) and each control's (fraction of cases outranking it); everyone in a bin
+    shares one, so the per-person sums are bin-weighted sums (on the histograms with negative
+    noise clipped to 0). The noise's variance is the delta method on the bilinear estimator:
+    sum over bins of (dAUROC / dcount)^2 * noise_var. Normal interval clipped to [0, 1], as in
+    pROC; NaN with fewer than 2 of a class.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    v10, v01, n1, n0 = _placements(hist_case, hist_control)
+    hc = np.clip(np.asarray(hist_case, dtype=np.float64), 0, None)
+    h0 = np.clip(np.asarray(hist_control, dtype=np.float64), 0, None)
+    v10, v01, n1, n0 = _placements(hc, h0)
     if n1 < 2 or n0 < 2:
         return (math.nan, math.nan)
-    hc = np.asarray(hist_case, dtype=np.float64)
-    h0 = np.asarray(hist_control, dtype=np.float64)
-    auc = float(np.dot(hc, v10) / n1)
+    auc = auroc_from_hist(hist_case, hist_control)
+    if math.isnan(auc):
+        return (math.nan, math.nan)
     s10 = float(np.dot(hc, (v10 - auc) ** 2) / (n1 - 1))
     s01 = float(np.dot(h0, (v01 - auc) ** 2) / (n0 - 1))
-    half = float(ndtri(0.5 + level / 2)) * math.sqrt(s10 / n1 + s01 / n0)  # normal quantile
+    var = s10 / n1 + s01 / n0 + noise_var * _noise_gradient_sq(hc, h0, auc)
+    half = float(ndtri(0.5 + level / 2)) * math.sqrt(var)  # normal quantile
     return (max(0.0, auc - half), min(1.0, auc + half))
+
+
+def _noise_gradient_sq(hc: np.ndarray, h0: np.ndarray, auc: float) -> float:
+    """Sum of squared derivatives of U / (n1 n0) with respect to every bin count."""
+    n1, n0 = hc.sum(), h0.sum()
+    below = np.cumsum(h0) - h0 + 0.5 * h0  # V_i: controls ranked below a case in bin i
+    above = hc.sum() - np.cumsum(hc) + 0.5 * hc  # W_j: cases ranked above a control in bin j
+    d_case = (below - auc * n0) / (n1 * n0)
+    d_control = (above - auc * n1) / (n1 * n0)
+    return float(np.sum(d_case**2) + np.sum(d_control**2))
 
 
 def _placements(
@@ -257,52 +310,38 @@ def _placements(
     n1, n0 = float(hc.sum()), float(h0.sum())
     controls_below = np.cumsum(h0) - h0
     cases_above = n1 - np.cumsum(hc)
-    v10 = (controls_below + 0.5 * h0) / max(n0, 1.0)
-    v01 = (cases_above + 0.5 * hc) / max(n1, 1.0)
+    v10 = (controls_below + 0.5 * h0) / (n0 if n0 > 0 else 1.0)
+    v01 = (cases_above + 0.5 * hc) / (n1 if n1 > 0 else 1.0)
     return v10, v01, n1, n0
 
 
 def auprc_from_hist(hist_case: np.ndarray, hist_control: np.ndarray) -> float:
-    """Step-wise average precision, one threshold per bin (sklearn's definition, binned).
-
-    The trapezoidal PR area is optimistic, which is why the step form is used.
-    """
-    hc = np.asarray(hist_case, dtype=np.float64)[::-1]
-    h0 = np.asarray(hist_control, dtype=np.float64)[::-1]
+    """Step-wise average precision, one threshold per bin (sklearn's definition, binned; noisy
+    bins clipped at 0). The trapezoidal PR area is optimistic, which is why the step form."""
+    hc = np.clip(np.asarray(hist_case, dtype=np.float64), 0, None)[::-1]
+    h0 = np.clip(np.asarray(hist_control, dtype=np.float64), 0, None)[::-1]
     n1 = hc.sum()
-    if n1 == 0:
+    if n1 <= 0:
         return math.nan
     tp, flagged = np.cumsum(hc), np.cumsum(hc + h0)
     precision = np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0)
     return float(np.dot(hc, precision) / n1)
 
 
-def _bin_mean_prob(stats: GroupStats) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of non-empty bins and their mean predicted probability.
-
-    The mean is exact even for logits clipped into the edge bins, which bin centres are not.
-    """
-    counts = stats.counts
-    idx = np.flatnonzero(counts)
-    return idx, stats.sum_prob[idx] / counts[idx]
-
-
-def calibration_fit(stats: GroupStats) -> tuple[float, float]:
+def calibration_fit(stats: GroupStats, center: float = 0.0) -> tuple[float, float]:
     """(intercept, slope) of the logistic recalibration ``logit P(y) = a + b * logit(p)``.
 
     Cox's calibration: slope < 1 means over-confident predictions, intercept != 0 a shifted
-    baseline risk. Fitted by Newton-Raphson on per-bin (logit, cases, people) triples, which is
-    the per-person fit with each logit rounded within its bin. NaN when the fit does not exist
-    (a single bin, or perfectly separated outcomes).
+    baseline risk. Fitted by Newton-Raphson on per-bin (representative logit, cases, people)
+    triples. NaN when the fit does not exist (fewer than two occupied bins, separation).
     """
-    idx, mean_prob = _bin_mean_prob(stats)
+    cases = np.clip(stats.hist_case, 0, None)
+    counts = cases + np.clip(stats.hist_control, 0, None)
+    idx = np.flatnonzero(counts > 0)
     if idx.size < 2:
         return (math.nan, math.nan)
-    x = logit(np.clip(mean_prob, 1e-12, 1 - 1e-12))
-    if np.ptp(x) == 0:
-        return (math.nan, math.nan)
-    cases = stats.hist_case[idx].astype(np.float64)
-    beta = _newton_logistic(x, cases, stats.counts[idx].astype(np.float64))
+    x = bin_logits(center)[idx]
+    beta = _newton_logistic(x, cases[idx], counts[idx])
     return (float(beta[0]), float(beta[1]))
 
 
@@ -335,75 +374,85 @@ def _newton_logistic(x: np.ndarray, cases: np.ndarray, counts: np.ndarray) -> np
     return np.array([math.nan, math.nan])
 
 
-def _probability_bins(stats: GroupStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """People, predicted-probability sum and cases per equal-width probability bin.
-
-    Fine logit bins are assigned whole by their mean probability; a fine bin is far narrower
-    than a probability bin, so at most a handful of people land one bin over.
-    """
-    idx, mean_prob = _bin_mean_prob(stats)
-    coarse = np.minimum((mean_prob * N_CALIBRATION_BINS).astype(np.int64), N_CALIBRATION_BINS - 1)
-    count = np.bincount(coarse, weights=stats.counts[idx], minlength=N_CALIBRATION_BINS)
-    prob = np.bincount(coarse, weights=stats.sum_prob[idx], minlength=N_CALIBRATION_BINS)
-    cases = np.bincount(coarse, weights=stats.hist_case[idx], minlength=N_CALIBRATION_BINS)
-    return count, prob, cases
-
-
-def expected_calibration_error(stats: GroupStats) -> float:
-    """Count-weighted mean |mean prediction - observed rate| over 10 probability bins."""
-    if stats.n == 0:
+def brier_score(stats: GroupStats, center: float = 0.0) -> float:
+    """Mean (p - y)^2 with each person's p its bin's representative probability."""
+    cases = np.clip(stats.hist_case, 0, None)
+    controls = np.clip(stats.hist_control, 0, None)
+    n = float(cases.sum() + controls.sum())
+    if n <= 0:
         return math.nan
-    _, prob, cases = _probability_bins(stats)
-    return float(np.abs(prob - cases).sum() / stats.n)
+    p = expit(bin_logits(center))
+    return float((np.dot(cases, (1 - p) ** 2) + np.dot(controls, p**2)) / n)
 
 
-def calibration_curve(stats: GroupStats, min_count: int = 1) -> list[list[float]]:
-    """``[[mean_pred, observed_rate, count], ...]`` per probability bin with >= min_count people.
+def expected_calibration_error(stats: GroupStats, center: float = 0.0) -> float:
+    """Count-weighted mean |bin's representative probability - observed rate| over the bins."""
+    cases = np.clip(stats.hist_case, 0, None)
+    counts = cases + np.clip(stats.hist_control, 0, None)
+    n = float(counts.sum())
+    if n <= 0:
+        return math.nan
+    return float(np.abs(counts * expit(bin_logits(center)) - cases).sum() / n)
+
+
+def calibration_curve(
+    stats: GroupStats, min_count: float = 1, center: float = 0.0
+) -> list[list[float]]:
+    """``[[predicted, observed_rate, count], ...]`` per bin with >= min_count (noisy) people.
 
     Bins below ``min_count`` are omitted, not only empty ones: a bin's count and rate are a
     small cell just like a group's.
     """
-    count, prob, cases = _probability_bins(stats)
-    keep = np.flatnonzero((count >= max(min_count, 1)) & (count > 0))
-    return [[float(prob[b] / count[b]), float(cases[b] / count[b]), int(count[b])] for b in keep]
+    cases = np.clip(stats.hist_case, 0, None)
+    counts = cases + np.clip(stats.hist_control, 0, None)
+    p = expit(bin_logits(center))
+    keep = np.flatnonzero((counts >= max(min_count, 1)) & (counts > 0))
+    return [[float(p[b]), float(min(1.0, cases[b] / counts[b])), int(round(counts[b]))]
+            for b in keep]
 
 
-def threshold_metrics(stats: GroupStats, threshold: float) -> dict[str, float]:
-    """Sensitivity, specificity and PPV calling ``p >= threshold`` positive.
-
-    The threshold is rounded to the nearest bin edge (within 0.0025 logits), so only people
-    scored that close to it can be misclassified relative to the raw scores.
-    """
-    cut = int(np.clip(np.rint((logit(threshold) - LOGIT_RANGE[0]) / BIN_WIDTH), 0, N_BINS))
-    tp = float(stats.hist_case[cut:].sum())
-    fp = float(stats.hist_control[cut:].sum())
+def threshold_metrics(
+    stats: GroupStats, threshold: float, center: float = 0.0
+) -> dict[str, float]:
+    """Sensitivity, specificity and PPV calling ``p >= threshold`` positive, the threshold
+    rounded to the nearest bin edge (p = 0.5 is an edge when the bins are centred at 0)."""
+    edges = bin_edges(center)
+    cut = int(np.argmin(np.abs(edges - logit(threshold)))) + 1
+    cases = np.clip(stats.hist_case, 0, None)
+    controls = np.clip(stats.hist_control, 0, None)
+    tp, fp = float(cases[cut:].sum()), float(controls[cut:].sum())
+    n1, n0 = float(cases.sum()), float(controls.sum())
     return {
-        "sensitivity": tp / stats.cases if stats.cases else math.nan,
-        "specificity": (stats.controls - fp) / stats.controls if stats.controls else math.nan,
-        "ppv": tp / (tp + fp) if tp + fp else math.nan,
+        "sensitivity": tp / n1 if n1 > 0 else math.nan,
+        "specificity": (n0 - fp) / n0 if n0 > 0 else math.nan,
+        "ppv": tp / (tp + fp) if tp + fp > 0 else math.nan,
     }
 
 
-def group_metrics(stats: GroupStats, threshold: float = 0.5, min_cell: int = 1) -> dict[str, Any]:
+def group_metrics(
+    stats: GroupStats, threshold: float = 0.5, min_cell: float = 1, center: float = 0.0
+) -> dict[str, Any]:
     """All per-group metrics of `MetricFrame`, unsuppressed (callers decide suppression)."""
-    intercept, slope = calibration_fit(stats)
+    intercept, slope = calibration_fit(stats, center)
     return {
-        "n": stats.n,
-        "cases": stats.cases,
+        "n": int(round(max(stats.n, 0.0))),
+        "cases": int(round(max(stats.cases, 0.0))),
+        "noise_sd": math.sqrt(stats.noise_var),
         "auroc": auroc_from_hist(stats.hist_case, stats.hist_control),
-        "auroc_ci": list(auroc_ci(stats.hist_case, stats.hist_control)),
+        "auroc_ci": list(auroc_ci(stats.hist_case, stats.hist_control,
+                                  noise_var=stats.noise_var)),
         "auprc": auprc_from_hist(stats.hist_case, stats.hist_control),
-        "brier": stats.brier_sum / stats.n if stats.n else math.nan,
+        "brier": brier_score(stats, center),
         "calibration_slope": slope,
         "calibration_intercept": intercept,
-        "ece": expected_calibration_error(stats),
-        **threshold_metrics(stats, threshold),
-        "calibration_curve": calibration_curve(stats, min_count=min_cell),
+        "ece": expected_calibration_error(stats, center),
+        **threshold_metrics(stats, threshold, center),
+        "calibration_curve": calibration_curve(stats, min_count=min_cell, center=center),
     }
 
 
-def is_small_cell(stats: GroupStats, k: int) -> bool:
-    """True when a group has fewer than ``k`` people, cases or controls."""
+def is_small_cell(stats: GroupStats, k: float) -> bool:
+    """True when a group's (noisy) count of people, cases or controls is below ``k``."""
     return min(stats.n, stats.cases, stats.controls) < k
 
 
@@ -412,7 +461,7 @@ class MetricFrame:
     """Pooled per-group metrics with small-cell suppression and disparity summaries.
 
     Like fairlearn's MetricFrame (overall, by_group, difference, ratio), but built from
-    mergeable federated statistics, which MetricFrame cannot consume.
+    mergeable, DP-noised federated statistics, which MetricFrame cannot consume.
     """
 
     k: int
@@ -423,6 +472,7 @@ class MetricFrame:
     difference: dict[str, float | None]
     ratio: dict[str, float | None]
     vs_reference: dict[str, dict[str, float | None]]
+    dp: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_scores(
@@ -432,56 +482,47 @@ class MetricFrame:
         threshold: float = 0.5,
         reference: str | None = None,
     ) -> MetricFrame:
-        """Compute the report; groups below ``k`` people, cases or controls are suppressed.
-
-        ``overall`` pools only the shown groups, so it cannot be differenced against them to
-        recover a suppressed group; the all-groups total is deliberately never computed.
+        """Compute the report; groups below ``k`` (noisy) people, cases or controls are
+        suppressed. ``overall`` pools only the shown groups, so it cannot be differenced
+        against them to recover a suppressed group; the all-groups total is never computed.
         """
         k = _positive_int(k, "k")
         threshold = _probability(threshold, "threshold")
-        shown = {
-            name: stats
-            for name, stats in sorted(scores.groups.items())
-            if not is_small_cell(stats, k)
-        }
+        center = scores.center
+        shown = {name: stats for name, stats in sorted(scores.groups.items())
+                 if not is_small_cell(stats, k)}
         by_group = {
-            name: group_metrics(shown[name], threshold, k)
-            if name in shown
+            name: group_metrics(shown[name], threshold, k, center) if name in shown
             else {"suppressed": True}
             for name in sorted(scores.groups)
         }
         if shown:
-            pooled = _merge_all(shown.values())
-            overall: dict[str, Any] = group_metrics(pooled, threshold, k)
+            overall: dict[str, Any] = group_metrics(_merge_all(shown.values()), threshold, k,
+                                                    center)
         else:
             overall = {"suppressed": True}
         metrics = {name: by_group[name] for name in shown}
         difference, ratio = _disparities(metrics)
-        return cls(
-            k=k,
-            threshold=threshold,
-            reference=reference,
-            overall=overall,
-            by_group=by_group,
-            difference=difference,
-            ratio=ratio,
-            vs_reference=_vs_reference(metrics, reference),
-        )
+        dp = {"mechanism": "gaussian", "n_bins": N_BINS, "bin_width": BIN_WIDTH,
+              "center": center,
+              "note": "from the sites' DP-noised histograms; intervals include the noise"}
+        return cls(k=k, threshold=threshold, reference=reference, overall=overall,
+                   by_group=by_group, difference=difference, ratio=ratio,
+                   vs_reference=_vs_reference(metrics, reference), dp=dp)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready report (NaN becomes ``None``, as strict JSON has no NaN)."""
-        return _json_ready(
-            {
-                "k": self.k,
-                "threshold": self.threshold,
-                "reference": self.reference,
-                "overall": self.overall,
-                "by_group": self.by_group,
-                "difference": self.difference,
-                "ratio": self.ratio,
-                "vs_reference": self.vs_reference,
-            }
-        )
+        return _json_ready({
+            "k": self.k,
+            "threshold": self.threshold,
+            "reference": self.reference,
+            "overall": self.overall,
+            "by_group": self.by_group,
+            "difference": self.difference,
+            "ratio": self.ratio,
+            "vs_reference": self.vs_reference,
+            "dp": self.dp,
+        })
 
 
 def _merge_all(parts: Iterable[GroupStats]) -> GroupStats:
@@ -589,19 +630,6 @@ def _check_predictions(
     return logits, labels.astype(np.float64), names, inverse.reshape(-1).astype(np.int64)
 
 
-def _group_to_obj(stats: GroupStats) -> dict[str, Any]:
-    idx = np.flatnonzero(stats.counts)
-    return {
-        "n": stats.n,
-        "cases": stats.cases,
-        "brier_sum": stats.brier_sum,
-        "bins": idx.tolist(),
-        "case": stats.hist_case[idx].tolist(),
-        "control": stats.hist_control[idx].tolist(),
-        "sum_prob": stats.sum_prob[idx].tolist(),
-    }
-
-
 def _parse_json(text: str | bytes) -> Any:
     if not isinstance(text, str | bytes | bytearray):
         raise ValueError(f"grouped scores: expected JSON text, got {type(text).__name__}")
@@ -637,64 +665,19 @@ def _expect_keys(obj: object, keys: frozenset[str], where: str) -> None:
         )
 
 
-def _int_list(values: object, where: str) -> np.ndarray:
-    if not isinstance(values, list) or not all(type(v) is int for v in values):
-        raise ValueError(f"{where} must be a list of integers")
-    if any(v < 0 or v > MAX_COUNT for v in values):
-        raise ValueError(f"{where} must hold integers in 0..{MAX_COUNT}")
-    return np.array(values, dtype=np.int64)
+def _counts(values: object, where: str) -> np.ndarray:
+    if not isinstance(values, list) or len(values) != N_BINS:
+        raise ValueError(f"{where} must be a list of {N_BINS} numbers")
+    if not all(_is_number(v) and abs(float(v)) <= MAX_COUNT for v in values):
+        raise ValueError(f"{where} must hold finite numbers within +-{MAX_COUNT:g}")
+    return np.array(values, dtype=np.float64)
 
 
-def _count(value: object, where: str) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_COUNT:  # type: ignore[operator]
-        raise ValueError(f"{where} must be an integer in 0..{MAX_COUNT}")
-    return value  # type: ignore[return-value]
-
-
-def _group_from_obj(name: str, obj: object) -> GroupStats:
+def _group_from_obj(name: str, obj: object, noise_var: float) -> GroupStats:
     if not isinstance(name, str) or not 0 < len(name) <= MAX_GROUP_NAME:
         raise ValueError(f"grouped scores: group name must be 1..{MAX_GROUP_NAME} characters")
     where = f"grouped scores: group {name!r}"
     _expect_keys(obj, _GROUP_KEYS, where)
     assert isinstance(obj, dict)
-    n, cases = _count(obj["n"], f"{where}: n"), _count(obj["cases"], f"{where}: cases")
-    if n < 1 or cases > n:
-        raise ValueError(f"{where}: need n >= 1 and cases <= n (n={n}, cases={cases})")
-    bins = _int_list(obj["bins"], f"{where}: bins")
-    case = _int_list(obj["case"], f"{where}: case")
-    control = _int_list(obj["control"], f"{where}: control")
-    sum_prob = obj["sum_prob"]
-    if not isinstance(sum_prob, list) or not all(_is_number(v) for v in sum_prob):
-        raise ValueError(f"{where}: sum_prob must be a list of finite numbers")
-    if not len(bins) == len(case) == len(control) == len(sum_prob):
-        raise ValueError(f"{where}: bins, case, control and sum_prob differ in length")
-    if bins.size and (bins[-1] >= N_BINS or np.any(np.diff(bins) <= 0)):
-        raise ValueError(f"{where}: bins must be strictly increasing indices below {N_BINS}")
-    if np.any(case + control == 0):
-        raise ValueError(f"{where}: listed bins must be non-empty")
-    if int(case.sum()) != cases or int(case.sum() + control.sum()) != n:
-        raise ValueError(f"{where}: n and cases disagree with the histograms")
-    if not _is_number(obj["brier_sum"]):
-        raise ValueError(f"{where}: brier_sum must be a finite number")
-    stats = GroupStats.empty()
-    stats.n, stats.cases, stats.brier_sum = n, cases, float(obj["brier_sum"])
-    stats.hist_case[bins], stats.hist_control[bins] = case, control
-    stats.sum_prob[bins] = np.array(sum_prob, dtype=np.float64)
-    _check_sums(stats, where)
-    return stats
-
-
-def _check_sums(stats: GroupStats, where: str) -> None:
-    """Probability and Brier sums must be achievable by the people in the listed bins."""
-    counts = stats.counts.astype(np.float64)
-    hc, h0 = stats.hist_case.astype(np.float64), stats.hist_control.astype(np.float64)
-    slack = _TOLERANCE * (counts + 1)
-    if np.any(stats.sum_prob < counts * _P_LO - slack) or np.any(
-        stats.sum_prob > counts * _P_HI + slack
-    ):
-        raise ValueError(f"{where}: sum_prob outside the probability range of its bins")
-    low = float(np.dot(hc, (1 - _P_HI) ** 2) + np.dot(h0, _P_LO**2))
-    high = float(np.dot(hc, (1 - _P_LO) ** 2) + np.dot(h0, _P_HI**2))
-    slack_total = _TOLERANCE * (stats.n + 1)
-    if not low - slack_total <= stats.brier_sum <= high + slack_total:
-        raise ValueError(f"{where}: brier_sum inconsistent with the histograms")
+    return GroupStats(_counts(obj["case"], f"{where}: case"),
+                      _counts(obj["control"], f"{where}: control"), noise_var)

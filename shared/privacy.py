@@ -1,17 +1,27 @@
 """Cumulative differential-privacy accounting that survives rounds, runs and restarts.
 
 Flower's Opacus example builds a fresh PrivacyEngine every round, so the epsilon it reports
-covers one round. A site must instead compose every DP-SGD step ever taken on its data. The
-`PrivacyLedger` keeps Opacus' accountant history, `(noise_multiplier, sample_rate, steps)`,
-in a JSON file on the site, rewritten atomically, and computes epsilon with Opacus' own
-accountants (PRV by default: 9-15% tighter than RDP at the same noise).
+covers one round. A site must instead compose every release ever made from its data. The
+`PrivacyLedger` keeps Opacus' accountant history, `(noise_multiplier, sample_rate, steps)`, in a
+JSON file on the site, rewritten atomically, and computes epsilon with Opacus' own accountants
+(PRV by default: tighter than RDP at the same noise, see the lab notebook).
+
+Every kind of release is an entry of that one history: a DP-SGD block is `(sigma, q, steps)`; a
+Gaussian release of counts or histograms whose L2 sensitivity is 1 (one person moves one cell
+by one) is `(sigma, 1.0, 1)`, the subsampled Gaussian at sampling rate 1, i.e. the plain
+Gaussian mechanism. Composition over all of them is what the site's epsilon reports.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from shared.errors import InputError
 from shared.fsio import write_json
@@ -19,8 +29,34 @@ from shared.fsio import write_json
 ACCOUNTANTS = ("prv", "rdp")
 _MAX_SIGMA = 1e4
 
+Entry = tuple[float, float, int]  # (noise multiplier, sample rate, steps)
 
-def compact(history: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+
+def gaussian_release(sigma: float, sensitivity: float = 1.0) -> Entry:
+    """The history entry of one Gaussian release with noise `sigma` on every coordinate and
+    L2 sensitivity `sensitivity`: the same mechanism as noise sigma / sensitivity at 1."""
+    return (float(sigma) / float(sensitivity), 1.0, 1)
+
+
+def rho_for(epsilon: float, delta: float) -> float:
+    """The zero-concentrated DP budget rho whose (epsilon, delta) conversion is `epsilon`:
+    epsilon = rho + 2 sqrt(rho log(1/delta)) (Bun & Steinke 2016).
+
+    Used only to SPLIT a budget between releases (Gaussian mechanisms' rho add up: one with
+    sensitivity 1 and noise sigma costs 1 / (2 sigma^2)); what a site spends is always
+    composed exactly by the accountant.
+    """
+    root = math.sqrt(epsilon + math.log(1 / delta)) - math.sqrt(math.log(1 / delta))
+    return root * root
+
+
+def sigma_for_share(share: float, epsilon: float, delta: float, releases: int = 1) -> float:
+    """Noise of each of `releases` sensitivity-1 Gaussian releases that together take `share`
+    of the budget (epsilon, delta), counted in rho."""
+    return math.sqrt(releases / (2 * share * rho_for(epsilon, delta)))
+
+
+def compact(history: list[Entry]) -> list[Entry]:
     """The same composition with one entry per (noise multiplier, sample rate): steps add up.
 
     Composition does not depend on order, and k steps then m steps of one mechanism are k + m
@@ -35,7 +71,7 @@ def compact(history: list[tuple[float, float, int]]) -> list[tuple[float, float,
     return [(s, q, n) for (s, q), n in steps.items()]
 
 
-def epsilon_for(history: list[tuple[float, float, int]], delta: float, accountant: str) -> float:
+def epsilon_for(history: list[Entry], delta: float, accountant: str) -> float:
     """Epsilon at `delta` after composing every entry of `history`."""
     if not history:
         return 0.0
@@ -44,7 +80,9 @@ def epsilon_for(history: list[tuple[float, float, int]], delta: float, accountan
 
     acc = create_accountant(accountant)
     acc.history = compact(history)
-    return float(acc.get_epsilon(delta=delta))
+    # PRV at sample rate 1 (a plain Gaussian release) takes log(0) on a branch it then discards.
+    with np.errstate(divide="ignore"):
+        return float(acc.get_epsilon(delta=delta))
 
 
 def calibrate_noise(
@@ -53,18 +91,20 @@ def calibrate_noise(
     sample_rate: float,
     steps: int,
     accountant: str = "prv",
-    prior: list[tuple[float, float, int]] | None = None,
+    prior: list[Entry] | None = None,
     blocks: int = 1,
     tol: float = 0.01,
+    also: list[Entry] | None = None,
 ) -> float:
-    """Smallest noise multiplier for `blocks` rounds of `steps` at `sample_rate`, after `prior`.
+    """Smallest noise multiplier for `blocks` rounds of `steps` at `sample_rate`, after `prior`
+    and with the other releases the run plans (`also`, e.g. its evaluations) composed in.
 
     Bisection over Opacus' accountant rather than `get_noise_multiplier`, because the latter
     cannot compose with what the site already spent in earlier runs. The rounds are composed
     exactly as they will be recorded (`epsilon_for` compacts both the same way), so the
     calibrated run ends at the target and not a PRV rounding error past it.
     """
-    prior = list(prior or [])
+    prior = list(prior or []) + list(also or [])
     if epsilon_for(prior, delta, accountant) >= target_epsilon:
         raise ValueError("the privacy budget is already spent")
 
@@ -84,13 +124,21 @@ def calibrate_noise(
 
 @dataclass
 class PrivacyLedger:
-    """A site's full DP-SGD history on one dataset, persisted after every round."""
+    """A site's full release history on one dataset, persisted after every release.
+
+    `ledger_id` names this history; the data folder's binding marker records it, so a ledger
+    that goes missing is noticed instead of silently restarting at zero (client/privacy_state).
+    `runs` keeps each run's calibrated noise (DP-SGD's multiplier, the evaluations' sigma), so
+    rounds of one run agree; `releases` keeps DP releases that later rounds and runs reuse as
+    they are (post-processing costs nothing), e.g. the noisy counts of one cohort version.
+    """
 
     path: Path
     accountant: str = "prv"
-    history: list[tuple[float, float, int]] = field(default_factory=list)
-    # run id -> the noise multiplier chosen for that run, so rounds of one run agree.
-    runs: dict[str, float] = field(default_factory=dict)
+    history: list[Entry] = field(default_factory=list)
+    runs: dict[str, dict[str, float]] = field(default_factory=dict)
+    releases: dict[str, Any] = field(default_factory=dict)
+    ledger_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
     def load(cls, path: str | Path, accountant: str = "prv") -> PrivacyLedger:
@@ -102,33 +150,38 @@ class PrivacyLedger:
         try:
             doc = json.loads(path.read_text())
             history = [(float(s), float(q), int(n)) for s, q, n in doc["history"]]
-            runs = {str(k): float(v) for k, v in doc.get("runs", {}).items()}
+            runs = {str(k): ({"noise_multiplier": float(v)} if isinstance(v, int | float)
+                             else {str(a): float(b) for a, b in v.items()})
+                    for k, v in doc.get("runs", {}).items()}
+            releases = dict(doc.get("releases", {}))
             stored = doc["accountant"]
+            ledger_id = str(doc.get("ledger_id") or uuid.uuid4().hex)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise InputError(path, f"unreadable privacy ledger ({err})") from err
         if stored != accountant:
             raise InputError(
                 path, f"privacy ledger uses the {stored} accountant, not {accountant}"
             )
-        return cls(path=path, accountant=stored, history=history, runs=runs)
+        return cls(path=path, accountant=stored, history=history, runs=runs,
+                   releases=releases, ledger_id=ledger_id)
 
     def epsilon(self, delta: float) -> float:
         return epsilon_for(self.history, delta, self.accountant)
 
-    def projected_epsilon(
-        self, delta: float, sigma: float, sample_rate: float, steps: int
-    ) -> float:
-        """Epsilon if one more block of `steps` were taken: the cost check before a round."""
-        return epsilon_for(self.history + [(sigma, sample_rate, steps)], delta, self.accountant)
+    def projected_epsilon(self, delta: float, *entries: Entry) -> float:
+        """Epsilon if `entries` were released too: the cost check before any release."""
+        return epsilon_for(self.history + list(entries), delta, self.accountant)
 
-    def record(self, sigma: float, sample_rate: float, steps: int) -> None:
-        """Append the steps actually taken and persist at once (atomic rewrite)."""
-        if steps > 0:
-            self.history.append((float(sigma), float(sample_rate), int(steps)))
+    def record(self, *entries: Entry) -> None:
+        """Append releases and persist at once (atomic rewrite). Called BEFORE the release
+        leaves the site: a crash after it leaves the spend recorded, never the reverse."""
+        for sigma, rate, steps in entries:
+            if steps > 0:
+                self.history.append((float(sigma), float(rate), int(steps)))
         self.save()
 
     def save(self) -> None:
-        write_json(
-            self.path,
-            {"accountant": self.accountant, "history": self.history, "runs": self.runs},
-        )
+        write_json(self.path, {
+            "ledger_id": self.ledger_id, "accountant": self.accountant,
+            "history": self.history, "runs": self.runs, "releases": self.releases,
+        })

@@ -16,11 +16,9 @@ from shared.encoding import EncoderSettings
 
 AGGREGATIONS = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
 OPTIMIZERS = ("sgd", "adam")  # a site's local DP-SGD update rule (client.train.local_optimizer)
-
-# Training-instruction key: "score the weights you received before you train on them". Those
-# weights are the previous round's aggregate, so its evaluation rides on this round's message
-# instead of costing a round-trip of its own (see server/strategy.py).
-EVALUATE_RECEIVED = "evaluate-received"
+# Which rounds' global models the sites score on their held-out people. Every evaluation is a
+# DP release the sites pay for, so by default only the final model is scored.
+EVALUATE_ROUNDS = ("last", "all")
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,9 @@ class RunSettings:
     context_bases: int = 8
     kmer_size: int = 3
     suppression_k: int = 10
-    seed: int = 0
+    evaluate_rounds: str = "last"  # last | all
+    score_center: float = 0.0  # logit the evaluation histograms are binned around
+    seed: int = 0  # the initial weights' (public); never a source of any site's DP noise
     data_root: str = "demo-out/cohort"
     out_dir: str = "demo-out/run"
     panel_path: str = ""  # coordinator's panel; default "<data-root>/panel.tsv"
@@ -71,6 +71,10 @@ class RunSettings:
             raise ValueError("suppression-k must be at least 1")
         if settings.max_steps_per_epoch < 0:
             raise ValueError("max-steps-per-epoch must be 0 (no cap) or more")
+        if settings.evaluate_rounds not in EVALUATE_ROUNDS:
+            raise ValueError(f"evaluate-rounds must be one of {', '.join(EVALUATE_ROUNDS)}")
+        if not abs(settings.score_center) <= 20:
+            raise ValueError("score-center must be a logit within +-20")
         if settings.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if settings.aggregation not in AGGREGATIONS:

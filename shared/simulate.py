@@ -485,6 +485,10 @@ def _write_site(
         _link_or_copy(top / name, folder / name)
     shutil.copyfile(top / "panel.tsv", folder / "panel.tsv")
     _write_tsv(folder / "cohort.tsv", cohort[["sample_id", "ancestry", "phenotype", "split"]])
+    # The ancestry labels the consortium agreed on: a site's DP releases are broken down by
+    # its declared labels, so a short list keeps the noise on its totals small.
+    labels = ", ".join(f'"{p}"' for p in POPULATIONS)
+    (folder / "site.toml").write_text(f"[cohort]\nancestries = [{labels}]\n")
 
 
 def _oracle_auroc(truth: pd.DataFrame) -> dict[str, float | None]:

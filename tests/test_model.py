@@ -103,6 +103,7 @@ def test_dp_step_is_the_mean_of_clipped_per_person_gradients() -> None:
     still be DP-SGD's: each person's gradient clipped to C, summed, divided by the batch size."""
     from torch.utils.data import DataLoader, TensorDataset
 
+    from client.randomness import DPRandomness
     from client.train import make_private
 
     torch.manual_seed(0)
@@ -113,11 +114,11 @@ def test_dp_step_is_the_mean_of_clipped_per_person_gradients() -> None:
     clip = 0.05  # well below the per-person gradient norms, so clipping is exercised
     loader = DataLoader(TensorDataset(x, y), batch_size=len(x))
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    dp_model, dp_optimizer, dp_loader = make_private(
+    dp_model, dp_optimizer = make_private(
         model, optimizer, loader, noise_multiplier=0.0, max_grad_norm=clip,
-        poisson_sampling=False,
+        randomness=DPRandomness.secret(),
     )
-    xb, yb = next(iter(dp_loader))
+    xb, yb = next(iter(loader))
     loss = torch.nn.functional.binary_cross_entropy_with_logits(
         dp_model(xb, panel()), yb, reduction="sum")
     loss.backward()

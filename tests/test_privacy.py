@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from opacus.accountants.utils import get_noise_multiplier
 
 from shared.errors import InputError
-from shared.privacy import PrivacyLedger, calibrate_noise, epsilon_for
+from shared.privacy import PrivacyLedger, calibrate_noise, epsilon_for, gaussian_release
 
 DELTA = 1e-5
 
@@ -20,7 +21,7 @@ def test_ledger_persists_and_epsilon_only_grows(tmp_path: Path) -> None:
     assert ledger.epsilon(DELTA) == 0.0
     eps = []
     for _ in range(3):
-        ledger.record(1.1, 0.02, 50)
+        ledger.record((1.1, 0.02, 50))
         eps.append(ledger.epsilon(DELTA))
         ledger = PrivacyLedger.load(path)  # a restart between rounds
         assert ledger.epsilon(DELTA) == pytest.approx(eps[-1])
@@ -30,9 +31,9 @@ def test_ledger_persists_and_epsilon_only_grows(tmp_path: Path) -> None:
 
 def test_projection_equals_recording(tmp_path: Path) -> None:
     ledger = PrivacyLedger.load(tmp_path / "l.json")
-    ledger.record(1.0, 0.05, 40)
-    projected = ledger.projected_epsilon(DELTA, 1.0, 0.05, 40)
-    ledger.record(1.0, 0.05, 40)
+    ledger.record((1.0, 0.05, 40))
+    projected = ledger.projected_epsilon(DELTA, (1.0, 0.05, 40))
+    ledger.record((1.0, 0.05, 40))
     assert ledger.epsilon(DELTA) == pytest.approx(projected)
 
 
@@ -63,3 +64,39 @@ def test_corrupt_or_mismatched_ledger_is_one_clear_error(tmp_path: Path) -> None
     PrivacyLedger(path=path, accountant="rdp").save()
     with pytest.raises(InputError, match="rdp accountant"):
         PrivacyLedger.load(path, accountant="prv")
+
+
+def analytic_gaussian_epsilon(sigma: float, delta: float) -> float:
+    """Balle & Wang (2018): the exact epsilon of the Gaussian mechanism with sensitivity 1,
+    solved from delta(eps) = Phi(1/(2s) - eps*s) - e^eps * Phi(-1/(2s) - eps*s)."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    def excess(eps: float) -> float:
+        return (norm.cdf(0.5 / sigma - eps * sigma)
+                - np.exp(eps) * norm.cdf(-0.5 / sigma - eps * sigma) - delta)
+
+    return brentq(excess, 1e-9, 100.0)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 5.0])
+def test_a_gaussian_release_costs_what_the_gaussian_mechanism_costs(sigma: float) -> None:
+    """Released counts and histograms enter the accountant as a subsampled Gaussian at rate 1:
+    the plain Gaussian mechanism, whose exact epsilon is known in closed form."""
+    for accountant, slack in (("prv", 0.02), ("rdp", None)):
+        eps = epsilon_for([gaussian_release(sigma)], DELTA, accountant)
+        exact = analytic_gaussian_epsilon(sigma, DELTA)
+        if slack is None:
+            assert eps >= exact  # RDP is an upper bound, never below the truth
+        else:
+            assert eps == pytest.approx(exact, abs=slack)
+
+
+def test_releases_compose_with_training_and_raise_its_noise() -> None:
+    """A run that also plans evaluations must calibrate more DP-SGD noise for the same epsilon,
+    and what it records stays within that epsilon."""
+    evaluations = [gaussian_release(2.0)] * 3
+    plain = calibrate_noise(6.0, DELTA, 0.05, 20, blocks=3)
+    with_evals = calibrate_noise(6.0, DELTA, 0.05, 20, blocks=3, also=evaluations)
+    assert with_evals > plain
+    assert epsilon_for([(with_evals, 0.05, 20)] * 3 + evaluations, DELTA, "prv") <= 6.0
