@@ -56,6 +56,7 @@ SECTIONS: dict[str, Section] = {
     "utility": _lazy("deploy.bench_utility"),
     "dp_cost": _lazy("deploy.bench_cost"),
     "membership_attack": _lazy("deploy.bench_privacy"),
+    "privacy_audit": _lazy("deploy.bench_privacy_audit"),
     "federation": _lazy("deploy.bench_federation"),
 }
 

@@ -59,6 +59,7 @@ from sklearn.metrics import roc_auc_score
 
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
+from deploy.bench_evaluation import measure as measure_evaluation_noise
 from deploy.demo import fresh_copy
 from deploy.federation import run_simulation
 from server.strategy import initial_weights
@@ -248,6 +249,8 @@ def targets(results: dict[str, dict]) -> dict[str, Any]:
 
 
 INTERVAL_LEVEL = 0.95
+FULL_DRAWS = 400  # DP evaluation releases simulated per population and setting
+QUICK_DRAWS = 40
 FULL_RESAMPLES = 2000
 QUICK_RESAMPLES = 200
 # Per-population margins given an interval beside each goal's smallest margin.
@@ -607,6 +610,14 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     with_pairs, reference_info = linear_prs(data, settings.seed, extra)
     reference = method_table(auroc_by_population(with_pairs, data.test), oracle_auroc)
 
+    say("utility", "evaluation noise: the sites' DP evaluation releases of the federated model")
+    began = time.perf_counter()
+    largest = max(int((data.train.site == s).sum()) for s in data.sites)
+    evaluation = measure_evaluation_noise(
+        scores["federated_dp"][0], data.test.labels, data.test.ancestry, data.test.site,
+        largest, settings, QUICK_DRAWS if quick else FULL_DRAWS, settings.seed)
+    timings["evaluation_noise_s"] = time.perf_counter() - began
+
     resamples = QUICK_RESAMPLES if quick else FULL_RESAMPLES
     say("utility", f"margin intervals: {resamples} bootstrap resamples of the held-out people")
     began = time.perf_counter()
@@ -622,6 +633,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         **{m: results[m] for m in METHODS},
         "site_alone_by_site": by_site,
         "targets": goals,
+        "evaluation_noise": evaluation,
         "held_out": n_test,
         "n_train": int(len(data.train.labels)),
         "cohort_oracle_auroc": meta.get("oracle_auroc"),

@@ -61,6 +61,7 @@ class Coordinator:
         """Fail the run loudly unless every planned round trained and every round the schedule
         evaluates was evaluated by at least one site."""
         planned = self.settings.num_server_rounds
+        self.strategy.sign_unsigned()
         rounds = self.strategy.rounds
         trained = [r for r in range(1, planned + 1) if rounds.get(r) and rounds[r].sites]
         due = [r for r in range(1, planned + 1) if self.strategy._evaluates(r)]

@@ -135,6 +135,7 @@ class GenofedStrategy(FedAvg):
         self.current = initial_weights
         self.rounds: dict[int, RoundRecord] = {r.round: r for r in completed or []}
         self.offset = max(self.rounds, default=0)
+        self.signed: set[int] = set(self.rounds)  # rounds already in the ledger
         self.aggregator = make_aggregator(settings.aggregation)
         round_config: Callable[[int], dict[str, Scalar]] = lambda rnd: {  # noqa: E731
             protocol.SERVER_ROUND: rnd + self.offset, protocol.PANEL_SHA256: panel_sha256,
@@ -299,7 +300,16 @@ class GenofedStrategy(FedAvg):
             with atomic_write(path, "wb") as fh:
                 torch.save(doc, fh)
 
+    def sign_unsigned(self) -> None:
+        """Sign every trained round not yet in the ledger (its evaluation never came, e.g. too
+        few sites were left to ask), so the ledger records all the training that happened."""
+        for r in sorted(self.rounds):
+            if r not in self.signed and self.rounds[r].weights_sha256:
+                self._append_ledger(self.rounds[r])
+        self._write_results()
+
     def _append_ledger(self, rec: RoundRecord) -> None:
+        self.signed.add(rec.round)
         self.ledger.append({
             "round": rec.round,
             "sites": sorted(rec.sites),

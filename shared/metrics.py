@@ -196,8 +196,11 @@ class GroupedScores:
             return self
         return NotImplemented
 
-    def to_json(self) -> str:
-        """Site side: the released payload (call on the noisy, already-kept scores)."""
+    def to_json(self, exact: bool = False) -> str:
+        """Site side: the released payload, of noisy, already-kept scores. Exact histograms
+        are refused unless `exact` (tests and benchmarks that model a non-private release)."""
+        if self.noise_sd <= 0 and not exact:
+            raise ValueError("refusing to serialize scores without DP noise")
         payload = {
             "format": FORMAT,
             "version": VERSION,

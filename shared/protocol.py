@@ -12,7 +12,7 @@ Nothing per-person, exact or data-dependent is sent outside this list: no traini
 exact counts, no timings, no error text (an error travels as a category; its detail stays in
 the site's log). `check_reply` refuses a reply with any other field, and the site calls it on
 every reply before it leaves (`client/app.py`); the coordinator reads replies only through
-`read_fit_reply` / `read_evaluate_reply`, which validate every value.
+`read_reply`, which validates every value.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def check_reply(metrics: Mapping[str, Any], spec: Mapping[str, Field]) -> None:
     """Refuse a reply carrying a field outside `spec` or a value of the wrong kind."""
     for key, value in metrics.items():
         if key not in spec:
-            raise ProtocolError(f"field {key!r} is not in the protocol")
+            # The name is the sender's choice: quoted short, as it lands in a signed record.
+            raise ProtocolError(f"field {ascii(str(key)[:40])} is not in the protocol")
         if not _is_kind(value, spec[key].kind):
             raise ProtocolError(f"field {key!r} must be {spec[key].kind.__name__}")
     if "reason" in metrics and metrics["reason"] not in REFUSALS:

@@ -651,7 +651,7 @@ def auroc_plot(data: ReportData) -> str:
     xs = [r.x for r in rounds] or [1]
     plot = _Plot(
         "plot-auroc",
-        "AUROC per population over rounds (95% DeLong interval)",
+        "AUROC per population over rounds (95% interval: DeLong plus the DP noise)",
         "round",
         "AUROC",
         _x_range(xs),
@@ -684,7 +684,7 @@ def calibration_plot(rnd: RoundData | None) -> str:
     plot = _Plot(
         "plot-calibration",
         title,
-        "mean predicted risk",
+        "predicted risk (bin midpoint)",
         "observed event rate",
         (0.0, 1.0),
         (0.0, 1.0),
@@ -961,10 +961,14 @@ def render_html(data: ReportData) -> str:
             f'<section id="latest"><h2>Per-population metrics \u2014 round {_e(latest.x)} '
             "(latest verified)</h2>",
             _metrics_table(latest),
-            '<p class="note">Pooled over all sites from merged score histograms (never an '
-            "average of per-site values). AUROC interval: 95% DeLong. Sensitivity, specificity "
-            f"and PPV call p \u2265 {thr} positive. Groups with {k} people, cases or controls "
-            "are suppressed and left out of the overall row, the differences and the plots. "
+            '<p class="note">Pooled over all sites from the sum of their score histograms '
+            "(never an average of per-site values). Each site adds Gaussian noise to every bin "
+            "of what it releases (differential privacy for its held-out patients): n and cases "
+            "are noisy counts, every metric is computed from the noisy histograms, and the 95% "
+            "AUROC interval adds the noise's variance to DeLong's. Sensitivity, specificity "
+            f"and PPV call p \u2265 {thr} positive (nearest bin edge). Groups with {k} (noisy) "
+            "people, cases or controls are suppressed and left out of the overall row, the "
+            "differences and the plots. "
             "\u2014 marks a metric that is undefined for that group (or, in a difference/ratio "
             "row, for at least one shown group).</p></section>",
         ]
@@ -977,11 +981,12 @@ def render_html(data: ReportData) -> str:
         '<section id="plots"><h2>Plots</h2>',
         "<h3>AUROC per population over rounds</h3>",
         f"<figure>{auroc_plot(data)}<figcaption>AUROC of the global model per population after "
-        "each round; shaded band and bars: 95% DeLong interval; dashed: overall (shown groups)."
+        "each round; shaded band and bars: 95% interval (DeLong plus the DP noise); dashed: "
+        "overall (shown groups)."
         " Gaps: suppressed or undefined.</figcaption></figure>",
         f"<h3>Calibration per population, round {_e(latest.x if latest else '?')}</h3>",
         f"<figure>{calibration_plot(latest)}<figcaption>Calibration of the latest verified "
-        "round: observed event rate against mean predicted risk per probability bin (marker "
+        "round: observed event rate against each score bin's midpoint risk (marker "
         "area grows with the bin's people; bins under k people are not published). Dotted: "
         "perfect calibration.</figcaption></figure>",
         "<h3>Privacy loss \u03b5 per site over rounds</h3>",

@@ -107,7 +107,7 @@ def exact_release(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray) ->
     """What the reviewed code sent: exact per-bin counts (its grid was finer still)."""
     from shared.metrics import GroupedScores
 
-    return json.loads(GroupedScores.from_predictions(logits, labels, groups).to_json())
+    return json.loads(GroupedScores.from_predictions(logits, labels, groups).to_json(exact=True))
 
 
 def test_evaluation_differencing_attack_is_bounded_by_the_dp_guarantee() -> None:

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import html
 import json
+import math
 import os
 import re
 import signal
@@ -42,9 +43,11 @@ EVIL_SITE = 'site-<i>"c"&amp;'
 EVIL_REASON = "<script>alert('x')</script> budget of 8.0 & more"
 SITES = ("site-a", "site-b", EVIL_SITE)
 ROUNDS = 3
+SIGMA = 0.3  # per-bin noise sd of each site's release: OCE's 3 cases stay far under K
 
 
 def _metric_frame(rng: np.random.Generator, rnd: int) -> dict:
+    """What the coordinator signs: two sites' DP-noised releases, parsed strictly and merged."""
     logits, labels, groups = [], [], []
     for group, n in GROUPS.items():
         y = np.zeros(n, dtype=np.int64)
@@ -53,10 +56,16 @@ def _metric_frame(rng: np.random.Generator, rnd: int) -> dict:
         logits.append(rng.normal(size=n) + signal_strength * y - 1.0)
         labels.append(y)
         groups.append(np.full(n, group))
-    scores = GroupedScores.from_predictions(
-        np.concatenate(logits), np.concatenate(labels), np.concatenate(groups)
-    )
-    return MetricFrame.from_scores(scores, k=K, reference="EUR").to_dict()
+    logits_a, labels_a, groups_a = (np.concatenate(x) for x in (logits, labels, groups))
+    site = rng.integers(0, 2, len(logits_a))
+    payloads = [
+        GroupedScores.from_predictions(logits_a[site == s], labels_a[site == s],
+                                       groups_a[site == s])
+        .with_groups(GROUPS).with_noise(SIGMA, rng).to_json()
+        for s in (0, 1)
+    ]
+    pooled = sum(GroupedScores.from_json(p) for p in payloads)
+    return MetricFrame.from_scores(pooled, k=K, reference="EUR").to_dict()
 
 
 def _body(rnd: int, metrics: dict) -> dict:
@@ -91,6 +100,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[d
         frame = _metric_frame(rng, rnd)
         assert frame["by_group"][SMALL] == {"suppressed": True}
         assert all(not frame["by_group"][g].get("suppressed") for g in SHOWN)
+        assert frame["by_group"]["EUR"]["noise_sd"] == pytest.approx(SIGMA * math.sqrt(2))
         frames.append(frame)
         ledger.append(_body(rnd, frame))
     return root / "ledger.jsonl", public, frames
@@ -253,6 +263,33 @@ def test_odd_and_empty_ledgers_still_render(tmp_path: Path) -> None:
         == 2
     )
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_when_only_the_final_model_is_scored(tmp_path: Path) -> None:
+    """`evaluate-rounds = last`: earlier rounds are signed without metrics; the report lists
+    every round and shows metrics (table, CSV, AUROC points) for the final one only."""
+    private, public = tmp_path / "ledger.key", tmp_path / "ledger.pub"
+    ensure_signing_key(private, public)
+    ledger_path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(ledger_path, load_private_key(private))
+    final = _metric_frame(np.random.default_rng(12), ROUNDS)
+    for rnd in range(1, ROUNDS + 1):
+        ledger.append(_body(rnd, final if rnd == ROUNDS else None))
+    data = build_report(ledger_path, public)
+    assert data.ok and [r.has_metrics for r in data.rounds] == [False] * (ROUNDS - 1) + [True]
+    assert data.latest() is data.rounds[-1]
+    page = render_html(data)
+    assert f"round {ROUNDS} (latest verified)" in page
+    for rnd in range(ROUNDS):
+        assert f'<tr data-seq="{rnd}">' in page
+    m = final["by_group"]["AFR"]
+    assert f"{m['auroc']:.3f}" in _text(_row_html(page, "AFR"))
+    assert f"AFR, round {ROUNDS}: AUROC" in page and "AFR, round 1: AUROC" not in page
+    assert _text(_row_html(page, SMALL)) == f"{SMALL}suppressed (< {K})"
+    write_csv(data, tmp_path / "report.csv")
+    with open(tmp_path / "report.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {r["round"] for r in rows} == {str(ROUNDS)}
 
 
 def _chromium(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
