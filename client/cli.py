@@ -49,6 +49,34 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state(args: argparse.Namespace) -> Path:
+    return Path(args.state) if args.state else Path(args.data) / ".genofed-state"
+
+
+def _budget(args: argparse.Namespace) -> int:
+    from client.budget import SiteBudget
+    from client.privacy_state import open_ledger
+
+    budget = SiteBudget.load(Path(args.data))
+    with open_ledger(Path(args.data), _state(args), budget.accountant) as ledger:
+        spent = ledger.epsilon(budget.delta)
+        print(f"privacy ledger {ledger.ledger_id} ({ledger.path}): epsilon {spent:.3f} of "
+              f"{budget.max_epsilon:g} spent at delta {budget.delta:g} over "
+              f"{len(ledger.history)} releases in {len(ledger.runs)} runs")
+    return 0
+
+
+def _reset_budget(args: argparse.Namespace) -> int:
+    from client.budget import SiteBudget
+    from client.privacy_state import reset_budget
+
+    budget = SiteBudget.load(Path(args.data))
+    new = reset_budget(Path(args.data), _state(args), budget.accountant, args.reason)
+    print(f"new privacy ledger {new} for {args.data}; the reset and its reason are recorded "
+          "in the data folder's binding file")
+    return 0
+
+
 def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("site", help="a hospital's node: check data, score patients")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -77,3 +105,22 @@ def register(groups: argparse._SubParsersAction) -> None:
     predict.add_argument("--out", required=True, metavar="FILE",
                          help="where to write sample_id, risk_probability (TSV)")
     predict.set_defaults(func=_predict)
+
+    spent = sub.add_parser("budget", help="show the privacy budget spent on this data")
+    spent.add_argument("--data", required=True, help="site data folder")
+    spent.add_argument("--state", help="state folder (default: DATA/.genofed-state)")
+    spent.set_defaults(func=_budget)
+
+    reset = sub.add_parser(
+        "reset-budget",
+        help="start a new privacy ledger for this data (only after a ledger was lost)",
+        description="The data folder names the privacy ledger that accounts for it; a site "
+        "whose ledger is missing refuses to train or evaluate. This starts a new, empty "
+        "ledger, keeps the old file if there is one, and records the reset, its time and "
+        "reason in the data folder. Everything spent before is NOT forgotten by the patients' "
+        "privacy: only reset when the ledger is truly lost and you accept that.",
+    )
+    reset.add_argument("--data", required=True, help="site data folder")
+    reset.add_argument("--state", help="state folder (default: DATA/.genofed-state)")
+    reset.add_argument("--reason", required=True, help="why (recorded)")
+    reset.set_defaults(func=_reset_budget)

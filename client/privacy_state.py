@@ -51,9 +51,10 @@ def _write_binding(data_path: Path, ledger: PrivacyLedger, previous: dict | None
     try:
         write_json(data_path / BINDING, doc)
     except OSError as err:
-        raise InputError(data_path, "cannot write the privacy binding marker into the data "
-                                    f"folder ({err.strerror}); the budget must be bound to "
-                                    "the data it accounts for") from err
+        raise InputError(data_path, "cannot write the privacy binding into the data folder "
+                                    f"({err.strerror}): run `genofed site budget --data "
+                                    f"{data_path}` once with write access, which binds the "
+                                    "ledger; the folder can be read-only after that") from err
 
 
 @contextlib.contextmanager
@@ -78,10 +79,14 @@ def open_ledger(data_path: Path, state_path: Path, accountant: str) -> Iterator[
                     path, f"this privacy ledger ({ledger.ledger_id}) is not the one bound to "
                     f"the data folder ({binding['ledger_id']}, at {binding.get('ledger_path')})"
                     "; point the site at that state folder, or run `genofed site reset-budget`")
-            if binding is None or binding.get("ledger_path") != str(path.resolve()):
-                if not path.exists():
-                    ledger.save()
+            if not path.exists():
+                ledger.save()
+            if binding is None:
                 _write_binding(data_path, ledger, binding)
+            elif binding.get("ledger_path") != str(path.resolve()):
+                # The same ledger, moved with its state folder: note where, if we may write.
+                with contextlib.suppress(InputError):
+                    _write_binding(data_path, ledger, binding)
             yield ledger
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -215,9 +215,9 @@ class Site:
         with self.ledger() as ledger:
             evaluation: dict[str, Any] = {}
             data = self.data(panel_sha256)
-            if evaluate_received:
+            if evaluate_received:  # the previous round's model
                 evaluation = self._evaluate(ledger, data, weights, run_id, server_round,
-                                            min_group, center)
+                                            min_group, center, model_round=server_round - 1)
             try:
                 counts = self.counts(ledger, data)
                 plan = DPPlan.for_site(counts.n_train, s.batch_size, s.local_epochs,
@@ -231,7 +231,7 @@ class Site:
             if self.balance == "reweight":
                 sample_weights = balancing_weights(groups, counts, self.budget.min_group_size)
             model = self.model(data, weights)
-            randomness = DPRandomness.for_release(f"{self.name}/{run_id}/{server_round}/train")
+            randomness = DPRandomness.for_release(f"{self.name}/{server_round}/train")
             result = train_dp(
                 model, g, y, data.features, plan=plan, learning_rate=s.learning_rate,
                 noise_multiplier=sigma, max_grad_norm=s.max_grad_norm, device=self.device,
@@ -260,12 +260,12 @@ class Site:
         with self.ledger() as ledger:
             data = self.data(panel_sha256)
             metrics = self._evaluate(ledger, data, weights, run_id, server_round, min_group,
-                                     center)
+                                     center, model_round=server_round)
         return EvaluateReport(metrics)
 
     def _evaluate(
         self, ledger: PrivacyLedger, data: SiteData, weights: list[np.ndarray], run_id: str,
-        server_round: int, min_group: float, center: float,
+        server_round: int, min_group: float, center: float, model_round: int,
     ) -> dict[str, Any]:
         began = time.perf_counter()
         try:
@@ -282,7 +282,8 @@ class Site:
                                 rng.numpy("scores"))
         delta = self.budget_for_run()[1]
         epsilon = ledger.epsilon(delta)
-        self._log_activity(event="evaluate", evaluate_s=time.perf_counter() - began,
+        self._log_activity(run_id=run_id, model_round=model_round, event="evaluate",
+                           evaluate_s=time.perf_counter() - began,
                            evaluate_ended_at=time.time(), epsilon=epsilon,
                            withheld=sorted(set(counts.groups) - set(scores.groups)))
         return {"site": self.name, "version": site_version(), "declined": 0,

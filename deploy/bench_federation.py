@@ -14,13 +14,13 @@ small model. Method:
   used; only the run's last round has an evaluation round-trip of its own, see
   `server/strategy.py`, and it comes after the last checkpoint).
 - `local_s`: the time in that round during which at least one site was doing its own work.
-  Each site reports, with its reply, the seconds its work took and the Unix time it ended
-  (`evaluate_s`/`evaluate_ended_at`: `Site.evaluate` of round r-1's aggregate, kept under
-  round r-1; `train_s`/`train_ended_at`: `Site.fit`, data load to weights), which the
-  coordinator keeps in results.json; the union of those intervals within the round is
+  Each site logs, in its own state folder (`activity.jsonl`, never sent: timings are about
+  its data), the seconds its work took and the Unix time it ended (`train_s`/`train_ended_at`:
+  `Site.fit`, data load to weights; `evaluate_s`/`evaluate_ended_at`: `Site.evaluate` of a
+  round's model, kept under that round). In a simulation every site's folder is on this
+  machine, so the bench reads the logs; the union of those intervals within the round is
   `local_s`. Measured inside the real run, so the sites' work is timed under the same load as
-  the round (Flower's own processes took ~0.5 CPU-seconds of a 10 s round here, which this
-  counts as the sites' time).
+  the round (Flower's own processes count as the sites' time while a site works).
 - `overhead_s = round_s - local_s`: the time no site was working (coordinator, Flower/Ray
   messaging and scheduling, process and data hand-offs), and `overhead_fraction = overhead_s
   / round_s`. Until 2026-11-29 the sites' share was the least time their work needs on
@@ -108,9 +108,32 @@ def federate(cohort: Path, work: Path, sites: int, rounds: int, **extra: object)
     run_simulation(_overrides(cohort, run_dir, sites, rounds, **extra), sites, work / "flower",
                    timeout=RUN_TIMEOUT_S, cpus_per_site=CPUS_PER_SITE)
     wall = time.perf_counter() - began
-    records = json.loads((run_dir / "results.json").read_text())["rounds"]
     return {"steady_round_s": steady_round_s(run_dir, rounds), "run_s": wall,
-            "checkpoint_times": checkpoint_times(run_dir, rounds), "rounds": records}
+            "checkpoint_times": checkpoint_times(run_dir, rounds),
+            "rounds": site_rounds(cohort)}
+
+
+def site_rounds(cohort: Path) -> list[dict[str, Any]]:
+    """Each round's site timings, from the sites' own activity logs: training under its round,
+    an evaluation under the round whose model it scored."""
+    by_round: dict[int, dict[str, Any]] = {}
+
+    def record(r: int) -> dict[str, Any]:
+        return by_round.setdefault(r, {"round": r, "train_s": {}, "train_ended_at": {},
+                                       "evaluate_s": {}, "evaluate_ended_at": {}})
+
+    for log in sorted(cohort.glob("site-*/.genofed-state/activity.jsonl")):
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == "train":
+                rec = record(int(event["round"]))
+                rec["train_s"][event["site"]] = float(event["train_s"])
+                rec["train_ended_at"][event["site"]] = float(event["train_ended_at"])
+            elif event["event"] == "evaluate":
+                rec = record(int(event["model_round"]))
+                rec["evaluate_s"][event["site"]] = float(event["evaluate_s"])
+                rec["evaluate_ended_at"][event["site"]] = float(event["evaluate_ended_at"])
+    return [by_round[r] for r in sorted(by_round)]
 
 
 def busy_s(intervals: list[tuple[float, float]], window: tuple[float, float]) -> float:
@@ -147,8 +170,11 @@ def round_costs(ends: list[float], records: list[dict], workers: int) -> list[di
         evaluate, train = before.get("evaluate_s") or {}, this.get("train_s") or {}
         evaluate_end = before.get("evaluate_ended_at") or {}
         train_end = this.get("train_ended_at") or {}
-        if not set(evaluate) == set(train) == set(evaluate_end) == set(train_end):
-            raise RuntimeError(f"round {i + 2}: {len(train)} sites reported their training "
+        # With `evaluate-rounds = last` no site scores round r-1's model within round r.
+        scored = set(evaluate) == set(evaluate_end) and (
+            not evaluate or set(evaluate) == set(train))
+        if not (train and set(train) == set(train_end) and scored):
+            raise RuntimeError(f"round {i + 2}: {len(train)} sites logged their training "
                                f"time, {len(evaluate)} their evaluation of round {i + 1}, or "
                                "not the same sites, or not when their work ended")
         wall = ends[i + 1] - ends[i]
@@ -158,7 +184,8 @@ def round_costs(ends: list[float], records: list[dict], workers: int) -> list[di
         costs.append({
             "round": i + 2, "sites": len(train), "round_s": wall, "local_s": local,
             "overhead_s": wall - local, "overhead_fraction": (wall - local) / wall,
-            "local_bound_s": phase_s([evaluate[s] + t for s, t in train.items()], workers),
+            "local_bound_s": phase_s([evaluate.get(s, 0.0) + t for s, t in train.items()],
+                                     workers),
             "sites_train_sum_s": float(sum(train.values())),
             "sites_evaluate_sum_s": float(sum(evaluate.values())),
             "longest_site_train_s": float(max(train.values())),
@@ -261,11 +288,12 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         "load_average_1min": load,
         "method": (
             "round_s = mtime(round-r.pt) - mtime(round-(r-1).pt), the coordinator's checkpoints "
-            "(round r's one round-trip: each site scores round r-1's aggregate, then trains on "
-            "it: a steady-state round, r >= 2); the round with the median overhead_fraction is "
-            "reported, all in per_round; local_s = the time within the round during which at "
-            "least one site was working (union of each site's evaluation of round r-1 and "
-            "training in round r, from the seconds and end times it reports); overhead_fraction "
+            "(round r's one round-trip, the default schedule: each site trains on round r-1's "
+            "aggregate; a steady-state round, r >= 2); the round with the median "
+            "overhead_fraction is reported, all in per_round; local_s = the time within the "
+            "round during which at least one site was working (union of each site's training "
+            "in round r and any evaluation it made, from the seconds and end times in its own "
+            "activity log); overhead_fraction "
             "= (round_s - local_s) / round_s, the time no site was working; local_bound_s = "
             "max(sum / workers, longest), the least time the same work needs on the workers; "
             "bytes_per_update = float32 weights one site sends"

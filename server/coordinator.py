@@ -64,7 +64,7 @@ class Coordinator:
         self.strategy.sign_unsigned()
         rounds = self.strategy.rounds
         trained = [r for r in range(1, planned + 1) if rounds.get(r) and rounds[r].sites]
-        due = [r for r in range(1, planned + 1) if self.strategy._evaluates(r)]
+        due = [r for r in range(1, planned + 1) if self.strategy.evaluates(r)]
         evaluated = [r for r in due if rounds.get(r) and rounds[r].evaluated_by]
         results = self.strategy.results()
         ok = len(trained) == planned and len(evaluated) == len(due)

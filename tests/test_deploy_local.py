@@ -20,7 +20,7 @@ from server.coordinator import Coordinator
 from shared.errors import GenofedError
 from shared.ledger import load_public_key, read_records, verify_ledger
 from shared.privacy import PrivacyLedger
-from tests.test_federation import no_stray_flower_processes
+from tests.helpers import no_stray_flower_processes
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,8 @@ def test_loopback_federation_with_auth_tls_site_lost_and_coordinator_resumed(
     tiny_cohort: Path, tmp_path: Path
 ) -> None:
     """3 registered sites, one unregistered key, one site without our CA; site-3 dies after
-    round 1, the coordinator (SuperExec and its ServerApp) dies once round 2 is signed (round 3
-    trained but never evaluated, so never recorded), and the next run resumes at round 3."""
+    round 1, the coordinator (SuperExec and its ServerApp) dies once round 2 is signed, and the
+    next run resumes at round 3 (trained and, as the last, evaluated)."""
     cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
     for extra, src in (("site-3", "site-2"), ("site-4", "site-1"), ("site-5", "site-1")):
         shutil.copytree(cohort / src, cohort / extra)
@@ -73,7 +73,7 @@ def test_loopback_federation_with_auth_tls_site_lost_and_coordinator_resumed(
         # Round 1 is aggregated: its checkpoint is written before round 2's instructions go out.
         wait_for((out / "checkpoints" / "round-001.pt").exists, 400, "round 1")
         kill_tree(nodes["site-3"].pid, signal.SIGKILL)  # site-3's machine dies
-        # Round 2 enters the ledger once the sites have scored it, i.e. with round 3's updates.
+        # Round 2 enters the ledger once it is aggregated (only the last round is scored).
         wait_for(lambda: recorded() >= 2, 400, "round 2")
         superexec = json.loads((work / "logs" / "pids.json").read_text())["superexec"]
         kill_tree(superexec, signal.SIGKILL)  # the coordinator dies without warning
