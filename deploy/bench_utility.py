@@ -475,8 +475,9 @@ def federated_model(run_dir: Path) -> RiskTransformer:
 
 
 def federation_reported(run_dir: Path) -> dict[str, Any]:
-    """What the coordinator itself reported for its last round (histogram-pooled AUROC), and
-    each site's epsilon after the first and the last round."""
+    """What the coordinator itself reported for its last round (AUROC from the sites' DP-noised
+    histograms, with its noise-aware interval), and each site's epsilon after the first and the
+    last round."""
     results = json.loads((run_dir / "results.json").read_text())
     last = next(r for r in reversed(results["rounds"]) if r.get("metrics"))
     by_group = last["metrics"]["by_group"]
@@ -488,6 +489,7 @@ def federation_reported(run_dir: Path) -> dict[str, Any]:
         "status": results.get("status"),
         "auroc": {p: (None if by_group.get(p, {}).get("suppressed")
                       else by_group.get(p, {}).get("auroc")) for p in POPULATIONS},
+        "auroc_ci": {p: by_group.get(p, {}).get("auroc_ci") for p in POPULATIONS},
         "epsilon": epsilon,
         "epsilon_round_1": {s: p["epsilon"] for s, p in first.get("privacy", {}).items()},
     }

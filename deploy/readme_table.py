@@ -401,6 +401,18 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         None if mia is None else MIA_TOLERANCE - abs(mia - 0.5),
         mia is not None and abs(mia - 0.5) <= MIA_TOLERANCE))
 
+    audit = doc.get("privacy_audit") or {}
+    bounds = _audit_bounds(audit)
+    worst = max(bounds, key=lambda b: b[1] - b[2]) if bounds else None
+    caught = "caught" if audit.get("positive_control_caught") else "NOT caught"
+    goals.append(_goal(
+        "privacy_audit",
+        "empirical ε lower bound ≤ the ε each site reports, every configuration and scorer",
+        (f"largest bound {_fmt(worst[1], 2)} against ε {_fmt(worst[2], 2)} ({worst[0]}); "
+         f"the replayable-noise control {caught}" if worst else "not measured"),
+        None if worst is None else min(claim - lb for _, lb, claim in bounds),
+        worst is not None and all(lb <= claim for _, lb, claim in bounds)))
+
     walls = [_num(v.get("wall_s")) for k, v in doc.items()
              if k not in ("meta", "targets") and isinstance(v, dict)]
     total = sum(w for w in walls if w is not None) if walls else None
@@ -410,6 +422,20 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         None if total is None else (BENCH_BUDGET_S - total) / 60,
         total is not None and total < BENCH_BUDGET_S))
     return goals
+
+
+def _audit_bounds(audit: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(configuration and scorer, lower bound, claimed epsilon) of every audit that must hold."""
+    out = []
+    for kind, claim_key in (("white_box", "claimed_epsilon"),
+                            ("black_box", "epsilon_after_evaluation")):
+        for run in audit.get(kind) or []:
+            claim = _num(run.get(claim_key))
+            for scorer, scored in (run.get("scorers") or {}).items():
+                lb = _num(scored.get("epsilon_lb"))
+                if lb is not None and claim is not None:
+                    out.append((f"{kind.replace('_', '-')} {scorer} at ε {claim:.2g}", lb, claim))
+    return out
 
 
 def _cost_row(label: str, m: dict[str, Any]) -> str:
@@ -608,6 +634,35 @@ def render(doc: dict[str, Any]) -> str:
               f"SecAgg+: {_fmt(sec.get('secagg_round_s'), 2)} s per round vs "
               f"{_fmt(sec.get('plain_round_s'), 2)} s plain ({_fmt(sec.get('ratio'), 2)}x)."
               + (SECAGG_UNDER_ONE if (_num(sec.get("ratio")) or 1.0) < 1.0 else "")]
+
+    audit = doc.get("privacy_audit") or {}
+    if audit.get("white_box"):
+        lines += ["", f"### Privacy audit (one training run, {audit.get('canaries', '?')} "
+                      "canaries, 95% lower bounds on ε)", "",
+                  "| release | claimed ε | scorer | lower bound |", "|---|---|---|---|"]
+        for run in [*audit.get("white_box", []), audit.get("positive_control") or {}]:
+            label = f"DP-SGD, {run.get('training_randomness', '?')} randomness"
+            for scorer, scored in (run.get("scorers") or {}).items():
+                lines.append(f"| {label} | {_fmt(run.get('claimed_epsilon'), 2)} | {scorer} | "
+                             f"{_fmt(scored.get('epsilon_lb'), 2)} |")
+        for run in audit.get("black_box", []):
+            for scorer, scored in (run.get("scorers") or {}).items():
+                lines.append(f"| site's round + evaluation (canary people) | "
+                             f"{_fmt(run.get('epsilon_after_evaluation'), 2)} | {scorer} | "
+                             f"{_fmt(scored.get('epsilon_lb'), 2)} |")
+    noise = _get(doc, "utility", "evaluation_noise", "default") or {}
+    if noise.get("by_population"):
+        lines += ["", "### What the DP noise on evaluations costs per-ancestry AUROC "
+                      f"(evaluation share {noise.get('evaluation_share')}, σ "
+                      f"{_fmt(noise.get('sigma'), 2)} per bin and site, {noise.get('n_bins')} "
+                      "bins)", "",
+                  "| population | exact | binned | error RMSE | bias | interval covers | "
+                  "interval width (DeLong alone) |", "|---|---|---|---|---|---|---|"]
+        for pop, e in noise["by_population"].items():
+            lines.append(f"| {pop} | {_fmt(e.get('exact_auroc'))} | {_fmt(e.get('binned_auroc'))}"
+                         f" | {_fmt(e.get('rmse'))} | {_fmt(e.get('bias'))} | "
+                         f"{_fmt(100 * (e.get('coverage') or 0), 0)}% | {_fmt(e.get('width'))} "
+                         f"({_fmt(e.get('delong_width'))}) |")
 
     data = doc.get("data_path", {})
     mia = doc.get("membership_attack", {})

@@ -14,6 +14,7 @@ Gaussian mechanism. Composition over all of them is what the site's epsilon repo
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
@@ -99,27 +100,37 @@ def calibrate_noise(
     """Smallest noise multiplier for `blocks` rounds of `steps` at `sample_rate`, after `prior`
     and with the other releases the run plans (`also`, e.g. its evaluations) composed in.
 
-    Bisection over Opacus' accountant rather than `get_noise_multiplier`, because the latter
+    A root search over Opacus' accountant rather than `get_noise_multiplier`, because the latter
     cannot compose with what the site already spent in earlier runs. The rounds are composed
-    exactly as they will be recorded (`epsilon_for` compacts both the same way), so the
-    calibrated run ends at the target and not a PRV rounding error past it.
+    exactly as they will be recorded (`epsilon_for` compacts both the same way), and the result
+    is checked against the target, so the calibrated run ends at the target and not a PRV
+    rounding error past it. Brent's method: each PRV query costs about a second, and Brent
+    needs about half the queries bisection does. Never below 0.3.
     """
+    from scipy.optimize import brentq
+
     prior = list(prior or []) + list(also or [])
-    if epsilon_for(prior, delta, accountant) >= target_epsilon:
+    # RDP bounds PRV from above and is quick: only a prior it calls spent needs the exact check.
+    if prior and epsilon_for(prior, delta, "rdp") >= target_epsilon and \
+            epsilon_for(prior, delta, accountant) >= target_epsilon:
         raise ValueError("the privacy budget is already spent")
 
-    def eps(sigma: float) -> float:
-        return epsilon_for(prior + [(sigma, sample_rate, steps)] * blocks, delta, accountant)
+    @functools.cache
+    def excess(sigma: float) -> float:
+        history = prior + [(sigma, sample_rate, steps)] * blocks
+        return epsilon_for(history, delta, accountant) - target_epsilon
 
     lo, hi = 0.3, 1.0
-    while eps(hi) > target_epsilon:
+    if excess(lo) <= 0:
+        return lo
+    while excess(hi) > 0:
         lo, hi = hi, hi * 2
         if hi > _MAX_SIGMA:
             raise ValueError(f"no noise multiplier below {_MAX_SIGMA} reaches {target_epsilon}")
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if eps(mid) > target_epsilon else (lo, mid)
-    return hi
+    sigma = brentq(excess, lo, hi, xtol=tol / 2) + tol / 2
+    while excess(sigma) > 0:  # Brent's root is within xtol of the crossing, on either side
+        sigma += tol / 2
+    return float(min(sigma, hi))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from server.coordinator import Coordinator
 from shared.errors import GenofedError
 from shared.ledger import load_public_key, read_records, verify_ledger
 from shared.privacy import PrivacyLedger
-from tests.helpers import no_stray_flower_processes
+from tests.helpers import no_stray_flower_processes, with_privacy
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def test_loopback_federation_with_auth_tls_site_lost_and_coordinator_resumed(
     """3 registered sites, one unregistered key, one site without our CA; site-3 dies after
     round 1, the coordinator (SuperExec and its ServerApp) dies once round 2 is signed, and the
     next run resumes at round 3 (trained and, as the last, evaluated)."""
-    cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
+    cohort = with_privacy(fresh_copy(tiny_cohort, tmp_path / "cohort"), 'accountant = "rdp"')
     for extra, src in (("site-3", "site-2"), ("site-4", "site-1"), ("site-5", "site-1")):
         shutil.copytree(cohort / src, cohort / extra)
     work = tmp_path / "work"
@@ -99,7 +99,7 @@ def test_loopback_federation_with_auth_tls_site_lost_and_coordinator_resumed(
         for name in ("site-1", "site-2"):
             eps = [r["privacy"][name]["epsilon"] for r in records]
             assert eps == sorted(eps) and eps[0] > 0
-            spent = PrivacyLedger.load(work / "site-state" / name / "privacy-ledger.json")
+            spent = PrivacyLedger.load(work / "site-state" / name / "privacy-ledger.json", "rdp")
             # A site counts every step it took, including a round the dead coordinator never
             # recorded: its own account is never below what the ledger shows.
             assert spent.epsilon(1e-5) >= eps[-1] - 1e-9

@@ -18,7 +18,7 @@ from deploy.federation import run_simulation
 from shared.cli import main as cli_main
 from shared.errors import FederationError
 from shared.ledger import load_public_key, verify_ledger
-from tests.helpers import generous, no_stray_flower_processes
+from tests.helpers import generous, no_stray_flower_processes, with_privacy
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ def test_cli_exit_code_on_failure(tmp_path: Path) -> None:
 
 
 def test_one_site_federation_completes(tiny_cohort: Path, tmp_path: Path) -> None:
-    cohort = fresh_copy(tiny_cohort, tmp_path / "cohort")
+    cohort = with_privacy(fresh_copy(tiny_cohort, tmp_path / "cohort"), 'accountant = "rdp"')
     out = tmp_path / "run"
     settings = overrides(cohort, out, **{"num-server-rounds": 1, "min-sites": 1})
     assert run_simulation(settings, 1, tmp_path / "fed", timeout=300).ok

@@ -21,7 +21,7 @@ TOLERANCE = 1e-4
 
 
 def overrides(cohort: Path, out: Path, sites: int, **extra: object) -> dict[str, object]:
-    return {"num-server-rounds": 2, "min-sites": sites, "data-root": str(cohort),
+    return {"num-server-rounds": 1, "min-sites": sites, "data-root": str(cohort),
             "out-dir": str(out), "batch-size": 32, "local-epochs": 1, "model-dim": 16,
             "model-layers": 1, "suppression-k": 5, "target-epsilon": 50.0, **extra}
 

@@ -24,7 +24,9 @@ SMALL = dict(batch_size=32, local_epochs=1, model_dim=16, model_layers=1, suppre
              num_server_rounds=2)
 # The tiny cohort's held-out groups are a handful of people: only a large budget (little noise
 # on the counts) and a floor of 1 let any of them be evaluated.
-GENEROUS = SiteBudget(max_epsilon=50.0, min_group_size=1)
+GENEROUS = SiteBudget(max_epsilon=50.0, min_group_size=1, accountant="rdp")
+# RDP calibrates a few times faster than PRV; tests/test_privacy.py checks PRV itself.
+FAST = SiteBudget(accountant="rdp")
 
 
 @pytest.fixture()
@@ -39,7 +41,7 @@ def fresh_weights(site: Site) -> list[np.ndarray]:
 
 
 def test_one_dp_step_changes_weights(site_dir: Path) -> None:
-    site = Site(site_dir, RunSettings(**SMALL))
+    site = Site(site_dir, RunSettings(**SMALL), budget=FAST)
     data = site.data()
     g, y, _ = data.split("train")
     cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
@@ -63,7 +65,7 @@ def test_dp_training_takes_every_planned_step_where_opacus_would_round_down(
     int(92.99999999999999) = 92, so a site of 5,889-5,952 people at batch 64 (or 7,425-7,488:
     117 steps) could not train at all. At batch 1 about a third of the Poisson batches are
     empty: each is still a step (pure noise), which the model's forward must survive."""
-    site = Site(site_dir, RunSettings(**SMALL))
+    site = Site(site_dir, RunSettings(**SMALL), budget=FAST)
     data = site.data()
     g, y, _ = data.split("train")
     assert int(1 / (1 / 93)) == 92  # the floating-point case this guards against
@@ -93,7 +95,8 @@ def test_a_large_site_grows_its_batch_rather_than_its_step_count() -> None:
 def test_the_site_trains_and_accounts_on_the_capped_plan(site_dir: Path) -> None:
     """What the site's ledger records (and so spends) is the capped plan's sample rate and
     steps, the plan its DP-SGD ran."""
-    site = Site(site_dir, RunSettings(**{**SMALL, "batch_size": 8, "max_steps_per_epoch": 3}))
+    site = Site(site_dir, RunSettings(**{**SMALL, "batch_size": 8, "max_steps_per_epoch": 3}),
+                budget=FAST)
     n = len(site.data().split("train")[1])
     assert n > 8 * 3  # uncapped, this site would take more than 3 steps per epoch
     assert site.fit(fresh_weights(site), 1, "run").metrics["declined"] == 0
@@ -131,7 +134,7 @@ def site_history(site_dir: Path) -> list:
 
 def test_fit_reports_cumulative_epsilon_and_declines_past_budget(site_dir: Path) -> None:
     settings = RunSettings(**SMALL, target_epsilon=3.0)
-    site = Site(site_dir, settings)
+    site = Site(site_dir, settings, budget=FAST)
     w = fresh_weights(site)
     reports = [site.fit(w, r, "run-a") for r in (1, 2)]
     eps = [float(r.metrics["epsilon"]) for r in reports]
@@ -140,12 +143,12 @@ def test_fit_reports_cumulative_epsilon_and_declines_past_budget(site_dir: Path)
     # counts once, then one DP-SGD block per round
     assert [e[1] == 1.0 for e in site_history(site_dir)] == [True, False, False]
     # A second run on the same data starts from what was spent, never from zero.
-    again = Site(site_dir, settings).fit(w, 1, "run-b")
+    again = Site(site_dir, settings, budget=FAST).fit(w, 1, "run-b")
     assert again.metrics["declined"] == 1 or float(again.metrics["epsilon"]) > eps[1]
     # Once the run's rounds and its planned evaluation are used up, a further round would
     # overspend and is declined, by category only.
     site.evaluate(reports[-1].weights, "run-a", 2)
-    extra = Site(site_dir, settings).fit(w, 3, "run-a")
+    extra = Site(site_dir, settings, budget=FAST).fit(w, 3, "run-a")
     assert extra.metrics["declined"] == 1 and extra.n_examples == 0
     assert extra.metrics["reason"] == "budget-exhausted"
 
@@ -202,8 +205,9 @@ def test_minimum_noise_multiplier_from_node_config(tiny_cohort: Path, tmp_path: 
 def test_spent_site_declines_instead_of_failing(tiny_cohort: Path, tmp_path: Path) -> None:
     site_dir = copy_site(tiny_cohort, tmp_path / "s")
     state = site_dir / ".genofed-state"
-    PrivacyLedger(path=state / "privacy-ledger.json", history=[(0.5, 0.5, 200)]).save()
-    site = Site(site_dir, RunSettings(**SMALL))
+    PrivacyLedger(path=state / "privacy-ledger.json", history=[(0.5, 0.5, 200)],
+                  accountant="rdp").save()
+    site = Site(site_dir, RunSettings(**SMALL), budget=FAST)
     report = site.fit(fresh_weights(site), 1, "new-run")
     assert report.metrics["declined"] == 1 and report.n_examples == 0
     assert report.metrics["reason"] == "budget-exhausted"
@@ -253,7 +257,7 @@ def test_under_dp_noise_adam_moves_every_weight_a_full_step_and_sgd_follows_the_
     """Why the sites' default update rule is SGD: on one DP step whose gradient is mostly
     noise, Adam moves nearly every weight by the learning rate (its first step is lr * g / |g|),
     signal or not; SGD moves each weight in proportion to its noisy gradient."""
-    site = Site(site_dir, RunSettings(**SMALL))
+    site = Site(site_dir, RunSettings(**SMALL), budget=FAST)
     data = site.data()
     g, y, _ = data.split("train")
     cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
@@ -280,7 +284,7 @@ def test_the_optimizer_is_the_coordinators_choice_and_costs_no_privacy(
     for name, rate in (("sgd", 0.1), ("adam", 0.01)):
         site = Site(fresh_copy(tiny_cohort / "site-1", tmp_path / name),
                     RunSettings(**{**SMALL, "max_steps_per_epoch": 1}, optimizer=name,
-                                learning_rate=rate))
+                                learning_rate=rate), budget=FAST)
         reports[name] = site.fit(fresh_weights(site), 1, "run")
     sgd, adam = reports["sgd"], reports["adam"]
     assert sgd.metrics["declined"] == adam.metrics["declined"] == 0
