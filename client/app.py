@@ -26,6 +26,7 @@ from flwr.common import Context
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from client.budget import SiteBudget
+from client.identity import sign_reply
 from client.site import Site, SiteFailure
 from shared import protocol
 from shared.errors import GenofedError
@@ -67,35 +68,50 @@ class SiteClient(NumPyClient):
         }
 
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+        server_round = int(config[protocol.SERVER_ROUND])
+        scored = bool(int(config.get(protocol.EVALUATE_RECEIVED, 0)))
+
         def work():  # type: ignore[no-untyped-def]
             try:
-                report = self.site.fit(
-                    parameters, int(config[protocol.SERVER_ROUND]), self.run_id,
-                    evaluate_received=bool(int(config.get(protocol.EVALUATE_RECEIVED, 0))),
-                    **self._instructions(config),
-                )
+                report = self.site.fit(parameters, server_round, self.run_id,
+                                       evaluate_received=scored, **self._instructions(config))
             except SiteFailure as err:  # the round goes on without this site, told why
                 log.error("site %s: %s: %s", self.site.name, err.category, err)
                 return parameters, 0, failure_reply(self.site.name, err.category)
             return report.weights, report.n_examples, report.metrics
 
         weights, n, metrics = guarded(self.site.name, work)
+        received = protocol.weights_sha256(parameters)
+        if "scores" in metrics:  # the previous round's model, scored before training
+            metrics = self._sign(metrics, "evaluate", server_round - 1, received, "",
+                                 "evaluation_receipt")
+        metrics = self._sign(metrics, "fit", server_round, received,
+                             protocol.weights_sha256(weights))
         protocol.check_reply(metrics, protocol.FIT_METRICS)
         return weights, n, metrics
 
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
+        server_round = int(config.get(protocol.SERVER_ROUND, 0))
+
         def work():  # type: ignore[no-untyped-def]
             try:
-                return self.site.evaluate(
-                    parameters, self.run_id, int(config.get(protocol.SERVER_ROUND, 0)),
-                    **self._instructions(config)).metrics
+                return self.site.evaluate(parameters, self.run_id, server_round,
+                                          **self._instructions(config)).metrics
             except SiteFailure as err:
                 log.error("site %s: %s: %s", self.site.name, err.category, err)
                 return failure_reply(self.site.name, err.category)
 
         metrics = guarded(self.site.name, work)
+        metrics = self._sign(metrics, "evaluate", server_round,
+                             protocol.weights_sha256(parameters), "")
         protocol.check_reply(metrics, protocol.EVALUATE_METRICS)
         return 0.0, 0, metrics
+
+    def _sign(self, metrics: dict, kind: str, server_round: int, weights_in: str,
+              weights_out: str, field: str = "receipt") -> dict:
+        return guarded(self.site.name, lambda: sign_reply(
+            self.site.state_path, metrics, run_id=self.run_id, round=server_round, kind=kind,
+            weights_in=weights_in, weights_out=weights_out, field=field))
 
 
 def site_from_context(context: Context) -> Site:

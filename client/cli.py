@@ -77,6 +77,36 @@ def _reset_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    from client.identity import IDENTITY, keygen
+
+    folder = Path(args.out) if args.out else Path(args.state) / IDENTITY
+    paths = keygen(folder, args.name)
+    print(f"wrote {folder} (mode 0700): {', '.join(p.name for p in paths.values())}")
+    print(f"send the coordinator ONLY {paths['auth.pub']} (it registers your SuperNode) and "
+          f"{paths['receipt.pub']} (it checks your signed receipts); the .key files never "
+          "leave this machine")
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    from client.launcher import approve
+
+    what = approve(Path(args.state), fab=Path(args.fab) if args.fab else None,
+                   app=Path(args.app) if args.app else None, installed=args.installed,
+                   note=args.note or "")
+    print(f"approved {what} for this site (recorded in {Path(args.state)})")
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    from client.join import join
+
+    return join(name=args.name, data=Path(args.data), state=Path(args.state),
+                superlink=args.superlink, root_certificates=args.root_certificates,
+                port=args.port)
+
+
 def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("site", help="a hospital's node: check data, score patients")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -105,6 +135,49 @@ def register(groups: argparse._SubParsersAction) -> None:
     predict.add_argument("--out", required=True, metavar="FILE",
                          help="where to write sample_id, risk_probability (TSV)")
     predict.set_defaults(func=_predict)
+
+    keys = sub.add_parser(
+        "keygen", help="make this site's own keys (SuperNode authentication, receipts)",
+        description="Make the site's SuperNode authentication key pair and its receipt "
+        "signing key pair, private keys mode 0600 in a 0700 folder. The coordinator receives "
+        "only the public halves.",
+    )
+    keys.add_argument("--name", required=True, help="the site's name in the federation")
+    keys.add_argument("--state", help="state folder (keys go to STATE/identity)")
+    keys.add_argument("--out", help="folder for the keys instead of STATE/identity")
+    keys.set_defaults(func=_keygen)
+
+    approve = sub.add_parser(
+        "approve", help="approve the code this site will run (an app bundle, or its own)",
+        description="A site runs only code it approved: the sha256 of an app bundle it "
+        "reviewed (--fab FILE, or --app DIR to build the bundle from a reviewed source tree "
+        "exactly as `flwr run` does), or --installed: always its own installed genofed, "
+        "whatever bundle the coordinator sends. Enforced by `genofed site join`.",
+    )
+    approve.add_argument("--state", required=True, help="the site's state folder")
+    which = approve.add_mutually_exclusive_group(required=True)
+    which.add_argument("--fab", help="an app bundle file (.fab) to approve by hash")
+    which.add_argument("--app", help="a reviewed app source folder (pyproject.toml) to approve")
+    which.add_argument("--installed", action="store_true",
+                       help="run this machine's installed genofed, never a bundle's code")
+    approve.add_argument("--note", help="why, by whom (recorded)")
+    approve.set_defaults(func=_approve)
+
+    join = sub.add_parser(
+        "join", help="start this site's SuperNode, running only approved code",
+        description="Starts flower-supernode with TLS and this site's own authentication key "
+        "(STATE/identity/auth.key), its data and state folders, and a ClientApp launcher that "
+        "refuses any app bundle the site has not approved (genofed site approve).",
+    )
+    join.add_argument("--name", required=True, help="the site's name in the federation")
+    join.add_argument("--data", required=True, help="site data folder")
+    join.add_argument("--state", required=True, help="site state folder")
+    join.add_argument("--superlink", required=True, metavar="HOST:PORT")
+    join.add_argument("--root-certificates", required=True, metavar="CA",
+                      help="the consortium CA certificate")
+    join.add_argument("--port", type=int, default=9094,
+                      help="the SuperNode's local Runtime API port (loopback only)")
+    join.set_defaults(func=_join)
 
     spent = sub.add_parser("budget", help="show the privacy budget spent on this data")
     spent.add_argument("--data", required=True, help="site data folder")

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from deploy.bench_utility import say
-from deploy.demo import fresh_copy
+from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
 from server.strategy import initial_weights
 from shared.encoding import model_config
@@ -222,6 +222,7 @@ def scaling(n_sites: int, work: Path, quick: bool, workers: int) -> dict[str, An
     config = cohort_config(n_sites, quick)
     cohort = work / "cohort"
     meta = simulate_cohort(cohort, config, force=True)
+    register_sites(cohort)  # each site's keys; the coordinator's registry
     sizes = [info["n"] for info in meta["sites"].values()]
     rounds = ROUNDS_QUICK if quick else ROUNDS_FULL
     say("federation", f"{n_sites} sites: {rounds} rounds through Flower's simulation engine")
@@ -261,6 +262,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     work = work_dir / "secagg"
     cohort = work / "cohort"
     simulate_cohort(cohort, cohort_config(3, quick), force=True)
+    register_sites(cohort)  # each site's keys; the coordinator's registry
     rounds = SECAGG_ROUNDS_QUICK if quick else SECAGG_ROUNDS_FULL
     if quick and "round_s" in sites.get("3", {}):
         plain = sites["3"]["round_s"]

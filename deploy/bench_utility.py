@@ -60,7 +60,7 @@ from sklearn.metrics import roc_auc_score
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
 from deploy.bench_evaluation import measure as measure_evaluation_noise
-from deploy.demo import fresh_copy
+from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
 from server.strategy import initial_weights
 from shared.encoding import model_config
@@ -514,6 +514,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     say("utility", f"simulating the cohort ({config.sites} sites, "
                    f"{config.people_per_population} people per population)")
     meta = simulate_cohort(cohort_dir, config, force=True)
+    register_sites(cohort_dir)  # each site's keys; the coordinator's registry
     timings["simulate_s"] = time.perf_counter() - began
 
     def overrides(run: int) -> dict[str, object]:

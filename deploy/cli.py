@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -34,15 +35,38 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_site(args: argparse.Namespace) -> int:
+    import shlex
+
+    from deploy.init import REGISTRY, add_site_keys
+
+    out = Path(args.out)
+    register = add_site_keys(out, args.site, Path(args.auth_pub), Path(args.receipt_pub),
+                             force=args.force)
+    doc = json.loads((out / "deployment.json").read_text())
+    keys = doc["sites"][args.site]["keys"]
+    print(f"added {args.site}'s public keys to {out} (receipt key id {keys['receipt_key_id']}, "
+          f"auth.pub sha256 {keys['auth_pub_sha256'][:16]}); site registry: {out / REGISTRY}")
+    print(f"  next, let its SuperNode join (flwr CLI set up as init printed): "
+          f"{shlex.join(register)}")
+    if args.force:
+        print("  if the site's old key was registered, remove that node: flwr supernode list "
+              f"{register[-1]}; flwr supernode unregister NODE_ID {register[-1]}")
+    print("  the ServerApp reads the registry when a run starts: runs already going keep "
+          "the old one")
+    return 0
+
+
 def _add_init(sub: argparse._SubParsersAction) -> None:
     from deploy import init as defaults
 
     init = sub.add_parser(
         "init", help="create the CA, certificates, keys and configs for a real consortium",
-        description="Write a private CA and the SuperLink's TLS certificate, one SuperNode "
-        "authentication key pair and config bundle per site, the coordinator's ledger key, "
-        "and the exact flower-superlink / flower-superexec / flower-supernode command lines. "
-        "Refuses to touch an existing deployment unless --force.",
+        description="Write a private CA and the SuperLink's TLS certificate, one config bundle "
+        "per site, the coordinator's ledger key, an empty site registry, and the exact "
+        "flower-superlink / flower-superexec / flower-supernode command lines. No site key: "
+        "each site makes its own (genofed site keygen) and sends only the public halves "
+        "(genofed deploy add-site). Refuses to touch an existing deployment unless --force.",
     )
     init.add_argument("--out", required=True, help="output folder")
     init.add_argument("--sites", required=True, nargs="+", metavar="NAMES",
@@ -67,9 +91,27 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
     init.add_argument("--days", type=int, default=defaults.DEFAULT_DAYS,
                       help="validity of the CA and server certificates (default %(default)s)")
     init.add_argument("--force", action="store_true",
-                      help="replace an existing deployment's files (new CA and keys: every "
-                      "site must get its new bundle and be registered again)")
+                      help="replace an existing deployment's files (new CA and coordinator "
+                      "keys: every site must get its new bundle; registered site keys are kept)")
     init.set_defaults(func=_init)
+
+    add = sub.add_parser(
+        "add-site", help="register a site's public keys (auth.pub, receipt.pub)",
+        description="Check the public keys a site made with `genofed site keygen` (auth.pub: "
+        "OpenSSH ecdsa-sha2-nistp384; receipt.pub: Ed25519 PEM), copy them to "
+        "coordinator/sites/NAME/, add the receipt key to coordinator/site-registry.json and "
+        "print the `flwr supernode register` command. Private keys are refused: they never "
+        "leave the site.",
+    )
+    add.add_argument("--out", required=True, help="the deployment folder (init's --out)")
+    add.add_argument("--site", required=True, help="the site's name in the deployment")
+    add.add_argument("--auth-pub", required=True, metavar="FILE",
+                     help="the site's SuperNode public key (auth.pub)")
+    add.add_argument("--receipt-pub", required=True, metavar="FILE",
+                     help="the site's receipt public key (receipt.pub)")
+    add.add_argument("--force", action="store_true",
+                     help="replace keys the site registered before (a lost or stolen key)")
+    add.set_defaults(func=_add_site)
 
 
 def register(groups: argparse._SubParsersAction) -> None:

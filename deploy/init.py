@@ -6,14 +6,23 @@ One call writes, under ``out``:
   (serverAuth, SANs: every ``--host`` name, ``localhost``, ``127.0.0.1`` and every ``--ip``);
 - ``coordinator/``: the ledger signing key (``shared.ledger``), a ``$FLWR_HOME/config.toml``
   with the ``genofed`` connection, the exact ``flower-superlink`` and ``flower-superexec``
-  command lines, the SuperExec shared secret and an empty ``state/`` for the SuperLink database;
-- ``sites/NAME/``: the bundle a hospital receives: its SuperNode authentication key pair
-  (OpenSSH EC P-384, what ``ssh-keygen -t ecdsa -b 384`` writes and what
-  ``flower-supernode --auth-supernode-private-key`` / ``flwr supernode register`` read), the CA
-  certificate, a commented ``site.toml``, ``supernode.env`` with its ``flower-supernode``
-  command line, and a SuperExec secret used by the Docker setup (``deploy/compose.yaml``);
+  command lines, the SuperExec shared secret, an empty ``state/`` for the SuperLink database
+  and an empty site registry (``site-registry.json``: the sites' public receipt keys, which the
+  ServerApp checks every reply against; run config ``site-registry``);
+- ``sites/NAME/``: the bundle a hospital receives: the CA certificate, a commented
+  ``site.toml``, ``supernode.env`` with its ``flower-supernode`` command line, and a SuperExec
+  secret used by the Docker setup (``deploy/compose.yaml``). No key of the site's: the
+  coordinator never holds a site's private key, or it could join (and sign receipts) as that
+  hospital. Each site makes its own with ``genofed site keygen`` (``client.identity``) into
+  ``<state-path>/identity/``, which is where its command line looks for ``auth.key``;
 - ``deployment.json``: every file (role, owner, mode, sha256 of the public ones), every port and
-  every command line, for tools and tests.
+  every command line, for tools and tests; ``sites.NAME.keys`` is null until the site is
+  registered.
+
+`add_site_keys` (``genofed deploy add-site``) then takes a site's two public keys (its SuperNode
+authentication key ``auth.pub``, OpenSSH EC P-384, and its receipt key ``receipt.pub``,
+Ed25519 PEM), checks them, keeps copies in ``coordinator/sites/NAME/``, adds the receipt key to
+the site registry and returns the ``flwr supernode register`` command for the auth key.
 
 All cryptography goes through ``cryptography``. Files are first written into a staging folder
 inside ``out`` (temporary names, exclusive create, private keys 0600 from the first byte, fsync)
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -45,18 +55,23 @@ import secrets
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared.errors import GenofedError
+from client.identity import AUTH_KEY, AUTH_PUB, IDENTITY, RECEIPT_PUB
+from shared.errors import GenofedError, InputError
+from shared.fsio import atomic_write, fsync_dir
 from shared.ledger import generate_signing_key, key_id, load_public_key
+from shared.receipts import SiteRegistry
 
 FLOWER_VERSION = "1.42.0"
 FORMAT = "genofed-deployment/1"
@@ -72,6 +87,26 @@ DEFAULT_DAYS = 3650
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _UNSAFE_IN_NODE_CONFIG = set("\"'\n\r\t")
+REGISTRY = "coordinator/site-registry.json"
+SITE_KEYS = "coordinator/sites"  # the public keys each site sent: SITE_KEYS/NAME/auth.pub ...
+AUTH_KEY_TYPE = "ecdsa-sha2-nistp384"  # what `genofed site keygen` writes (OpenSSH EC P-384)
+
+# Every folder we create gets one of these modes with os.chmod, whatever the umask: a umask of
+# 000 must never leave a folder others can write to (swap a key, plant a command file).
+# coordinator/ and each site bundle hold secrets (0700). certs/ and sites/ only hold files that
+# protect themselves (0600 keys, public certificates) and must stay traversable for the Docker
+# containers' user (GUIDE, Docker). coordinator/sites/ holds public keys only (see
+# add_site_keys).
+DIR_MODES = {
+    ".": 0o755,
+    "certs": 0o755,
+    "coordinator": 0o700,
+    "coordinator/state": 0o700,
+    "coordinator/results": 0o700,
+    SITE_KEYS: 0o755,
+    "sites": 0o755,
+}
+SITE_DIR_MODE = 0o700
 
 # Environment every Flower process of ours gets (see deploy.federation.flower_env).
 FLOWER_ENV = {
@@ -249,22 +284,6 @@ def make_server_cert(
     return key, cert
 
 
-def make_auth_keypair(comment: str) -> tuple[bytes, bytes]:
-    """A SuperNode key pair as ``ssh-keygen -t ecdsa -b 384 -N ""`` writes it.
-
-    (OpenSSH private key, ``ecdsa-sha2-nistp384 AAAA... comment`` public key line).
-    """
-    key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    return private, public + f" {comment}\n".encode()
-
-
 # --------------------------------------------------------------------------------------------
 # Command lines and config files
 # --------------------------------------------------------------------------------------------
@@ -337,8 +356,9 @@ def _toml_str(value: str) -> str:
 def _flwr_config(address: str, ca_path: Path) -> str:
     return "\n".join([
         "# $FLWR_HOME/config.toml for the coordinator's `flwr` CLI (genofed deploy init).",
-        f"# `flwr run . {CONNECTION}`, `flwr supernode register sites/NAME/auth.pub {CONNECTION}`,",
-        f"# `flwr ls {CONNECTION}` ... reach the SuperLink's Control API over TLS with this CA.",
+        f"# `flwr run . {CONNECTION}`, `flwr ls {CONNECTION}`,",
+        f"# `flwr supernode register coordinator/sites/NAME/auth.pub {CONNECTION}` ... reach",
+        "# the SuperLink's Control API over TLS with this CA.",
         "[superlink]",
         f"default = {_toml_str(CONNECTION)}",
         "",
@@ -393,14 +413,27 @@ def _site_toml(site: str) -> str:
     ])
 
 
+def site_auth_key(state_path: str) -> str:
+    """Where a site's own SuperNode key lives on its machine: ``<state-path>/identity/auth.key``
+    (``genofed site keygen --state`` writes it there; the coordinator never sees it)."""
+    return f"{state_path.rstrip('/')}/{IDENTITY}/{AUTH_KEY}"
+
+
 def _supernode_env(
     site: str, superlink: str, argv: Sequence[str], data_path: str, state_path: str
 ) -> str:
+    auth_key = site_auth_key(state_path)
+    identity = auth_key.rsplit("/", 1)[0]
     lines = [
         f"# genofed SuperNode of site {site!r} (Flower {FLOWER_VERSION}; genofed deploy init).",
         "#",
-        "# Run it in this folder (ca.crt and auth.key are named relative to it), with genofed",
-        "# and its dependencies installed, so that the ClientApp can run as its subprocess:",
+        "# First, once, make the site's own keys (they never leave this machine):",
+        f"#   genofed site keygen --name {shlex.quote(site)} --state {shlex.quote(state_path)}",
+        f"# and send the coordinator ONLY the public halves, {AUTH_PUB} and {RECEIPT_PUB}, from",
+        f"# {identity}/ (it runs genofed deploy add-site and flwr supernode register).",
+        "#",
+        "# Run it in this folder (ca.crt is named relative to it), with genofed and its",
+        "# dependencies installed, so that the ClientApp can run as its subprocess:",
         "#",
         *("#   " + line for line in _command_text(argv, "    ").splitlines()),
         "#",
@@ -408,14 +441,14 @@ def _supernode_env(
         f"# connects to it. The SuperNode's own Runtime API listens on 127.0.0.1:"
         f"{SUPERNODE_RUNTIME_PORT} only.",
         f"# Data folder (read-only is enough): {data_path}. State folder (read-write: privacy",
-        f"# ledger, genotype cache): {state_path}. Check the data first:",
+        f"# ledger, genotype cache, the site's keys in {IDENTITY}/): {state_path}. Check the data:",
         f"#   genofed site check --data {data_path}",
         "#",
         "# The same settings as variables (systemd EnvironmentFile=, docker compose env_file):",
         f"GENOFED_SITE_ID={site}",
         f"GENOFED_SUPERLINK={superlink}",
         "GENOFED_ROOT_CERTIFICATES=ca.crt",
-        "GENOFED_AUTH_KEY=auth.key",
+        f"GENOFED_AUTH_KEY={auth_key}",
         f"GENOFED_DATA_PATH={data_path}",
         f"GENOFED_STATE_PATH={state_path}",
         *(f"{k}={v}" for k, v in FLOWER_ENV.items()),
@@ -452,13 +485,46 @@ class _Planned:
 @dataclass
 class _Plan:
     files: list[_Planned] = field(default_factory=list)
-    dirs: list[tuple[str, int]] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)  # made (mode: _dir_mode) even when empty
 
     def add(self, rel: str, data: bytes | str, role: str, owner: str, secret: bool = False,
             mode: int | None = None) -> None:
         raw = data.encode() if isinstance(data, str) else data
         self.files.append(_Planned(rel, raw, mode or (0o600 if secret else 0o644), role, owner,
                                    secret))
+
+
+def _dir_mode(out: Path, folder: Path) -> int:
+    """The mode of a folder we create in (or above) the deployment `out` (see DIR_MODES)."""
+    try:
+        rel = folder.relative_to(out).as_posix()
+    except ValueError:
+        return DIR_MODES["."]  # a missing parent of `out`
+    if rel.startswith(f"{SITE_KEYS}/"):
+        # coordinator/sites/NAME/ holds the site's public keys only: meant to be shown
+        # (auditors, `flwr supernode register`), so 0755 hides nothing worth hiding; what
+        # matters is that no one else can replace them, which 0755 ensures as well as 0700,
+        # and coordinator/ (0700) keeps other users out anyway.
+        return 0o755
+    if rel.startswith("sites/") and rel.count("/") == 1:
+        return SITE_DIR_MODE  # a site bundle: its SuperExec secret
+    return DIR_MODES.get(rel, 0o700)  # anything unforeseen: private
+
+
+def _mkdirs(path: Path, out: Path) -> list[Path]:
+    """Create `path` and its missing parents, each chmod-ed to its `_dir_mode` (so the umask,
+    even 000, decides nothing); return the folders made, outermost first."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    made: list[Path] = []
+    for folder in reversed(missing):
+        mode = _dir_mode(out, folder)
+        try:
+            os.mkdir(folder, mode)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: not ours to chmod or remove
+        os.chmod(folder, mode)
+        made.append(folder)
+    return made
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
@@ -474,13 +540,11 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Atomically replace `path` (shared.fsio.atomic_write) with `mode` whatever the umask."""
+    with atomic_write(path, "wb", perms=mode) as fh:
+        fh.write(data)
+    fsync_dir(path.parent)
 
 
 def _existing(out: Path, rels: Iterable[str]) -> list[str]:
@@ -494,9 +558,7 @@ def _install(out: Path, stage: Path, rels: Sequence[str], force: bool) -> None:
     try:
         for rel in rels:
             src, dst = stage / rel, out / rel
-            missing = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            made += reversed(missing)
+            made += _mkdirs(dst.parent, out)
             if force:
                 os.replace(src, dst)
             else:
@@ -517,7 +579,7 @@ def _install(out: Path, stage: Path, rels: Sequence[str], force: bool) -> None:
                 directory.rmdir()
         raise
     for directory in {(out / r).parent for r in rels}:
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def _sha256(data: bytes) -> str:
@@ -539,6 +601,252 @@ def _cert_info(cert: x509.Certificate) -> dict[str, Any]:
     return info
 
 
+# --------------------------------------------------------------------------------------------
+# The sites' public keys
+# --------------------------------------------------------------------------------------------
+
+
+def _key_kind(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    return type(key).__name__.removeprefix("_").replace("PublicKey", "") or "unknown"
+
+
+def _read_public_file(path: Path, what: str) -> bytes:
+    """The bytes of a site's public key file; a private key is refused before anything else."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, f"no such file (expected the site's {what})") from None
+    except IsADirectoryError:
+        raise InputError(path, f"is a folder, expected the site's {what}") from None
+    except OSError as err:
+        raise InputError(path, f"cannot read it: {err.strerror}") from None
+    if b"PRIVATE KEY" in data:
+        raise InputError(path, f"is a PRIVATE key: give only the site's {what}; private keys "
+                         "never leave the site (if it was sent, the site makes new keys)")
+    if len(data) > 16384:
+        raise InputError(path, f"too large for a {what}")
+    return data
+
+
+def read_auth_pub(path: Path) -> bytes:
+    """A site's SuperNode public key as one ``ecdsa-sha2-nistp384 AAAA... comment`` line
+    (newline-terminated), checked as `flwr supernode register` checks it; InputError if not."""
+    path = Path(path)
+    what = "SuperNode public key (auth.pub)"
+    data = _read_public_file(path, what)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise InputError(path, f"not an OpenSSH public key line (binary data); expected {what}"
+                         ) from None
+    if "-----BEGIN" in text:
+        raise InputError(path, f"is a PEM key, expected one OpenSSH line '{AUTH_KEY_TYPE} "
+                         "AAAA...' (auth.pub; were auth.pub and receipt.pub swapped?)")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise InputError(path, f"must hold exactly one OpenSSH public key line, not "
+                         f"{len(lines)}")
+    kind = lines[0].split(None, 1)[0]
+    if kind != AUTH_KEY_TYPE:
+        raise InputError(path, f"is a {kind[:40]!r} key, expected {AUTH_KEY_TYPE} (OpenSSH EC "
+                         "P-384, as genofed site keygen writes)")
+    try:
+        key = serialization.load_ssh_public_key(lines[0].encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError(path, f"not a valid {AUTH_KEY_TYPE} public key") from None
+    if not (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP384R1)):
+        raise InputError(path, f"is a {_key_kind(key)} key, expected EC P-384")
+    return (lines[0] + "\n").encode()
+
+
+def read_receipt_pub(path: Path) -> tuple[bytes, Ed25519PublicKey]:
+    """A site's receipt public key: (its canonical PEM, the key); InputError if it is not an
+    Ed25519 PEM public key."""
+    path = Path(path)
+    what = "receipt public key (receipt.pub)"
+    data = _read_public_file(path, what)
+    if data.lstrip().startswith((b"ssh-", b"ecdsa-")):
+        raise InputError(path, "is an OpenSSH key line, expected the Ed25519 PEM receipt key "
+                         "(receipt.pub; were auth.pub and receipt.pub swapped?)")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError(path, f"not a PEM public key; expected the site's {what}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InputError(path, f"is a {_key_kind(key)} key, expected an Ed25519 public key "
+                         "(receipt.pub, as genofed site keygen writes)")
+    pem = key.public_bytes(serialization.Encoding.PEM,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem, key
+
+
+def _keys_entry(name: str, auth: bytes, receipt: Ed25519PublicKey) -> dict[str, str]:
+    """deployment.json's ``sites.NAME.keys`` for a registered site."""
+    base = f"{SITE_KEYS}/{name}"
+    return {"auth_pub": f"{base}/{AUTH_PUB}", "auth_pub_sha256": _sha256(auth),
+            "receipt_pub": f"{base}/{RECEIPT_PUB}", "receipt_key_id": key_id(receipt)}
+
+
+def _registry_bytes(registry: SiteRegistry) -> bytes:
+    """The registry file, byte for byte what `SiteRegistry.save` writes."""
+    return (json.dumps(registry.to_json(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def _file_entry(rel: str, role: str, owner: str, data: bytes) -> dict[str, Any]:
+    return {"path": rel, "role": role, "owner": owner, "secret": False, "mode": "0644",
+            "sha256": _sha256(data)}
+
+
+def _kept_keys(out: Path, names: Sequence[str]) -> dict[str, tuple[bytes, bytes, Any]]:
+    """With ``force``: the registered public keys of the deployment being replaced.
+
+    A new CA changes nothing about a site's own keys, and the SuperLink database (which
+    remembers their registration) is kept, so a registered site stays registered: its copies
+    in coordinator/sites/NAME/ are checked again against the old deployment.json and carried
+    over as (auth.pub, receipt.pub PEM, key). Anything missing or changed is dropped: that site
+    is simply added again (`add_site_keys`).
+    """
+    try:
+        old = json.loads((out / "deployment.json").read_text())
+        sites = old["sites"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    kept: dict[str, tuple[bytes, bytes, Any]] = {}
+    for name in names:
+        entry = sites.get(name) if isinstance(sites, dict) else None
+        keys = entry.get("keys") if isinstance(entry, dict) else None
+        if not isinstance(keys, dict):
+            continue
+        base = out / SITE_KEYS / name
+        try:
+            auth = read_auth_pub(base / AUTH_PUB)
+            pem, receipt = read_receipt_pub(base / RECEIPT_PUB)
+        except GenofedError:
+            continue
+        if (_sha256(auth), key_id(receipt)) == (keys.get("auth_pub_sha256"),
+                                                keys.get("receipt_key_id")):
+            kept[name] = (auth, pem, receipt)
+    return kept
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the deployment folder: two `add_site_keys` at once would each
+    rewrite the registry and deployment.json from the same old copy, losing one site."""
+    try:
+        fd = os.open(root, os.O_RDONLY)
+    except FileNotFoundError:
+        raise GenofedError(f"{root}: no such folder (genofed deploy init --out writes one)"
+                           ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _load_deployment(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "no deployment here (genofed deploy init --out writes one)"
+                         ) from None
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"unreadable deployment description ({err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or \
+            not isinstance(doc.get("sites"), dict) or not isinstance(doc.get("files"), list):
+        raise InputError(path, f"not a {FORMAT} file")
+    return doc
+
+
+def add_site_keys(root: Path, name: str, auth_pub: Path, receipt_pub: Path,
+                  force: bool = False) -> list[str]:
+    """Register a site's public keys with the deployment at `root`; return the
+    ``flwr supernode register`` command that lets its SuperNode join.
+
+    The coordinator only ever handles public halves: `auth_pub` (one OpenSSH
+    ``ecdsa-sha2-nistp384`` line, the SuperNode's authentication key) and `receipt_pub` (the
+    Ed25519 PEM key the site signs its receipts with), both as ``genofed site keygen`` wrote
+    them at the site; a private key given by mistake is refused. They are copied to
+    ``coordinator/sites/NAME/`` (0644), the receipt key is added to the site registry the
+    ServerApp checks every reply against, and ``sites.NAME.keys`` is recorded in
+    deployment.json, each file replaced atomically, deployment.json last. A site not in the
+    deployment is refused, and so is a key another site already registered (one site could
+    then sign for the other). Replacing a site's registered keys needs `force`: a stolen-key
+    story must be a deliberate act, and the old SuperNode key must then be unregistered
+    (``flwr supernode unregister``). Giving the same keys again changes nothing.
+    """
+    root = Path(root).resolve()
+    doc_path = root / "deployment.json"
+    with _locked(root):
+        doc = _load_deployment(doc_path)
+        sites = doc["sites"]
+        if name not in sites:
+            raise GenofedError(f"{doc_path}: no site {name!r} in this deployment (sites: "
+                               f"{', '.join(sites) or 'none'})")
+        auth = read_auth_pub(Path(auth_pub))
+        pem, receipt = read_receipt_pub(Path(receipt_pub))
+        registry_path = root / REGISTRY
+        if not registry_path.exists():
+            raise InputError(registry_path, "missing: this deployment predates site-made keys; "
+                             "re-run genofed deploy init --force")
+        registry = SiteRegistry.load(registry_path)
+        entry = _keys_entry(name, auth, receipt)
+        old = sites[name].get("keys")
+        if old is not None or name in registry.keys:
+            same = old == entry and name in registry.keys and \
+                key_id(registry.keys[name]) == entry["receipt_key_id"]
+            if not same and not force:
+                held = key_id(registry.keys[name]) if name in registry.keys else \
+                    (old.get("receipt_key_id") if isinstance(old, dict) else None)
+                raise GenofedError(
+                    f"{root}: site {name!r} already has registered keys (receipt key id "
+                    f"{held}); refusing to replace them (use --force, then unregister its old "
+                    "SuperNode: flwr supernode unregister)")
+        for other, key in registry.keys.items():
+            if other != name and key_id(key) == entry["receipt_key_id"]:
+                raise InputError(receipt_pub, f"is the receipt key of site {other!r}: every "
+                                 "site needs its own")
+        blob = auth.split()[1]
+        for other in sites:
+            other_pub = root / SITE_KEYS / other / AUTH_PUB
+            if other != name and other_pub.is_file() and \
+                    other_pub.read_bytes().split()[1:2] == [blob]:
+                raise InputError(auth_pub, f"is the SuperNode key of site {other!r}: every "
+                                 "site needs its own")
+
+        folder = root / SITE_KEYS / name
+        _mkdirs(folder, root)
+        os.chmod(folder, _dir_mode(root, folder))
+        rels = {AUTH_PUB: f"{SITE_KEYS}/{name}/{AUTH_PUB}",
+                RECEIPT_PUB: f"{SITE_KEYS}/{name}/{RECEIPT_PUB}"}
+        _replace(root / rels[AUTH_PUB], auth, 0o644)
+        _replace(root / rels[RECEIPT_PUB], pem, 0o644)
+        registry_data = _registry_bytes(SiteRegistry({**registry.keys, name: receipt}))
+        _replace(registry_path, registry_data, 0o644)
+
+        sites[name]["keys"] = entry
+        updates = {
+            rels[AUTH_PUB]: _file_entry(rels[AUTH_PUB], "site-auth-public-key", "coordinator",
+                                        auth),
+            rels[RECEIPT_PUB]: _file_entry(rels[RECEIPT_PUB], "site-receipt-public-key",
+                                           "coordinator", pem),
+            REGISTRY: _file_entry(REGISTRY, "site-registry", "coordinator", registry_data),
+        }
+        files = [updates.pop(f["path"], f) for f in doc["files"]]
+        doc["files"] = files + list(updates.values())
+        _replace(doc_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+    return ["flwr", "supernode", "register", str(root / rels[AUTH_PUB]),
+            str(doc.get("connection", CONNECTION))]
+
+
+# --------------------------------------------------------------------------------------------
+# init
+# --------------------------------------------------------------------------------------------
+
+
 def init_deployment(
     out: Path,
     sites: Sequence[str],
@@ -558,8 +866,11 @@ def init_deployment(
     sites reach it; `ips`: extra IP addresses for the server certificate. `bind`: the address
     the SuperLink listens on. `data_path` / `state_path`: each site's data and state folders
     (absolute, on the site's machine; ``{site}`` stands for the site's name), written into its
-    ``--node-config``. Without `force` any existing output file is a GenofedError and nothing
-    is written; with `force` every file is replaced (new CA and keys).
+    ``--node-config``; the site's own SuperNode key is ``<state_path>/identity/auth.key``.
+    No site key is made here (`add_site_keys` takes their public halves later). Without
+    `force` any existing output file is a GenofedError and nothing is written; with `force`
+    every file is replaced (new CA, new coordinator keys), except that sites already
+    registered stay registered (their keys are theirs, see `_kept_keys`).
     """
     out = Path(out)
     names = validate_site_names(sites)
@@ -615,22 +926,26 @@ def init_deployment(
     plan.add("coordinator/superexec.args", _args_file("flower-superexec for the ServerApp",
         se_argv, [
             "Runs genofed's ServerApp for each run; needs genofed installed in its Python",
-            "environment, and the ledger key and output folder named in the run config.",
+            "environment, and the ledger key, site registry and output folder named in the",
+            "run config.",
         ]), "superexec-command", "coordinator")
     plan.add("coordinator/flwr-config.toml", _flwr_config(address, root / "certs/ca.crt"),
              "flwr-config", "coordinator")
-    plan.dirs.append(("coordinator", 0o700))
-    plan.dirs.append(("coordinator/state", 0o700))
-    plan.dirs.append(("coordinator/results", 0o700))
+    kept = _kept_keys(root, names) if force else {}
+    for name, (auth, pem, _) in kept.items():
+        plan.add(f"{SITE_KEYS}/{name}/{AUTH_PUB}", auth, "site-auth-public-key", "coordinator")
+        plan.add(f"{SITE_KEYS}/{name}/{RECEIPT_PUB}", pem, "site-receipt-public-key",
+                 "coordinator")
+    registry = SiteRegistry({name: receipt for name, (_, _, receipt) in kept.items()})
+    plan.add(REGISTRY, _registry_bytes(registry), "site-registry", "coordinator")
+    plan.dirs += ["certs", "coordinator", "coordinator/state", "coordinator/results", SITE_KEYS,
+                  "sites"]
 
     # --- sites -----------------------------------------------------------------------------
     node_cfg: dict[str, str] = {}
     site_entries: dict[str, Any] = {}
     for name in names:
         base = f"sites/{name}"
-        priv, pub = make_auth_keypair(f"genofed-{name}")
-        plan.add(f"{base}/auth.key", priv, "supernode-auth-private-key", name, secret=True)
-        plan.add(f"{base}/auth.pub", pub, "supernode-auth-public-key", name)
         plan.add(f"{base}/ca.crt", ca_pem, "ca-certificate", name)
         plan.add(f"{base}/site.toml", _site_toml(name), "site-config", name)
         plan.add(f"{base}/superexec.secret", secrets.token_hex(32), "superexec-secret", name,
@@ -638,25 +953,27 @@ def init_deployment(
         site_data = data_path.replace("{site}", name)
         site_state = state_path.replace("{site}", name)
         node_cfg[name] = node_config_arg(name, site_data, site_state)
-        argv = supernode_argv(address, "ca.crt", "auth.key", node_cfg[name])
+        argv = supernode_argv(address, "ca.crt", site_auth_key(site_state), node_cfg[name])
         plan.add(f"{base}/supernode.env",
                  _supernode_env(name, address, argv, site_data, site_state),
                  "supernode-command", name)
-        plan.dirs.append((base, 0o700))
+        plan.dirs.append(base)
+        auth, _, receipt = kept.get(name, (b"", b"", None))
         site_entries[name] = {
             "dir": base,
             "cwd": base,
             "argv": argv,
             "node_config": {"site-id": name, "data-path": site_data, "state-path": site_state},
-            "auth_key": f"{base}/auth.key",
-            "auth_pub": f"{base}/auth.pub",
-            "auth_pub_sha256": _sha256(pub),
+            "auth_key_path": site_auth_key(site_state),  # on the site's machine, not here
+            "keygen": ["genofed", "site", "keygen", "--name", name, "--state", site_state],
+            "keys": _keys_entry(name, auth, receipt) if receipt is not None else None,
             "ca_crt": f"{base}/ca.crt",
             "site_toml": f"{base}/site.toml",
             "supernode_env": f"{base}/supernode.env",
             "superexec_secret": f"{base}/superexec.secret",
             "runtime_api": host_port("127.0.0.1", SUPERNODE_RUNTIME_PORT),
-            "register": ["flwr", "supernode", "register", f"{base}/auth.pub", CONNECTION],
+            "register": ["flwr", "supernode", "register", f"{SITE_KEYS}/{name}/{AUTH_PUB}",
+                         CONNECTION],
         }
 
     ledger_rels = ["coordinator/ledger.key", "coordinator/ledger.pub"]
@@ -670,13 +987,12 @@ def init_deployment(
                 "(nothing was written; use --force to replace everything)"
             )
 
-    created_out = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    made_out = _mkdirs(root, root)
     stage = Path(tempfile.mkdtemp(prefix=".genofed-init-", dir=out))
     try:
         for planned in plan.files:
             path = stage / planned.rel
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)  # inside the 0700 stage
             _write_new(path, planned.data, planned.mode)
         generate_signing_key(stage / ledger_rels[0], stage / ledger_rels[1])
         ledger_pub = (stage / ledger_rels[1]).read_bytes()
@@ -719,10 +1035,13 @@ def init_deployment(
                 "ledger_key": ledger_rels[0],
                 "ledger_pub": ledger_rels[1],
                 "ledger_key_id": ledger_key_id,
+                "site_registry": REGISTRY,
+                "site_keys": SITE_KEYS,
                 "results": "coordinator/results",
                 "state": "coordinator/state",
                 "run_config": {"ledger-key": str(coord / "ledger.key"),
-                               "out-dir": str(coord / "results")},
+                               "out-dir": str(coord / "results"),
+                               "site-registry": str(root / REGISTRY)},
             },
             "sites": site_entries,
             "ports": [
@@ -739,15 +1058,15 @@ def init_deployment(
         _write_new(stage / "deployment.json", body.encode(), 0o644)
 
         # deployment.json last: its presence says the rest is complete.
-        _install(out, stage, [*rels, "deployment.json"], force)
-        for rel, mode in plan.dirs:
-            (out / rel).mkdir(parents=True, exist_ok=True)
-            os.chmod(out / rel, mode)
+        _install(root, stage, [*rels, "deployment.json"], force)
+        for rel in plan.dirs:
+            _mkdirs(root / rel, root)
+            os.chmod(root / rel, _dir_mode(root, root / rel))  # also an older folder's mode
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        if created_out:
+        for folder in reversed(made_out):
             with contextlib.suppress(OSError):
-                out.rmdir()  # only if we left it empty
+                folder.rmdir()  # only if we left it empty
         raise
     shutil.rmtree(stage, ignore_errors=True)
     return doc
@@ -765,13 +1084,25 @@ def summary_lines(doc: dict[str, Any], out: Path) -> list[str]:
         f"  coordinator: sh {out}/coordinator/superlink.args; "
         f"sh {out}/coordinator/superexec.args",
         f"  flwr CLI: cp {out}/coordinator/flwr-config.toml \"$FLWR_HOME/config.toml\"",
-    ]
-    lines += [f"  register: flwr supernode register {out}/{site['auth_pub']} {doc['connection']}"
-              for site in doc["sites"].values()]
-    lines += [
-        f"  ledger key id {doc['coordinator']['ledger_key_id']} "
-        f"(auditors verify with {out}/coordinator/ledger.pub)",
-        f"  send each site its {out}/sites/NAME/ folder (it holds the site's private key); "
+        f"  send each site its {out}/sites/NAME/ folder (no private key in it); "
         f"keep {out}/certs/ca.key offline",
     ]
+    for name, site in doc["sites"].items():
+        register = f"flwr supernode register {out}/{site['register'][3]} {doc['connection']}"
+        if site.get("keys"):
+            lines.append(f"  {name}: keys registered earlier kept (receipt key id "
+                         f"{site['keys']['receipt_key_id']}); if the SuperLink forgot them: "
+                         f"{register}")
+        else:
+            lines.append(
+                f"  {name}: at the site, {shlex.join(site['keygen'])}; it sends you auth.pub and "
+                f"receipt.pub; then genofed deploy add-site --out {out} --site {name} "
+                f"--auth-pub auth.pub --receipt-pub receipt.pub; {register}")
+    lines.append(
+        f"  ledger key id {doc['coordinator']['ledger_key_id']} "
+        f"(auditors verify with {out}/coordinator/ledger.pub)")
+    stale = sorted(str(p) for p in Path(out).glob("sites/*/auth.key"))
+    if stale:
+        lines.append(f"  an earlier genofed made site private keys here ({', '.join(stale)}): "
+                     "delete them once the sites run on keys of their own")
     return lines

@@ -1,21 +1,27 @@
 """`genofed deploy local`: a whole TLS federation with authenticated sites on this machine.
 
 The same processes a consortium runs, on loopback: `flower-superlink` with TLS and
-`--enable-supernode-auth`, its `flower-superexec` for the ServerApp, every site's key registered
-with `flwr supernode register`, one `flower-supernode` per site with its own key, data folder and
-state folder, runtime dependency installation and telemetry off, a private `FLWR_HOME`. The app
-is submitted with `flwr run`, its final status read back, and every process we started is
-stopped by PID (process tree), whatever happens, Ctrl-C included.
+`--enable-supernode-auth`, its `flower-superexec` for the ServerApp, one `flower-supernode` per
+site with its own data folder, state folder and key, runtime dependency installation and
+telemetry off, a private `FLWR_HOME`. The keys go the way they go in a real consortium: each
+site makes its own in `<state-path>/identity/` (`client.identity.keygen`, what `genofed site
+keygen` does), the coordinator takes only the public halves (`deploy.init.add_site_keys`: the
+site registry the ServerApp checks receipts against) and registers the SuperNode key with
+`flwr supernode register`. The app is submitted with `flwr run`, its final status read back,
+and every process we started is stopped by PID (process tree), whatever happens, Ctrl-C
+included.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.identity import AUTH_PUB, IDENTITY, RECEIPT_PUB, keygen
 from deploy.federation import (
     ProcessGroup,
     RunOutcome,
@@ -26,7 +32,7 @@ from deploy.federation import (
     submit,
     wait_for_port,
 )
-from deploy.init import init_deployment
+from deploy.init import SITE_KEYS, add_site_keys, init_deployment
 from shared.errors import FederationError
 
 
@@ -42,10 +48,27 @@ class LocalFederation:
     def site_dir(self, name: str) -> Path:
         return self.root / self.doc["sites"][name]["dir"]
 
+    def identity_dir(self, name: str) -> Path:
+        """The site's own key folder: `<state-path>/identity` (on the site's machine)."""
+        return Path(self.doc["sites"][name]["node_config"]["state-path"]) / IDENTITY
+
+    def enroll(self, name: str) -> None:
+        """Act as the site, then as the coordinator: the site makes its own keys (once: a
+        site keeps them), the coordinator takes only their public halves (`add_site_keys`)."""
+        folder = self.identity_dir(name)
+        if not ((folder / AUTH_PUB).exists() and (folder / RECEIPT_PUB).exists()):
+            keygen(folder, name)
+        # force: this loopback federation plays every party, and a work folder reused from an
+        # earlier run may remember a site's older keys; the new ones are the site's own.
+        add_site_keys(self.root, name, folder / AUTH_PUB, folder / RECEIPT_PUB, force=True)
+        self.doc = json.loads((self.root / "deployment.json").read_text())
+
     def register(self, name: str) -> None:
         """Register a site's public key with the SuperLink (the coordinator's decision)."""
-        cmd = [program("flwr"), "supernode", "register", str(self.site_dir(name) / "auth.pub"),
-               self.doc["connection"]]
+        if not self.doc["sites"][name].get("keys"):
+            self.enroll(name)
+        pub = self.root / SITE_KEYS / name / AUTH_PUB
+        cmd = [program("flwr"), "supernode", "register", str(pub), self.doc["connection"]]
         out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise FederationError(f"registering {name} failed: {(out.stdout + out.stderr)[-300:]}")
@@ -100,6 +123,11 @@ def start_local(
     sl = group.start("superlink", [program(argv[0]), *argv[1:]], cwd=root)
     wait_for_port(port, sl, 60, group.log_dir / "superlink.log")
     fed = LocalFederation(doc, root, env, group)
+    for name in sites:
+        # Every site sends its public keys before any run starts: the ServerApp reads the site
+        # registry once, at the start of a run. Registering with the SuperLink stays the
+        # caller's decision (`register`).
+        fed.enroll(name)
     fed.start_coordinator()
     return fed
 

@@ -17,7 +17,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid, context: Context) -> None:  # type: ignore[no-untyped-def]
-    coordinator = Coordinator.from_run_config(context.run_config)
+    coordinator = Coordinator.from_run_config(context.run_config, context.run_id)
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(

@@ -15,6 +15,24 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if status.ledger_ok else 1
 
 
+def _registry(args: argparse.Namespace) -> int:
+    from shared.errors import InputError
+    from shared.ledger import load_public_key
+    from shared.receipts import SiteRegistry
+
+    keys = {}
+    for item in args.sites:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            raise InputError(None, f"{item!r}: give NAME=PATH of a site's receipt.pub")
+        keys[name] = load_public_key(Path(path))
+    registry = SiteRegistry(keys)
+    registry.save(args.out)
+    print(f"wrote {args.out}: {len(keys)} sites' public receipt keys "
+          f"(sha256 {registry.sha256()[:16]})")
+    return 0
+
+
 def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("coordinator", help="the aggregation server's run and model")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -27,3 +45,15 @@ def register(groups: argparse._SubParsersAction) -> None:
     status.add_argument("out_dir", metavar="OUT_DIR", help="the run's out-dir")
     status.add_argument("--key", help="ledger public key (default OUT_DIR/keys/ledger.pub)")
     status.set_defaults(func=_status)
+
+    registry = sub.add_parser(
+        "registry",
+        help="the site registry: each site's name and public receipt key",
+        description="Write the site registry the ServerApp checks every reply's receipt "
+        "against (run config site-registry). Each site makes its own keys (genofed site "
+        "keygen) and sends only receipt.pub; a reply counts only if the site it names signed "
+        "it. Give the registry to auditors too (genofed audit verify --sites).",
+    )
+    registry.add_argument("--out", required=True, type=Path, help="registry file to write")
+    registry.add_argument("sites", nargs="+", metavar="NAME=RECEIPT_PUB")
+    registry.set_defaults(func=_registry)

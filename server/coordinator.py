@@ -10,19 +10,29 @@ at the next round: no round lost, none counted twice.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.strategy import GenofedStrategy, RoundRecord, initial_weights, weights_sha256
 from shared.encoding import model_config
 from shared.errors import FederationError, GenofedError
 from shared.fsio import write_json
-from shared.ledger import Ledger, ensure_signing_key, load_private_key, read_records
+from shared.ledger import (
+    Ledger,
+    ensure_signing_key,
+    load_private_key,
+    read_records,
+    round_records,
+)
 from shared.model import ModelConfig, RiskTransformer, get_weights
 from shared.panel import read_panel
+from shared.receipts import SiteRegistry
 from shared.runconfig import RunSettings
 
 
@@ -37,22 +47,29 @@ class Coordinator:
         return self.settings.num_server_rounds - self.strategy.offset
 
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, object]) -> Coordinator:
+    def from_run_config(cls, run_config: Mapping[str, object], run_id: object = "") -> Coordinator:
         settings = RunSettings.from_run_config(run_config)
         out_dir = Path(settings.out_dir).resolve()
         panel_path = Path(settings.panel_path or Path(settings.data_root) / "panel.tsv")
         panel = read_panel(panel_path)
         cfg = model_config(len(panel), settings.encoder(), **settings.architecture())
-        key = Path(settings.ledger_key) if settings.ledger_key else out_dir / "keys" / "ledger.key"
-        ensure_signing_key(key, key.with_suffix(".pub"))
-        ledger = Ledger(out_dir / "ledger.jsonl", load_private_key(key))  # verifies the chain
+        registry = SiteRegistry.load(settings.site_registry
+                                     or Path(settings.data_root) / "site-registry.json")
+        ledger_path = out_dir / "ledger.jsonl"
+        ledger = Ledger(ledger_path, signing_key(settings, out_dir, ledger_path))
+        ledger_id = open_ledger_records(ledger, ledger_path, registry)
         weights, completed = resume_point(out_dir, settings, panel.sha256, cfg)
         strategy = GenofedStrategy(
-            settings, cfg, panel.sha256, out_dir, ledger, weights, completed=completed
+            settings, cfg, panel.sha256, out_dir, ledger, weights, registry=registry,
+            run_id=str(run_id), completed=completed, ledger_id=ledger_id,
         )
         if strategy.offset >= settings.num_server_rounds:
             raise GenofedError(f"{out_dir}: this run already completed its "
                                f"{settings.num_server_rounds} rounds")
+        ledger.append({"kind": "run", "ledger_id": ledger_id, "run_id": str(run_id),
+                       "config_sha256": settings.sha256(), "panel_sha256": panel.sha256,
+                       "registry_sha256": registry.sha256(), "first_round": strategy.offset + 1,
+                       "time": datetime.now(UTC).isoformat(timespec="seconds")})
         write_json(out_dir / "run-config.json", {"run_config": dict(run_config),
                                                  "model_config": cfg.to_dict()})
         return cls(settings, strategy, out_dir)
@@ -77,11 +94,39 @@ class Coordinator:
             )
 
 
+def signing_key(settings: RunSettings, out_dir: Path, ledger_path: Path) -> Ed25519PrivateKey:
+    """The coordinator's ledger key. A configured key must exist (never silently replaced by a
+    new one); the default one is made only for a ledger that does not exist yet."""
+    if settings.ledger_key:
+        return load_private_key(Path(settings.ledger_key))
+    key = out_dir / "keys" / "ledger.key"
+    if not key.exists() and ledger_path.exists():
+        raise GenofedError(f"{key}: missing, but {ledger_path} exists: restore the key that "
+                           "signed it (a new key cannot continue that ledger)")
+    ensure_signing_key(key, key.with_suffix(".pub"))
+    return load_private_key(key)
+
+
+def open_ledger_records(ledger: Ledger, path: Path, registry: SiteRegistry) -> str:
+    """The ledger's id: from its genesis record, or a new genesis naming the id and the sites'
+    public receipt keys for a new ledger."""
+    if len(ledger):
+        genesis = read_records(path)[0]
+        if genesis.get("kind") != "genesis" or not genesis.get("ledger_id"):
+            raise GenofedError(f"{path}: its first record is not a genesis record")
+        return str(genesis["ledger_id"])
+    ledger_id = uuid.uuid4().hex
+    ledger.append({"kind": "genesis", "ledger_id": ledger_id, "sites": registry.to_json(),
+                   "time": datetime.now(UTC).isoformat(timespec="seconds")})
+    return ledger_id
+
+
 def resume_point(
     out_dir: Path, settings: RunSettings, panel_sha256: str, cfg: ModelConfig
 ) -> tuple[list, list[RoundRecord]]:
     """Initial weights and completed rounds: fresh, or from the last round the ledger signed."""
-    records = read_records(out_dir / "ledger.jsonl") if (out_dir / "ledger.jsonl").exists() else []
+    records = round_records(read_records(out_dir / "ledger.jsonl")) \
+        if (out_dir / "ledger.jsonl").exists() else []
     if not records:
         return initial_weights(cfg, settings.seed), []
     last = records[-1]

@@ -14,7 +14,7 @@ from typing import Any
 
 from server.coordinator import signed_checkpoint
 from shared.errors import InputError
-from shared.ledger import key_id, load_public_key, verify_with_records
+from shared.ledger import key_id, load_public_key, round_records, verify_with_records
 
 
 @dataclass
@@ -37,7 +37,8 @@ def run_status(out_dir: Path, public_key: Path | None = None) -> RunStatus:
     if not ledger.exists():
         raise InputError(ledger, "no ledger: not a coordinator's out-dir, or no round ran yet")
     key = load_public_key(public_key or out_dir / "keys" / "ledger.pub")
-    verdict, records = verify_with_records(ledger, key)
+    verdict, bodies = verify_with_records(ledger, key)
+    records = round_records(bodies)
     results_path = out_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     config_path = out_dir / "run-config.json"

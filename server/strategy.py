@@ -16,7 +16,6 @@ is rejected with its reason and the round goes on with the others.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,17 +44,9 @@ from shared.fsio import atomic_write, write_json
 from shared.ledger import Ledger
 from shared.metrics import GroupedScores, MetricFrame
 from shared.model import ModelConfig, RiskTransformer, get_weights, set_weights
+from shared.protocol import weights_sha256
+from shared.receipts import ReceiptError, SiteRegistry, verify_receipt
 from shared.runconfig import RunSettings
-
-
-def weights_sha256(arrays: list[np.ndarray]) -> str:
-    """Hash of the global weights as exchanged (dtype, shape and bytes of every array)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def check_update(
@@ -89,6 +80,17 @@ def update_norm(arrays: list[np.ndarray], reference: list[np.ndarray]) -> float:
 _Res = FitRes | EvaluateRes  # both carry the sites' metrics
 
 
+def failure_categories(failures: list) -> dict[str, int]:
+    """Flower's failures, counted by the refusal category a site's launcher raised (only the
+    category ever leaves a site, see client.launcher), else "other"."""
+    counts: dict[str, int] = {}
+    for failure in failures:
+        text = str(failure) if isinstance(failure, BaseException) else ""
+        found = next((c for c in protocol.REFUSALS if f"<'{c}'>" in text), "other")
+        counts[found] = counts.get(found, 0) + 1
+    return counts
+
+
 def make_aggregator(name: str) -> FedAvg:
     """Flower's own aggregation rule by name (all are FedAvg subclasses in the legacy API)."""
     rules = {
@@ -112,6 +114,13 @@ class RoundRecord:
     weights_sha256: str | None = None
     # Sites whose evaluation of this round's model was taken.
     evaluated_by: list[str] = field(default_factory=list)
+    # What each counted site signed (shared.receipts), and the code it says it ran.
+    receipts: dict[str, dict] = field(default_factory=dict)
+    evaluation_receipts: dict[str, dict] = field(default_factory=dict)
+    code: dict[str, str] = field(default_factory=dict)
+    # Failures Flower reported without a reply, by the category the site's launcher gave.
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    run_id: str = ""
 
 
 class GenofedStrategy(FedAvg):
@@ -123,10 +132,19 @@ class GenofedStrategy(FedAvg):
         out_dir: Path,
         ledger: Ledger,
         initial_weights: list[np.ndarray],
+        registry: SiteRegistry,
+        run_id: str,
         completed: list[RoundRecord] | None = None,
+        ledger_id: str = "",
     ) -> None:
         """`completed` holds the rounds of an interrupted run being resumed: Flower then counts
-        its rounds from 1 again, and we number them on from the last completed one."""
+        its rounds from 1 again, and we number them on from the last completed one.
+        `registry` holds the sites' public receipt keys: a reply counts only if it carries a
+        receipt its site signed for this run, this round and these weights."""
+        self.registry = registry
+        self.run_id = str(run_id)
+        self.ledger_id = ledger_id
+        self.nodes: dict[str, str] = {}  # site name -> the Flower node it first answered from
         self.settings = settings
         self.model_cfg = model_cfg
         self.panel_sha256 = panel_sha256
@@ -194,17 +212,34 @@ class GenofedStrategy(FedAvg):
             self._evaluated(server_round - 1 + self.offset, results, from_fit=True)
         server_round += self.offset
         rec = self._record(server_round)
+        rec.run_id = self.run_id
         rec.failures = len(failures)
+        rec.failure_reasons = failure_categories(failures)
+        sent = weights_sha256(self.current)
         accepted = []
+        seen: set[str] = set()
         for proxy, res in results:
             try:
                 reply = protocol.read_reply(res.metrics, protocol.FIT_METRICS, proxy.cid)
+                receipt = self._check_identity(reply, reply.receipt, proxy, seen, "fit",
+                                               server_round, sent)
+                if not reply.declined and not self.settings.secagg:
+                    # Under SecAgg+ the coordinator holds only the sum, not this update.
+                    out = weights_sha256(parameters_to_ndarrays(res.parameters))
+                    if receipt["weights_out"] != out:
+                        raise protocol.ProtocolError("receipt: not the weights sent")
             except protocol.ProtocolError as err:
-                rec.rejected[str(proxy.cid)] = f"malformed reply: {err}"
+                who = ascii(str(res.metrics.get("site", "?"))[:40])
+                key = f"node {proxy.cid}"
+                key += f" ({sum(k.startswith(key) for k in rec.rejected) + 1})" \
+                    if key in rec.rejected else ""
+                rec.rejected[key] = f"refused reply (as {who}): {err}"
                 log(WARNING, "round %d: reply from node %s rejected: %s", server_round,
                     proxy.cid, err)
                 continue
             site = reply.site
+            rec.receipts[site] = json.loads(str(reply.receipt))
+            rec.code[site] = str(reply.code)
             if reply.epsilon is not None and reply.delta is not None:
                 rec.privacy[site] = {"epsilon": reply.epsilon, "delta": reply.delta}
             if reply.declined:
@@ -257,12 +292,17 @@ class GenofedStrategy(FedAvg):
         round into the ledger: such a round is complete once it is trained and evaluated."""
         rec = self._record(server_round)
         merged = GroupedScores(groups={}, center=self.settings.score_center)
+        seen: set[str] = set()
         for proxy, res in results:
             try:
                 reply = protocol.read_reply(res.metrics, {**protocol.FIT_METRICS,
                                                           **protocol.EVALUATE_METRICS}, proxy.cid)
                 if reply.scores is None:
                     raise ValueError(f"no scores ({reply.reason or 'none sent'})")
+                receipt_text = reply.evaluation_receipt if from_fit else reply.receipt
+                self._check_identity(reply, receipt_text, proxy, seen, "evaluate", server_round,
+                                     rec.weights_sha256 or weights_sha256(self.current),
+                                     check_epsilon=not from_fit)
                 scores = GroupedScores.from_json(reply.scores, center=self.settings.score_center)
             except ValueError as err:  # ProtocolError is a ValueError
                 log(WARNING, "round %d: evaluation from %s rejected: %s", server_round,
@@ -270,6 +310,7 @@ class GenofedStrategy(FedAvg):
                 continue
             merged = merged.merge(scores)
             rec.evaluated_by.append(reply.site)
+            rec.evaluation_receipts[reply.site] = json.loads(str(receipt_text))
             # A training reply's epsilon is after that round's training: the next round's.
             if not from_fit and reply.epsilon is not None and reply.delta is not None:
                 rec.privacy[reply.site] = {"epsilon": reply.epsilon, "delta": reply.delta}
@@ -300,6 +341,41 @@ class GenofedStrategy(FedAvg):
             with atomic_write(path, "wb") as fh:
                 torch.save(doc, fh)
 
+    def _check_identity(
+        self, reply: protocol.SiteReply, receipt_text: str | None, proxy: ClientProxy,
+        seen: set[str], kind: str, server_round: int, weights_in: str,
+        check_epsilon: bool = True,
+    ) -> dict:
+        """The reply's receipt body if the reply really is its site's, else ProtocolError:
+        the name must be registered, answer once per round from the node it first answered
+        from, and carry a receipt signed with that name's key for this run, round and
+        weights, agreeing with the reply."""
+        site = reply.site
+        key = self.registry.keys.get(site)
+        if key is None:
+            raise protocol.ProtocolError("site name not in the site registry")
+        if site in seen:
+            raise protocol.ProtocolError("a second reply in this round under the same name")
+        if self.nodes.get(site, str(proxy.cid)) != str(proxy.cid):
+            raise protocol.ProtocolError("name already answered from another node")
+        if not reply.code or not receipt_text:
+            raise protocol.ProtocolError("no code or no receipt")
+        try:
+            body = verify_receipt(str(receipt_text), key)
+        except ReceiptError as err:
+            raise protocol.ProtocolError(f"receipt: {err}") from None
+        expected = {"run_id": self.run_id, "round": server_round, "site": site, "kind": kind,
+                    "weights_in": weights_in, "code": reply.code}
+        if check_epsilon:
+            expected.update(epsilon=reply.epsilon, delta=reply.delta)
+        wrong = sorted(k for k, v in expected.items() if v is not None and body.get(k) != v)
+        if wrong:
+            raise protocol.ProtocolError(f"receipt disagrees with the reply on {', '.join(wrong)}")
+        # Pinned only now: an impostor's refused reply must not lock the real site out.
+        self.nodes.setdefault(site, str(proxy.cid))
+        seen.add(site)
+        return body
+
     def sign_unsigned(self) -> None:
         """Sign every trained round not yet in the ledger (its evaluation never came, e.g. too
         few sites were left to ask), so the ledger records all the training that happened."""
@@ -311,6 +387,13 @@ class GenofedStrategy(FedAvg):
     def _append_ledger(self, rec: RoundRecord) -> None:
         self.signed.add(rec.round)
         self.ledger.append({
+            "kind": "round",
+            "ledger_id": self.ledger_id,
+            "run_id": rec.run_id or self.run_id,
+            "receipts": rec.receipts,
+            "evaluation_receipts": rec.evaluation_receipts,
+            "code": rec.code,
+            "failure_reasons": rec.failure_reasons,
             "round": rec.round,
             "sites": sorted(rec.sites),
             "declined": rec.declined,

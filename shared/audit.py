@@ -19,8 +19,9 @@ from shared.ledger import (
     key_id,
     load_private_key,
     load_public_key,
-    verify_ledger,
+    verify_with_records,
 )
+from shared.receipts import SiteRegistry, check_round, load_pem_public
 
 PRIVATE_KEY_NAME = "ledger.key"
 PUBLIC_KEY_NAME = "ledger.pub"
@@ -33,16 +34,41 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     misconfigured".
     """
     public_key = load_public_key(args.key)
-    result = verify_ledger(args.ledger, public_key)
-    if result.ok:
-        print(f"OK: {result.records} records, signed by key {result.key_id}")
-        # A hash chain cannot show records cut off its end; comparing this value with one
-        # recorded earlier can.
-        print(f"last hash: {result.last_hash}")
-        return 0
-    index = result.first_bad if result.first_bad is not None else result.records
-    print(f"FAILED: record {index} (line {index + 1}): {result.reason}")
-    return 1
+    result, bodies = verify_with_records(args.ledger, public_key)
+    if not result.ok:
+        index = result.first_bad if result.first_bad is not None else result.records
+        print(f"FAILED: record {index} (line {index + 1}): {result.reason}")
+        return 1
+    registry, source = _registry(args, bodies)
+    previous = None
+    for index, body in enumerate(bodies):
+        if body.get("kind", "round") != "round" or registry is None:
+            continue
+        problem = check_round(body, registry, previous)
+        previous = body
+        if problem:
+            print(f"FAILED: record {index} (line {index + 1}): site receipts: {problem}")
+            return 1
+    print(f"OK: {result.records} records, signed by key {result.key_id}")
+    print(f"site receipts: {source}")
+    # A hash chain cannot show records cut off its end; comparing this value with one
+    # recorded earlier can.
+    print(f"last hash: {result.last_hash}")
+    return 0
+
+
+def _registry(args: argparse.Namespace, bodies: list[dict]) -> tuple[SiteRegistry | None, str]:
+    """The sites' keys to check receipts with: the auditor's own copy (--sites), else the
+    ledger's genesis record, which only the coordinator vouches for."""
+    if args.sites is not None:
+        return SiteRegistry.load(args.sites), f"verified against {args.sites}"
+    genesis = bodies[0] if bodies and bodies[0].get("kind") == "genesis" else None
+    if genesis is None:
+        return None, "NOT checked (no genesis record and no --sites)"
+    registry = SiteRegistry({name: load_pem_public(entry["receipt_pub"])
+                             for name, entry in genesis["sites"]["sites"].items()})
+    return registry, ("verified against the keys in the ledger's genesis record (as the "
+                      "coordinator recorded them; pass --sites with keys from the sites)")
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -71,6 +97,11 @@ def _register_verify(commands: argparse._SubParsersAction) -> None:
         required=True,
         metavar="PUBKEY",
         help="the coordinator's public key (PEM, e.g. ledger.pub)",
+    )
+    p.add_argument(
+        "--sites", type=Path, metavar="REGISTRY",
+        help="the sites' public receipt keys (site-registry.json, from the sites themselves): "
+        "every site's receipt in every round is checked against them",
     )
     p.set_defaults(func=_cmd_verify)
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from shared.errors import GenofedError
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", perms: int | None = None) -> Iterator[IO[Any]]:
@@ -36,9 +38,9 @@ def atomic_write(path: str | Path, mode: str = "w", perms: int | None = None) ->
         raise
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write `obj` as indented JSON."""
-    with atomic_write(path) as fh:
+def write_json(path: str | Path, obj: Any, perms: int | None = None) -> None:
+    """Atomically write `obj` as indented JSON (mode `perms`, else mkstemp's 0600)."""
+    with atomic_write(path, perms=perms) as fh:
         json.dump(obj, fh, indent=2, sort_keys=True)
         fh.write("\n")
 
@@ -50,3 +52,38 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def create_exclusive(path: Path, data: bytes, perms: int) -> None:
+    """Write `path` atomically, failing if it exists, never replacing it.
+
+    `atomic_write` renames over its target; for a key an existing file must win even if it
+    appears between our check and our write, so the finished temporary file is hard-linked
+    into place (``link`` fails on an existing name) instead of renamed. `perms` is set on the
+    file descriptor, so the umask cannot widen it.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, perms)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise GenofedError(f"{path}: already exists; refusing to overwrite it") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a new directory entry survive a crash (best effort: not every FS allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -44,13 +44,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import fcntl
 import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +58,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shared.errors import GenofedError, InputError
+from shared.fsio import create_exclusive, fsync_dir
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first record."""
@@ -140,40 +139,6 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return _sha256_hex(raw)[:16]
 
 
-def _create_exclusive(path: Path, data: bytes, perms: int) -> None:
-    """Write `path` atomically, failing if it exists, never replacing it.
-
-    ``fsio.atomic_write`` renames over its target; for a signing key an existing file must
-    win even if it appears between our check and our write, so the finished temporary file is
-    hard-linked into place (``link`` fails on an existing name) instead of renamed.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, perms)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise GenofedError(f"{path}: already exists; refusing to overwrite a key") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a new directory entry survive a crash (best effort: not every FS allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def generate_signing_key(private_path: Path, public_path: Path) -> None:
     """Create the coordinator's Ed25519 key pair; never replaces an existing file.
 
@@ -198,9 +163,9 @@ def generate_signing_key(private_path: Path, public_path: Path) -> None:
     )
     private_path.parent.mkdir(parents=True, exist_ok=True)
     public_path.parent.mkdir(parents=True, exist_ok=True)
-    _create_exclusive(private_path, private_pem, 0o600)
+    create_exclusive(private_path, private_pem, 0o600)
     try:
-        _create_exclusive(public_path, public_pem, 0o644)
+        create_exclusive(public_path, public_pem, 0o644)
     except BaseException:
         # We created this private key a moment ago; without its public half it is useless.
         private_path.unlink()
@@ -431,6 +396,11 @@ def read_verified(path: Path, public_key: Ed25519PublicKey) -> list[dict[str, An
     return bodies
 
 
+def round_records(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The round bodies among a ledger's records (not its genesis or run records)."""
+    return [b for b in bodies if b.get("kind", "round") == "round" and "round" in b]
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Record bodies, in order, WITHOUT checking signatures or links: verify first.
 
@@ -531,7 +501,7 @@ class Ledger:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._count, self.last_hash = seq + 1, _sha256_hex(line)
         self._size += len(data)
         return record

@@ -17,11 +17,14 @@ every reply before it leaves (`client/app.py`); the coordinator reads replies on
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal
+
+import numpy as np
 
 Status = Literal["dp", "public", "constant"]
 
@@ -70,18 +73,27 @@ NOISE_MULTIPLIER = Field("noise_multiplier", float, "dp",
 SCORES = Field("scores", str, "dp",
                "per-ancestry score histograms with Gaussian noise, groups under the floor "
                "withheld (format: shared.metrics, GroupedScores.to_json)")
+CODE = Field("code", str, "public",
+             "the code the site ran: `fab:<sha256>` of the app bundle it approved, or "
+             "`installed:<sha256>` of its own installed packages (client.identity)")
+RECEIPT = Field("receipt", str, "dp",
+                "the site's signed receipt of this reply (shared.receipts): run, round, name, "
+                "hashes of the weights received and sent, epsilon, delta, code")
+EVALUATION_RECEIPT = Field("evaluation_receipt", str, "dp",
+                           "the receipt of an evaluation that rode on a training reply")
 
 FIT_METRICS: dict[str, Field] = {f.name: f for f in (
-    SITE, VERSION, DECLINED, REASON, EPSILON, DELTA, NOISE_MULTIPLIER,
+    SITE, VERSION, DECLINED, REASON, EPSILON, DELTA, NOISE_MULTIPLIER, CODE, RECEIPT,
     # When the training message asked for it, the received weights' evaluation rides along:
-    SCORES,
+    SCORES, EVALUATION_RECEIPT,
 )}
 EVALUATE_METRICS: dict[str, Field] = {f.name: f for f in (
-    SITE, VERSION, DECLINED, REASON, EPSILON, DELTA, SCORES,
+    SITE, VERSION, DECLINED, REASON, EPSILON, DELTA, SCORES, CODE, RECEIPT,
 )}
 
 # Why a site refused or failed. Nothing else about a failure leaves the site.
 REFUSALS = (
+    "unapproved-code",  # the app bundle is not one the site approved (client.launcher)
     "budget-exhausted",  # the release would take the site past its epsilon
     "panel-mismatch",  # the coordinator's panel is not the one in the site's data folder
     "data-error",  # the site's data could not be read (detail in the site's log)
@@ -89,6 +101,17 @@ REFUSALS = (
     "ledger-error",  # the privacy ledger is missing, locked out or unreadable
     "internal-error",  # anything else
 )
+
+
+def weights_sha256(arrays: Sequence[np.ndarray]) -> str:
+    """Hash of model weights as exchanged (dtype, shape and bytes of every array): what a
+    receipt and the ledger name the weights by."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 class ProtocolError(ValueError):
@@ -132,6 +155,9 @@ class SiteReply:
     epsilon: float | None
     delta: float | None
     scores: str | None
+    code: str | None = None
+    receipt: str | None = None
+    evaluation_receipt: str | None = None
 
 
 MAX_SITE_NAME = 100
@@ -154,4 +180,6 @@ def read_reply(metrics: Mapping[str, Any], spec: Mapping[str, Field], fallback: 
         raise ProtocolError("delta must be in (0, 1)")
     return SiteReply(site, bool(declined), metrics.get("reason"),
                      None if epsilon is None else float(epsilon),
-                     None if delta is None else float(delta), metrics.get("scores"))
+                     None if delta is None else float(delta), metrics.get("scores"),
+                     metrics.get("code"), metrics.get("receipt"),
+                     metrics.get("evaluation_receipt"))

@@ -172,7 +172,8 @@ def build_report(ledger: Path, public_key: Path) -> ReportData:
         reason=result.reason,
         last_hash=result.last_hash or GENESIS_HASH,
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
-        rounds=[_round_from_body(seq, body) for seq, body in enumerate(bodies)],
+        rounds=[_round_from_body(seq, body) for seq, body in enumerate(bodies)
+                if body.get("kind", "round") == "round"],
     )
 
 

@@ -1,8 +1,10 @@
-"""`genofed deploy init`: certificates, keys, configs, refusal to overwrite, and compose.yaml.
+"""`genofed deploy init` and `add-site`: certificates, keys, configs, refusals, compose.yaml.
 
-Flags are checked against the real `--help` of Flower 1.42's programs, compose mounts against
-the files `init_deployment` writes. The generated command lines run for real (TLS, SuperNode
-authentication, process-isolated SuperLink) in tests/test_deploy_local.py.
+Sites make their own keys (`client.identity.keygen`, as `genofed site keygen` does) and the
+coordinator only ever receives the public halves (`add_site_keys`). Flags are checked against
+the real `--help` of Flower 1.42's programs, compose mounts against the files `init_deployment`
+writes. The generated command lines run for real (TLS, SuperNode authentication,
+process-isolated SuperLink) in tests/test_deploy_local.py.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -22,18 +25,21 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from flwr.common.config import parse_config_args
 
 from client.budget import SiteBudget
 from client.data import cohort_spec
+from client.identity import keygen
 from deploy.federation import flower_env
 from deploy.init import (
     DEFAULT_DATA_PATH,
     DEFAULT_PORT,
     DEFAULT_STATE_PATH,
+    REGISTRY,
+    add_site_keys,
     init_deployment,
     read_command_file,
 )
@@ -48,6 +54,7 @@ from shared.ledger import (
     load_public_key,
     verify_ledger,
 )
+from shared.receipts import ReceiptError, SiteRegistry, make_receipt, verify_receipt
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "deploy" / "compose.yaml"
@@ -57,10 +64,34 @@ SITES = ["hospital-a", "hospital-b"]
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def identities(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each site's own key folder (`<state>/identity`), made at the site: never under `out`."""
+    state = tmp_path_factory.mktemp("site-state")
+    return {name: keygen(state / name / "identity", name)["auth.key"].parent for name in SITES}
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory,
+               identities: dict[str, Path]) -> tuple[Path, dict]:
+    """init, then every site's public halves through add_site_keys (as `deploy add-site`)."""
     out = tmp_path_factory.mktemp("deploy") / "dep"
-    doc = init_deployment(out, SITES, [HOST, "fl.internal"], ips=["10.1.2.3", "fd00::5"])
-    return out, doc
+    first = init_deployment(out, SITES, [HOST, "fl.internal"], ips=["10.1.2.3", "fd00::5"])
+    assert all(site["keys"] is None for site in first["sites"].values())
+    for name, folder in identities.items():
+        register = add_site_keys(out, name, folder / "auth.pub", folder / "receipt.pub")
+        assert register == ["flwr", "supernode", "register",
+                            str(out.resolve() / f"coordinator/sites/{name}/auth.pub"), "genofed"]
+    return out, json.loads((out / "deployment.json").read_text())
+
+
+def register_site(out: Path, name: str, state: Path, force: bool = False) -> Path:
+    """Make `name`'s keys at the site (`state`/identity) and give the coordinator the public
+    halves; the identity folder."""
+    folder = state / name / "identity"
+    if not (folder / "auth.pub").exists():
+        keygen(folder, name)
+    add_site_keys(out, name, folder / "auth.pub", folder / "receipt.pub", force=force)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -100,10 +131,17 @@ def test_files_modes_and_hashes(deployment: tuple[Path, dict]) -> None:
     assert json.loads((out / "deployment.json").read_text()) == doc
     rels = {f["path"] for f in doc["files"]}
     for name in SITES:
-        for leaf in ("auth.key", "auth.pub", "ca.crt", "site.toml", "supernode.env"):
+        # The bundle a site receives: no key of the site's (it makes its own).
+        assert {p.name for p in (out / "sites" / name).iterdir()} == {
+            "ca.crt", "site.toml", "supernode.env", "superexec.secret"}
+        for leaf in ("ca.crt", "site.toml", "supernode.env", "superexec.secret"):
             assert f"sites/{name}/{leaf}" in rels
+        # What the coordinator keeps of it: the public halves it was given.
+        for leaf in ("auth.pub", "receipt.pub"):
+            assert f"coordinator/sites/{name}/{leaf}" in rels
+        assert (out / f"coordinator/sites/{name}").stat().st_mode & 0o777 == 0o755
     for rel in ("certs/ca.crt", "certs/ca.key", "certs/superlink.crt", "certs/superlink.key",
-                "coordinator/ledger.key", "coordinator/ledger.pub",
+                "coordinator/ledger.key", "coordinator/ledger.pub", REGISTRY,
                 "coordinator/flwr-config.toml", "coordinator/superlink.args"):
         assert rel in rels
     for f in doc["files"]:
@@ -169,28 +207,75 @@ def test_server_certificate_chains_to_the_ca(deployment: tuple[Path, dict]) -> N
         assert (out / f"sites/{name}/ca.crt").read_bytes() == (out / "certs/ca.crt").read_bytes()
 
 
-def test_auth_keys_are_openssh_p384(deployment: tuple[Path, dict]) -> None:
+def test_auth_keys_are_openssh_p384(deployment: tuple[Path, dict],
+                                    identities: dict[str, Path]) -> None:
     from flwr.supercore.primitives.asymmetric import uses_nist_ec_curve
 
     out, doc = deployment
     seen = set()
     for name in SITES:
-        raw = (out / f"sites/{name}/auth.key").read_bytes()
+        raw = (identities[name] / "auth.key").read_bytes()  # at the site, never under out
         assert raw.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
         # What flower-supernode --auth-supernode-private-key does with it:
         key = serialization.load_ssh_private_key(raw, None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         assert isinstance(key.curve, ec.SECP384R1)
-        line = (out / f"sites/{name}/auth.pub").read_bytes()
+        keys = doc["sites"][name]["keys"]
+        line = (out / keys["auth_pub"]).read_bytes()  # the coordinator's copy
+        assert line == (identities[name] / "auth.pub").read_bytes()
         assert line.startswith(b"ecdsa-sha2-nistp384 ") and line.endswith(b"\n")
         assert len(line.splitlines()) == 1
         # What `flwr supernode register` does with it:
         pub = serialization.load_ssh_public_key(line.strip())
         assert isinstance(pub, ec.EllipticCurvePublicKey) and uses_nist_ec_curve(pub)
         assert pub.public_numbers() == key.public_key().public_numbers()
-        assert doc["sites"][name]["auth_pub_sha256"] == hashlib.sha256(line).hexdigest()
+        assert keys["auth_pub_sha256"] == hashlib.sha256(line).hexdigest()
+        assert doc["sites"][name]["register"] == [
+            "flwr", "supernode", "register", keys["auth_pub"], "genofed"]
         seen.add(line)
     assert len(seen) == len(SITES)  # one key pair per site
+
+
+def test_no_private_key_under_the_coordinators_output(
+    deployment: tuple[Path, dict], identities: dict[str, Path]
+) -> None:
+    out, _ = deployment
+    site_secrets = [(identities[name] / leaf).read_bytes()
+                    for name in SITES for leaf in ("auth.key", "receipt.key")]
+    blobs = [b"".join(s.splitlines()[1:-1]) for s in site_secrets]  # the base64 inside
+    holding = set()
+    for path in out.rglob("*"):
+        assert path.name not in ("auth.key", "receipt.key"), path
+        if path.is_file():
+            data = path.read_bytes()
+            if b"PRIVATE KEY" in data:
+                holding.add(str(path.relative_to(out)))
+            flat = b"".join(data.split())
+            assert not any(blob in flat for blob in blobs), f"{path} holds a site's private key"
+    # Only the coordinator's own: its CA, its TLS server key, its ledger key.
+    assert holding == {"certs/ca.key", "certs/superlink.key", "coordinator/ledger.key"}
+
+
+def test_registry_verifies_the_sites_own_receipts(
+    deployment: tuple[Path, dict], identities: dict[str, Path]
+) -> None:
+    out, doc = deployment
+    path = Path(doc["coordinator"]["run_config"]["site-registry"])
+    assert path == out.resolve() / REGISTRY and path.stat().st_mode & 0o777 == 0o644
+    registry = SiteRegistry.load(path)
+    assert sorted(registry.keys) == SITES
+    for name in SITES:
+        assert key_id(registry.keys[name]) == doc["sites"][name]["keys"]["receipt_key_id"]
+        assert (out / doc["sites"][name]["keys"]["receipt_pub"]).read_bytes() == (
+            identities[name] / "receipt.pub").read_bytes()
+        receipt = make_receipt(
+            load_private_key(identities[name] / "receipt.key"), run_id="7", round=1,
+            site=name, kind="fit", weights_in="a" * 64, weights_out="b" * 64, epsilon=0.5,
+            delta=1e-5, code="installed:x")
+        assert verify_receipt(receipt, registry.keys[name])["site"] == name
+        other = next(n for n in SITES if n != name)
+        with pytest.raises(ReceiptError):  # no site can sign in another's name
+            verify_receipt(receipt, registry.keys[other])
 
 
 def test_ledger_keys_work_with_shared_ledger(deployment: tuple[Path, dict],
@@ -205,6 +290,7 @@ def test_ledger_keys_work_with_shared_ledger(deployment: tuple[Path, dict],
     result = verify_ledger(tmp_path / "ledger.jsonl", pub)
     assert result.ok and result.records == 1
     assert doc["coordinator"]["run_config"]["ledger-key"] == str(key_path.resolve())
+    assert doc["coordinator"]["run_config"]["site-registry"] == str(out.resolve() / REGISTRY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,7 +328,12 @@ def test_command_files_match_deployment_json(deployment: tuple[Path, dict]) -> N
         assert value_of(argv, "--superlink") == sl["address"]
         assert (cwd / value_of(argv, "--root-certificates")).read_bytes() == (
             out / "certs/ca.crt").read_bytes()
-        assert (cwd / value_of(argv, "--auth-supernode-private-key")) == out / site["auth_key"]
+        # The site's own key, in its state folder on its own machine (absolute).
+        auth_key = f"{DEFAULT_STATE_PATH}/identity/auth.key"
+        assert value_of(argv, "--auth-supernode-private-key") == site["auth_key_path"] == auth_key
+        assert "auth_key" not in site and "auth_pub" not in site
+        assert site["keygen"] == ["genofed", "site", "keygen", "--name", name,
+                                  "--state", DEFAULT_STATE_PATH]
         # flwr's own parser reads back exactly the node config client/app.py expects.
         node = parse_config_args([value_of(argv, "--node-config")])
         assert node == site["node_config"] == {
@@ -252,7 +343,10 @@ def test_command_files_match_deployment_json(deployment: tuple[Path, dict]) -> N
                      if line.startswith("#   ")]
         assert read_command_file_from_lines(commented) == argv
         assert f"GENOFED_SITE_ID={name}" in env_text.splitlines()
-        assert site["register"] == ["flwr", "supernode", "register", site["auth_pub"], "genofed"]
+        assert f"GENOFED_AUTH_KEY={auth_key}" in env_text.splitlines()
+        assert f"genofed site keygen --name {name} --state {DEFAULT_STATE_PATH}" in env_text
+        assert site["register"] == ["flwr", "supernode", "register",
+                                    f"coordinator/sites/{name}/auth.pub", "genofed"]
 
 
 def read_command_file_from_lines(lines: list[str]) -> list[str]:
@@ -307,6 +401,8 @@ def test_site_paths_per_site_and_port(tmp_path: Path) -> None:
                           data_path="/data/{site}", state_path="/state/{site}")
     assert doc["superlink"]["address"] == "10.0.0.9:443"
     assert doc["sites"]["b"]["node_config"]["data-path"] == "/data/b"
+    assert value_of(doc["sites"]["b"]["argv"], "--auth-supernode-private-key") == (
+        "/state/b/identity/auth.key")
     assert doc["certificates"]["superlink"]["san_dns"] == ["localhost"]
     assert "10.0.0.9" in doc["certificates"]["superlink"]["san_ip"]
     v6 = init_deployment(tmp_path / "v6", ["a"], "fd00::1")
@@ -329,12 +425,13 @@ def test_refuses_to_overwrite_and_writes_nothing(tmp_path: Path) -> None:
     assert tree(out) == before
 
 
-def test_one_existing_key_blocks_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rel", ["certs/ca.key", "coordinator/ledger.key", REGISTRY])
+def test_one_existing_key_blocks_everything(tmp_path: Path, rel: str) -> None:
     out = tmp_path / "dep"
-    (out / "sites/hospital-b").mkdir(parents=True)
-    (out / "sites/hospital-b/auth.key").write_text("a key someone made by hand\n")
+    (out / rel).parent.mkdir(parents=True)
+    (out / rel).write_text("a key someone made by hand\n")
     before = tree(out)
-    with pytest.raises(GenofedError, match="auth.key"):
+    with pytest.raises(GenofedError, match=Path(rel).name):
         init_deployment(out, SITES, HOST)
     assert tree(out) == before  # nothing half-written
 
@@ -352,6 +449,159 @@ def test_force_replaces_everything(tmp_path: Path) -> None:
         if not f["secret"]:
             assert hashlib.sha256(path.read_bytes()).hexdigest() == f["sha256"]
     assert not list(out.glob(".genofed-init-*"))
+
+
+def test_force_keeps_registered_site_keys(tmp_path: Path) -> None:
+    """A new CA changes nothing about a site's own keys: a registered site stays registered."""
+    out = tmp_path / "dep"
+    init_deployment(out, SITES, HOST)
+    folder = register_site(out, "hospital-a", tmp_path / "state")
+    first = json.loads((out / "deployment.json").read_text())
+    second = init_deployment(out, SITES, HOST, force=True)
+    assert second["sites"]["hospital-a"]["keys"] == first["sites"]["hospital-a"]["keys"]
+    assert second["sites"]["hospital-b"]["keys"] is None
+    registry = SiteRegistry.load(out / REGISTRY)
+    assert list(registry.keys) == ["hospital-a"]
+    assert (out / "coordinator/sites/hospital-a/receipt.pub").read_bytes() == (
+        folder / "receipt.pub").read_bytes()
+    for f in second["files"]:
+        if not f["secret"]:
+            assert hashlib.sha256((out / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    # A copy that no longer matches what was registered is not carried over.
+    (out / "coordinator/sites/hospital-a/auth.pub").write_text(
+        (tmp_path / "state/hospital-a/identity/auth.pub").read_text().replace("genofed-", "x-"))
+    third = init_deployment(out, SITES, HOST, force=True)
+    assert third["sites"]["hospital-a"]["keys"] is None
+    assert SiteRegistry.load(out / REGISTRY).keys == {}
+
+
+def test_umask_000_leaves_nothing_writable_by_others(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    folder = state / "hospital-a" / "identity"
+    keygen(folder, "hospital-a")  # at the site, under its own umask
+    out = tmp_path / "new" / "deeper" / "dep"  # init makes the parents too
+    old = os.umask(0)
+    try:
+        init_deployment(out, SITES, HOST)
+        add_site_keys(out, "hospital-a", folder / "auth.pub", folder / "receipt.pub")
+        init_deployment(out, SITES, HOST, force=True)
+    finally:
+        os.umask(old)
+    made = [tmp_path / "new", tmp_path / "new/deeper", out, *out.rglob("*")]
+    for path in made:
+        mode = path.lstat().st_mode & 0o777
+        assert not mode & 0o022, f"{path}: {mode:04o}"
+        if path.name.endswith((".key", ".secret")):
+            assert mode == 0o600, f"{path}: {mode:04o}"
+    assert {(out / d).stat().st_mode & 0o777 for d in ("coordinator", "sites/hospital-a")} == {
+        0o700}
+
+
+# --------------------------------------------------------------------------------------------
+# add_site_keys
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    """A new deployment (no site registered) and both sites' own key folders."""
+    out = tmp_path / "dep"
+    init_deployment(out, SITES, HOST)
+    folders = {name: tmp_path / "state" / name / "identity" for name in SITES}
+    for name, folder in folders.items():
+        keygen(folder, name)
+    return out, folders
+
+
+def one_line_error(excinfo: pytest.ExceptionInfo[GenofedError]) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+def test_add_site_refuses_private_keys(fresh: tuple[Path, dict[str, Path]]) -> None:
+    out, folders = fresh
+    a = folders["hospital-a"]
+    before = tree(out)
+    with pytest.raises(GenofedError, match="PRIVATE key") as err:
+        add_site_keys(out, "hospital-a", a / "auth.key", a / "receipt.pub")
+    assert one_line_error(err).startswith(str(a / "auth.key"))
+    with pytest.raises(GenofedError, match="PRIVATE key") as err:
+        add_site_keys(out, "hospital-a", a / "auth.pub", a / "receipt.key")
+    assert one_line_error(err).startswith(str(a / "receipt.key"))
+    assert tree(out) == before
+
+
+def test_add_site_refuses_wrong_key_types(fresh: tuple[Path, dict[str, Path]],
+                                          tmp_path: Path) -> None:
+    out, folders = fresh
+    a = folders["hospital-a"]
+    ssh = serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    pem = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    wrong = {
+        "ed25519.pub": ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(*ssh),
+        "p256.pub": ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(*ssh),
+        "rsa.pem": rsa.generate_private_key(65537, 2048).public_key().public_bytes(*pem),
+        "two.pub": (a / "auth.pub").read_bytes() * 2,
+        "junk.pub": b"ecdsa-sha2-nistp384 bm90IGEga2V5\n",
+        "empty.pub": b"",
+    }
+    for leaf, data in wrong.items():
+        (tmp_path / leaf).write_bytes(data)
+    before = tree(out)
+    for leaf, match in [("ed25519.pub", "ssh-ed25519"), ("p256.pub", "ecdsa-sha2-nistp256"),
+                        ("rsa.pem", "PEM key"), ("two.pub", "one OpenSSH public key line"),
+                        ("junk.pub", "not a valid"), ("empty.pub", "not 0")]:
+        with pytest.raises(GenofedError, match=match) as err:
+            add_site_keys(out, "hospital-a", tmp_path / leaf, a / "receipt.pub")
+        assert one_line_error(err).startswith(str(tmp_path / leaf))
+    for leaf, match in [("rsa.pem", "RSA"), ("p256.pub", "OpenSSH key line")]:
+        with pytest.raises(GenofedError, match=match) as err:
+            add_site_keys(out, "hospital-a", a / "auth.pub", tmp_path / leaf)
+        assert one_line_error(err).startswith(str(tmp_path / leaf))
+    with pytest.raises(GenofedError, match="swapped"):  # receipt.pub where auth.pub goes
+        add_site_keys(out, "hospital-a", a / "receipt.pub", a / "auth.pub")
+    with pytest.raises(GenofedError, match="no such file"):
+        add_site_keys(out, "hospital-a", tmp_path / "missing.pub", a / "receipt.pub")
+    assert tree(out) == before
+
+
+def test_add_site_refuses_unknown_sites_and_replacing_keys(
+    fresh: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    out, folders = fresh
+    a, b = folders["hospital-a"], folders["hospital-b"]
+    with pytest.raises(GenofedError, match="no site 'hospital-c'") as err:
+        add_site_keys(out, "hospital-c", a / "auth.pub", a / "receipt.pub")
+    one_line_error(err)
+    add_site_keys(out, "hospital-a", a / "auth.pub", a / "receipt.pub")
+    registered = tree(out)
+    add_site_keys(out, "hospital-a", a / "auth.pub", a / "receipt.pub")  # the same: no change
+    assert tree(out) == registered
+    # Another site's keys, under this site's name: refused, also with force for the other's.
+    with pytest.raises(GenofedError, match="already has registered keys") as err:
+        add_site_keys(out, "hospital-a", b / "auth.pub", b / "receipt.pub")
+    one_line_error(err)
+    with pytest.raises(GenofedError, match="receipt key of site 'hospital-a'"):
+        add_site_keys(out, "hospital-b", b / "auth.pub", a / "receipt.pub")
+    with pytest.raises(GenofedError, match="SuperNode key of site 'hospital-a'"):
+        add_site_keys(out, "hospital-b", a / "auth.pub", b / "receipt.pub")
+    assert tree(out) == registered
+    # A lost key: the site makes new ones, the coordinator replaces them deliberately.
+    new = tmp_path / "new-identity"
+    keygen(new, "hospital-a")
+    with pytest.raises(GenofedError, match="--force"):
+        add_site_keys(out, "hospital-a", new / "auth.pub", new / "receipt.pub")
+    assert tree(out) == registered
+    add_site_keys(out, "hospital-a", new / "auth.pub", new / "receipt.pub", force=True)
+    registry = SiteRegistry.load(out / REGISTRY)
+    assert key_id(registry.keys["hospital-a"]) == key_id(load_public_key(new / "receipt.pub"))
+    doc = json.loads((out / "deployment.json").read_text())
+    assert doc["sites"]["hospital-b"]["keys"] is None
+    for f in doc["files"]:
+        if not f["secret"]:
+            assert hashlib.sha256((out / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+            assert (out / f["path"]).stat().st_mode & 0o777 == 0o644, f["path"]
 
 
 @pytest.mark.parametrize("names", [
@@ -395,6 +645,39 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["deploy", "init", "--out", str(tmp_path / "y"), "--sites", "a", "b",
                  "--host", HOST, "--port", "8443"]) == 0
     assert json.loads((tmp_path / "y/deployment.json").read_text())["sites"].keys() == {"a", "b"}
+
+
+def test_cli_add_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "dep"
+    assert main(["deploy", "init", "--out", str(out), "--sites", "hospital-a",
+                 "--host", HOST]) == 0
+    printed = capsys.readouterr().out
+    assert "genofed site keygen --name hospital-a --state /srv/genofed/state" in printed
+    assert "genofed deploy add-site" in printed
+    state = tmp_path / "state"
+    assert main(["site", "keygen", "--name", "hospital-a", "--state", str(state)]) == 0
+    capsys.readouterr()
+    identity = state / "identity"
+    argv = ["deploy", "add-site", "--out", str(out), "--site", "hospital-a",
+            "--auth-pub", str(identity / "auth.pub"), "--receipt-pub"]
+    assert main([*argv, str(identity / "receipt.key")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genofed: error:") and "PRIVATE key" in err
+    assert len(err.splitlines()) == 1
+    assert main([*argv, str(identity / "receipt.pub")]) == 0
+    printed = capsys.readouterr().out
+    pub = out.resolve() / "coordinator/sites/hospital-a/auth.pub"
+    assert f"flwr supernode register {pub} genofed" in printed
+    doc = json.loads((out / "deployment.json").read_text())
+    assert doc["sites"]["hospital-a"]["keys"]["receipt_key_id"] in printed
+    other = tmp_path / "other"
+    keygen(other, "hospital-a")
+    argv = ["deploy", "add-site", "--out", str(out), "--site", "hospital-a",
+            "--auth-pub", str(other / "auth.pub"), "--receipt-pub", str(other / "receipt.pub")]
+    assert main(argv) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+    assert "unregister" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,19 +817,59 @@ def test_compose_mounts(compose: dict, deployment: tuple[Path, dict]) -> None:
     server = mounts(services["serverapp"])
     assert server["/app/keys/ledger.key"]["source"] == str(out / "coordinator/ledger.key")
     assert server["/app/keys/ledger.pub"]["source"] == str(out / "coordinator/ledger.pub")
+    # The ServerApp checks every receipt against the site registry: public keys, read-only.
+    assert server["/app/keys/site-registry.json"]["source"] == str(out / REGISTRY)
+    assert server["/app/keys/site-registry.json"]["read_only"] is True
     assert "read_only" not in server["/app/results"]
 
     for name in SITES:
         site = doc["sites"][name]
         node = mounts(services[f"supernode-{name}"])
-        assert node["/app/keys/auth.key"]["source"] == str(out / site["auth_key"])
+        app = mounts(services[f"clientapp-{name}"])
+        data, state = site["node_config"]["data-path"], site["node_config"]["state-path"]
+        # The site's own key comes from its state volume (where genofed site keygen wrote it,
+        # the path init's command line names), never from the bundle the coordinator made.
+        auth = node["/app/keys/auth.key"]
+        assert auth["source"] == app[state]["source"] + "/identity/auth.key"
+        assert auth["source"].endswith(site["auth_key_path"].removeprefix(state))
+        assert not auth["source"].startswith(str(out)) and auth["read_only"] is True
         assert node["/app/certs/ca.crt"]["source"] == str(out / site["ca_crt"])
         # The SuperNode (network-facing) never sees the data; the ClientApp does, read-only.
         assert not any(t.startswith("/srv/") for t in node)
-        app = mounts(services[f"clientapp-{name}"])
-        data, state = site["node_config"]["data-path"], site["node_config"]["state-path"]
         assert app[data]["read_only"] is True
         assert "read_only" not in app[state]
+        # The ClientApp shares the state folder, but finds nothing in the auth key's place.
+        assert app[site["auth_key_path"]] == {"type": "bind", "source": "/dev/null",
+                                              "target": site["auth_key_path"],
+                                              "read_only": True}
         assert app["/app/secrets/superexec.secret"]["source"] == str(
             out / site["superexec_secret"])
         assert not any(t.startswith("/app/keys") for t in app)  # no auth key beside the data
+
+
+# --------------------------------------------------------------------------------------------
+# deploy/local.py: the loopback federation plays each site, then the coordinator
+# --------------------------------------------------------------------------------------------
+
+
+def test_local_federation_sites_make_their_own_keys(tmp_path: Path) -> None:
+    """What `start_local` does before starting anything: no process is started here."""
+    from deploy.local import LocalFederation
+
+    doc = init_deployment(tmp_path / "dep", SITES, "localhost", force=True,
+                          state_path=f"{tmp_path / 'site-state'}/{{site}}")
+    fed = LocalFederation(doc, Path(doc["root"]), {}, None)  # type: ignore[arg-type]
+    for name in SITES:
+        fed.enroll(name)
+        identity = tmp_path / "site-state" / name / "identity"
+        assert fed.identity_dir(name) == identity
+        assert value_of(fed.doc["sites"][name]["argv"], "--auth-supernode-private-key") == str(
+            identity / "auth.key")
+        assert (fed.root / f"coordinator/sites/{name}/auth.pub").read_bytes() == (
+            identity / "auth.pub").read_bytes()
+    assert sorted(SiteRegistry.load(fed.doc["coordinator"]["run_config"]["site-registry"]).keys
+                  ) == SITES
+    assert {p.name for p in fed.root.rglob("*.key")} == {"ca.key", "superlink.key", "ledger.key"}
+    before = json.loads((fed.root / "deployment.json").read_text())["sites"]
+    fed.enroll("hospital-a")  # again (a rerun): the site keeps its keys, nothing changes
+    assert json.loads((fed.root / "deployment.json").read_text())["sites"] == before

@@ -112,6 +112,7 @@ def test_failed_run_is_loud(tiny_cohort: Path, tmp_path: Path) -> None:
     """Sites that cannot find their data make every round fail: the run must not pass as done."""
     bad = overrides(tiny_cohort / "no-such-folder", tmp_path / "run", **{"num-server-rounds": 1})
     bad["panel-path"] = str(tiny_cohort / "panel.tsv")
+    bad["site-registry"] = str(tiny_cohort / "site-registry.json")
     with pytest.raises(FederationError, match="ended finished:failed"):
         run_simulation(bad, 2, tmp_path / "fed", timeout=600)
     results = json.loads((tmp_path / "run" / "results.json").read_text())

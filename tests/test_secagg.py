@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from client.randomness import SIMULATION_SEED_ENV
-from deploy.demo import fresh_copy
+from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
 from tests.helpers import generous
 
@@ -32,7 +32,9 @@ def round_one(out: Path) -> dict[str, torch.Tensor]:
 
 def three_sites(tiny_cohort: Path, dst: Path) -> Path:
     cohort = fresh_copy(tiny_cohort, dst)
-    shutil.copytree(cohort / "site-2", cohort / "site-3")
+    shutil.copytree(cohort / "site-2", cohort / "site-3",
+                    ignore=shutil.ignore_patterns(".genofed-state"))  # a site of its own
+    register_sites(cohort)
     return cohort
 
 
@@ -51,7 +53,9 @@ def test_secagg_survives_a_dropout_and_matches_plain_fedavg(
     run_simulation(overrides(plain_cohort, tmp_path / "run-plain", 3), 3, tmp_path / "fed-plain",
                    timeout=600)
     cohort = generous(three_sites(tiny_cohort, tmp_path / "cohort-secagg"))
-    shutil.copytree(cohort / "site-1", cohort / "site-4")
+    shutil.copytree(cohort / "site-1", cohort / "site-4",
+                    ignore=shutil.ignore_patterns(".genofed-state"))
+    register_sites(cohort)
     (cohort / "site-4" / "genotypes.vcf.gz.tbi").unlink()  # it fails when it opens its data
     out = tmp_path / "run-secagg"
     run_simulation(overrides(cohort, out, 4, secagg=True), 4, tmp_path / "fed-secagg",

@@ -1,5 +1,7 @@
 """The coordinator's strategy on its own: reply and update checks, declines, robust rules,
-which rounds are evaluated, and what is signed into the ledger when."""
+which rounds are evaluated, what is signed into the ledger when, and who may answer: a reply
+counts only if a registered site signed its receipt (shared.receipts) for this run, this round
+and these weights, from the node that name first answered from."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flwr.app import Error
 from flwr.common import (
     Code,
     EvaluateRes,
@@ -17,10 +21,18 @@ from flwr.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
+from flwr.common.constant import ErrorCode
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 
-from server.strategy import GenofedStrategy, check_update, update_norm, weights_sha256
+from client.launcher import UnapprovedCode
+from server.strategy import (
+    GenofedStrategy,
+    check_update,
+    failure_categories,
+    update_norm,
+    weights_sha256,
+)
 from shared import protocol
 from shared.ledger import (
     Ledger,
@@ -31,13 +43,25 @@ from shared.ledger import (
 )
 from shared.metrics import GroupedScores
 from shared.model import ModelConfig
+from shared.receipts import SiteRegistry, make_receipt, verify_receipt
 from shared.runconfig import RunSettings
 
 CFG = ModelConfig(n_variants=6, context_len=3, kmer_vocab=10, dim=8, layers=1, heads=2)
 
+# --- the sites: their own receipt keys, the coordinator's registry of the public halves --------
+
+RUN_ID = "run-42"
+CODE = "fab:" + "c" * 64  # what the sites' launcher says they run
+SITES = ("good-1", "good-2", "nan", "shape", "huge", "d", "a", "ok", "bad", "evil",
+         *(f"h{i}" for i in range(4)), *(f"s{i}" for i in range(8)))
+KEYS = {name: Ed25519PrivateKey.generate() for name in SITES}
+OUTSIDER = Ed25519PrivateKey.generate()  # a key no registry holds
+REGISTRY = SiteRegistry({name: key.public_key() for name, key in KEYS.items()})
+
 
 class Proxy(ClientProxy):
-    """Only the id matters to the strategy; Flower never calls these in aggregation."""
+    """Only the id (the Flower node) matters to the strategy; Flower never calls these in
+    aggregation."""
 
     def get_properties(self, *a, **k): raise NotImplementedError
     def get_parameters(self, *a, **k): raise NotImplementedError
@@ -53,23 +77,63 @@ def make_strategy(tmp_path: Path, **settings: object) -> GenofedStrategy:
     ensure_signing_key(key, key.with_suffix(".pub"))
     ledger = Ledger(tmp_path / "ledger.jsonl", load_private_key(key))
     s = RunSettings(min_sites=1, **settings)  # type: ignore[arg-type]
-    return GenofedStrategy(s, CFG, "p" * 64, tmp_path, ledger, initial_weights(CFG, 0))
+    return GenofedStrategy(s, CFG, "p" * 64, tmp_path, ledger, initial_weights(CFG, 0),
+                           registry=REGISTRY, run_id=RUN_ID)
 
 
-def result(site: str, arrays: list[np.ndarray], n: int = 10, /, **metrics: object):
-    """A training reply as a site sends it: protocol fields only (`shared.protocol`)."""
-    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), n,
-                 {"site": site, "version": "test", "declined": 0, "epsilon": 1.0,
-                  "delta": 1e-5, **metrics})
-    return Proxy(site), res
+def _number(value: object) -> float:
+    """What a site's signer puts in its receipt for a reply value (0 where it is not a finite
+    number: such a reply is refused by the protocol check anyway)."""
+    ok = type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    return float(value) if ok else 0.0  # type: ignore[arg-type]
 
 
-def evaluation(site: str, scores: str, /, **metrics: object):
-    """An evaluation reply: the noisy score histograms plus the site's budget after them."""
-    res = EvaluateRes(Status(Code.OK, ""), 0.0, 0,
-                      {"site": site, "version": "test", "declined": 0, "epsilon": 2.0,
-                       "delta": 1e-5, "scores": scores, **metrics})
-    return Proxy(site), res
+def sign(metrics: dict, *, kind: str, rnd: int, weights_in: str, weights_out: str,
+         field: str = "receipt", key: Ed25519PrivateKey | None = None,
+         tamper: dict | None = None) -> dict:
+    """`metrics` with the code run and a signed receipt, as client.identity.sign_reply adds
+    them: signed with the key of the name the reply gives (or `key`); `tamper` overrides
+    fields of the signed body."""
+    site = str(metrics["site"])
+    code = metrics.get("code", CODE)
+    body = {"run_id": RUN_ID, "round": rnd, "site": site, "kind": kind,
+            "weights_in": weights_in, "weights_out": weights_out,
+            "epsilon": _number(metrics.get("epsilon")), "delta": _number(metrics.get("delta")),
+            "code": str(code), **(tamper or {})}
+    return {**metrics, "code": code,
+            field: make_receipt(key or KEYS.get(site, OUTSIDER), **body)}
+
+
+def result(strat: GenofedStrategy, rnd: int, site: str, arrays: list[np.ndarray],
+           n: int = 10, /, *, node: str | None = None, key: Ed25519PrivateKey | None = None,
+           tamper: dict | None = None, eval_tamper: dict | None = None, **metrics: object):
+    """A training reply to Flower's round `rnd` as a site sends it (protocol fields only,
+    `shared.protocol`), signed as client/app.py signs it: a "fit" receipt over the hashes of
+    the weights received (the strategy's current ones) and sent; scores riding along (the
+    received weights evaluated) get an "evaluate" receipt for the previous round."""
+    metrics = {"site": site, "version": "test", "declined": 0, "epsilon": 1.0, "delta": 1e-5,
+               **metrics}
+    received, server_round = weights_sha256(strat.current), rnd + strat.offset
+    if "scores" in metrics:
+        metrics = sign(metrics, kind="evaluate", rnd=server_round - 1, weights_in=received,
+                       weights_out="", field="evaluation_receipt", key=key, tamper=eval_tamper)
+    metrics = sign(metrics, kind="fit", rnd=server_round, weights_in=received,
+                   weights_out=weights_sha256(arrays), key=key, tamper=tamper)
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), n, metrics)
+    return Proxy(node or site), res
+
+
+def evaluation(strat: GenofedStrategy, rnd: int, site: str, scores: str, /, *,
+               node: str | None = None, key: Ed25519PrivateKey | None = None,
+               tamper: dict | None = None, **metrics: object):
+    """An evaluation reply: the noisy score histograms plus the site's budget after them,
+    with its "evaluate" receipt over the weights it scored (the strategy's current ones)."""
+    metrics = {"site": site, "version": "test", "declined": 0, "epsilon": 2.0, "delta": 1e-5,
+               "scores": scores, **metrics}
+    metrics = sign(metrics, kind="evaluate", rnd=rnd + strat.offset,
+                   weights_in=weights_sha256(strat.current), weights_out="", key=key,
+                   tamper=tamper)
+    return Proxy(node or site), EvaluateRes(Status(Code.OK, ""), 0.0, 0, metrics)
 
 
 SIGMA = 0.5
@@ -113,10 +177,12 @@ def test_bad_updates_are_rejected_and_the_round_goes_on(tmp_path: Path) -> None:
     wrong_shape = shifted(g, 0.0)
     wrong_shape[1] = np.zeros((3, 3), dtype=np.float32)
     huge = shifted(g, 10.0)
-    declined = result("d", g, 0, declined=1, reason="budget-exhausted")
+    declined = result(strat, 1, "d", g, 0, declined=1, reason="budget-exhausted")
     params, _ = strat.aggregate_fit(1, [
-        result("good-1", shifted(g, 0.01), 10), result("good-2", shifted(g, 0.03), 30),
-        result("nan", nan), result("shape", wrong_shape), result("huge", huge), declined,
+        result(strat, 1, "good-1", shifted(g, 0.01), 10),
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
+        result(strat, 1, "nan", nan), result(strat, 1, "shape", wrong_shape),
+        result(strat, 1, "huge", huge), declined,
     ], [])
     rec = strat.rounds[1]
     assert sorted(rec.sites) == ["good-1", "good-2"]
@@ -133,7 +199,7 @@ def test_all_declined_leaves_weights_unchanged(tmp_path: Path) -> None:
     strat = make_strategy(tmp_path)
     before = strat.current
     params, _ = strat.aggregate_fit(
-        1, [result("a", before, 0, declined=1, reason="budget-exhausted")], [])
+        1, [result(strat, 1, "a", before, 0, declined=1, reason="budget-exhausted")], [])
     assert params is None and strat.current is before
     assert strat.rounds[1].weights_sha256 == weights_sha256(before)
 
@@ -142,9 +208,10 @@ def test_all_declined_leaves_weights_unchanged(tmp_path: Path) -> None:
 def test_robust_rules_by_name_resist_one_outlier(tmp_path: Path, rule: str) -> None:
     strat = make_strategy(tmp_path, aggregation=rule)
     g = strat.current
-    honest = [result(f"h{i}", shifted(g, 0.01 * (i + 1))) for i in range(4)]
-    attacker = result("evil", shifted(g, 5.0))
+    honest = [result(strat, 1, f"h{i}", shifted(g, 0.01 * (i + 1))) for i in range(4)]
+    attacker = result(strat, 1, "evil", shifted(g, 5.0))
     params, _ = strat.aggregate_fit(1, [*honest, attacker], [])
+    assert sorted(strat.rounds[1].sites) == ["evil", "h0", "h1", "h2", "h3"]  # all signed
     moved = update_norm(parameters_to_ndarrays(params), g)
     fedavg = update_norm(shifted(g, 1.02), g)  # what plain averaging would do: mean shift 1.02
     assert moved < 0.2 * fedavg
@@ -160,8 +227,6 @@ def test_check_update_bounds() -> None:
     assert check_update([np.ones(4, dtype=np.float32)], ref, max_norm=2.0) is None
     assert "exceeds" in check_update([np.ones(4, dtype=np.float32) * 2], ref, max_norm=2.0)
     assert "dtype" in check_update([np.ones(4, dtype=np.int64)], ref)
-
-
 
 
 # --- replies are read through shared.protocol --------------------------------------------------
@@ -180,7 +245,28 @@ BAD_REPLIES = {
     "delta out of range": ({"delta": 1.5}, "delta must be in (0, 1)"),
     "scores not text": ({"scores": 3}, "field 'scores' must be str"),
     "long site name": ({"site": "x" * 101}, "site name"),
+    "code not text": ({"code": 7}, "field 'code' must be str"),
+    "receipt not text": ({"receipt": 7}, "field 'receipt' must be str"),
 }
+
+
+def check_round_went_on(strat: GenofedStrategy, tmp_path: Path, g: list[np.ndarray],
+                        rejected_node: str, why: str) -> None:
+    """Round 1 counted good-1 and good-2 (FedAvg by their 10 and 30 examples), refused only
+    the reply from `rejected_node` (keyed by the node: a refused reply's self-given name is
+    not believed), and signed exactly that into the ledger, with the counted sites' receipts."""
+    rec = strat.rounds[1]
+    assert sorted(rec.sites) == ["good-1", "good-2"] and not rec.declined
+    assert list(rec.rejected) == [f"node {rejected_node}"]
+    reason = rec.rejected[f"node {rejected_node}"]
+    assert reason.startswith("refused reply (as ") and why in reason, reason
+    assert set(rec.privacy) == set(rec.receipts) == set(rec.code) == {"good-1", "good-2"}
+    np.testing.assert_allclose(strat.current[0], g[0] + 0.025, rtol=1e-5, atol=1e-6)
+    # Not an evaluated round (evaluate-rounds = last): signed at aggregation, reason included.
+    (body,) = ledger_bodies(tmp_path)
+    assert body["round"] == 1 and body["metrics"] is None
+    assert body["sites"] == ["good-1", "good-2"] and body["rejected"] == rec.rejected
+    assert set(body["privacy"]) == set(body["receipts"]) == {"good-1", "good-2"}
 
 
 @pytest.mark.parametrize("name", list(BAD_REPLIES))
@@ -188,34 +274,301 @@ def test_malformed_reply_is_rejected_and_the_round_goes_on(tmp_path: Path, name:
     bad_metrics, why = BAD_REPLIES[name]
     strat = make_strategy(tmp_path, num_server_rounds=3)
     g = strat.current
+    bad = result(strat, 1, "bad", shifted(g, 5.0), 1000)  # would dominate if averaged
+    bad[1].metrics.update(bad_metrics)  # after signing: the site's signer never saw these
     params, _ = strat.aggregate_fit(1, [
-        result("good-1", shifted(g, 0.01), 10),
-        result("bad", shifted(g, 5.0), 1000, **bad_metrics),  # would dominate if averaged
-        result("good-2", shifted(g, 0.03), 30),
+        result(strat, 1, "good-1", shifted(g, 0.01), 10),
+        bad,
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
     ], [])
-    rec = strat.rounds[1]
-    assert sorted(rec.sites) == ["good-1", "good-2"] and not rec.declined
-    assert list(rec.rejected) == ["bad"]  # keyed by the node: its self-given name is unread
-    assert rec.rejected["bad"].startswith("malformed reply: ") and why in rec.rejected["bad"]
-    assert set(rec.privacy) == {"good-1", "good-2"}
+    check_round_went_on(strat, tmp_path, g, "bad", why)
     np.testing.assert_allclose(parameters_to_ndarrays(params)[0], g[0] + 0.025,
                                rtol=1e-5, atol=1e-6)
-    # Not an evaluated round (evaluate-rounds = last): signed at aggregation, reason included.
-    (body,) = ledger_bodies(tmp_path)
-    assert body["round"] == 1 and body["metrics"] is None
-    assert body["sites"] == ["good-1", "good-2"] and body["rejected"] == rec.rejected
-    assert set(body["privacy"]) == {"good-1", "good-2"}
+
+
+@pytest.mark.parametrize("name", ["nan epsilon", "string epsilon", "delta out of range"])
+def test_malformed_values_are_refused_even_when_signed(tmp_path: Path, name: str) -> None:
+    """The same values in a reply whose receipt the site signed over them (as far as a receipt
+    can carry them): the protocol check refuses the reply before the receipt is read."""
+    bad_metrics, why = BAD_REPLIES[name]
+    strat = make_strategy(tmp_path)
+    g = strat.current
+    strat.aggregate_fit(1, [
+        result(strat, 1, "good-1", shifted(g, 0.01), 10),
+        result(strat, 1, "bad", shifted(g, 5.0), 1000, **bad_metrics),
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
+    ], [])
+    check_round_went_on(strat, tmp_path, g, "bad", why)
 
 
 def test_protocol_reasons_are_accepted_as_declines(tmp_path: Path) -> None:
     strat = make_strategy(tmp_path)
     g = strat.current
-    replies = [result(f"s{i}", g, 0, declined=1, reason=why)
+    replies = [result(strat, 1, f"s{i}", g, 0, declined=1, reason=why)
                for i, why in enumerate(protocol.REFUSALS)]
-    strat.aggregate_fit(1, [*replies, result("ok", shifted(g, 0.01))], [])
+    strat.aggregate_fit(1, [*replies, result(strat, 1, "ok", shifted(g, 0.01))], [])
     rec = strat.rounds[1]
     assert rec.declined == {f"s{i}": why for i, why in enumerate(protocol.REFUSALS)}
     assert rec.sites == ["ok"] and not rec.rejected
+    # A decline is the site's signed word too.
+    assert set(rec.receipts) == {"ok", *(f"s{i}" for i in range(len(protocol.REFUSALS)))}
+
+
+# --- who answered: registered names, one reply each, one node each, signed receipts -----------
+
+
+def test_a_site_answering_in_anothers_name_is_refused(tmp_path: Path) -> None:
+    """A registered site ("evil", on its own node, with its own key) answers as good-1: its
+    receipt does not verify under good-1's key, so the reply is refused, and good-1's own reply
+    from its own node still counts."""
+    strat = make_strategy(tmp_path)
+    g = strat.current
+    strat.aggregate_fit(1, [
+        result(strat, 1, "good-1", shifted(g, 0.01), 10),
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
+    ], [])
+    g = strat.current
+    strat.aggregate_fit(2, [
+        result(strat, 2, "good-1", shifted(g, 0.01), 10),
+        result(strat, 2, "good-2", shifted(g, 0.03), 30),
+        result(strat, 2, "good-1", shifted(g, 5.0), 1000, node="evil", key=KEYS["evil"]),
+    ], [])
+    rec = strat.rounds[2]
+    assert sorted(rec.sites) == ["good-1", "good-2"]
+    assert list(rec.rejected) == ["node evil"]
+    np.testing.assert_allclose(strat.current[0], g[0] + 0.025, rtol=1e-5, atol=1e-6)
+
+
+def test_an_impostor_answering_first_does_not_lock_the_site_out(tmp_path: Path) -> None:
+    strat = make_strategy(tmp_path, num_server_rounds=2)
+    g = strat.current
+    strat.aggregate_fit(1, [
+        result(strat, 1, "good-1", shifted(g, 5.0), 1000, node="evil", key=KEYS["evil"]),
+        result(strat, 1, "good-1", shifted(g, 0.01), 10),
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
+    ], [])
+    check_round_went_on(strat, tmp_path, g, "evil", "receipt signature does not verify")
+    g = strat.current
+    strat.aggregate_fit(2, [result(strat, 2, "good-1", shifted(g, 0.01))], [])
+    assert strat.rounds[2].sites == ["good-1"]
+
+
+def test_a_site_with_the_wrong_key_is_refused(tmp_path: Path) -> None:
+    """From good-1's own node and under its name, but signed with good-2's key."""
+    strat = make_strategy(tmp_path)
+    g = strat.current
+    strat.aggregate_fit(1, [
+        result(strat, 1, "good-1", shifted(g, 0.01), 10),
+        result(strat, 1, "bad", shifted(g, 5.0), 1000, key=KEYS["good-2"]),
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
+    ], [])
+    check_round_went_on(strat, tmp_path, g, "bad", "receipt: receipt signature does not verify")
+
+
+def test_an_unregistered_name_is_refused(tmp_path: Path) -> None:
+    strat = make_strategy(tmp_path)
+    g = strat.current
+    strat.aggregate_fit(1, [
+        result(strat, 1, "good-1", shifted(g, 0.01), 10),
+        result(strat, 1, "intruder", shifted(g, 5.0), 1000, node="bad", key=OUTSIDER),
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
+    ], [])
+    check_round_went_on(strat, tmp_path, g, "bad", "site name not in the site registry")
+    assert "intruder" not in strat.nodes
+
+
+def test_a_second_reply_under_the_same_name_is_refused(tmp_path: Path) -> None:
+    strat = make_strategy(tmp_path)
+    g = strat.current
+    first = result(strat, 1, "good-1", shifted(g, 0.01), 10)
+    strat.aggregate_fit(1, [
+        first,
+        result(strat, 1, "good-1", shifted(g, 5.0), 1000),  # validly signed, same node
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
+    ], [])
+    check_round_went_on(strat, tmp_path, g, "good-1",
+                        "a second reply in this round under the same name")
+    # The ledger keeps the receipt of the reply that counted.
+    (body,) = ledger_bodies(tmp_path)
+    assert body["receipts"]["good-1"] == json.loads(first[1].metrics["receipt"])
+
+
+def test_a_name_answering_from_another_node_is_refused(tmp_path: Path) -> None:
+    """The names' nodes are fixed by their first answer in this strategy's life: later a
+    validly signed reply under good-1's name from another node is refused, in training and in
+    evaluation."""
+    strat = make_strategy(tmp_path, num_server_rounds=2, suppression_k=2)
+    g = strat.current
+    strat.aggregate_fit(1, [result(strat, 1, "good-1", shifted(g, 0.01), node="node-1"),
+                            result(strat, 1, "good-2", shifted(g, 0.01))], [])
+    assert strat.nodes == {"good-1": "node-1", "good-2": "good-2"}
+    g = strat.current
+    strat.aggregate_fit(2, [result(strat, 2, "good-1", shifted(g, 0.01), node="node-9"),
+                            result(strat, 2, "good-2", shifted(g, 0.01))], [])
+    rec = strat.rounds[2]
+    assert rec.sites == ["good-2"] and list(rec.rejected) == ["node node-9"]
+    assert "name already answered from another node" in rec.rejected["node node-9"]
+    strat.aggregate_evaluate(2, [evaluation(strat, 2, "good-1", site_scores(1), node="node-9"),
+                                 evaluation(strat, 2, "good-2", site_scores(2))], [])
+    assert rec.evaluated_by == ["good-2"] and set(rec.evaluation_receipts) == {"good-2"}
+    # From its own node, good-1 is heard again.
+    strat.aggregate_evaluate(2, [evaluation(strat, 2, "good-1", site_scores(1), node="node-1")],
+                             [])
+    assert rec.evaluated_by == ["good-2", "good-1"]
+
+
+RECEIPT_MISMATCHES = {
+    "another run": ({"run_id": "run-41"}, "disagrees with the reply on run_id"),
+    "another round": ({"round": 2}, "disagrees with the reply on round"),
+    "other weights received": ({"weights_in": "0" * 64}, "disagrees with the reply on weights_in"),
+    "other weights sent": ({"weights_out": "0" * 64}, "receipt: not the weights sent"),
+    "another epsilon": ({"epsilon": 0.5}, "disagrees with the reply on epsilon"),
+    "another delta": ({"delta": 1e-6}, "disagrees with the reply on delta"),
+    "another kind": ({"kind": "evaluate"}, "disagrees with the reply on kind"),
+    "other code": ({"code": "installed:" + "0" * 64}, "disagrees with the reply on code"),
+    "another site's name inside": ({"site": "good-2"}, "disagrees with the reply on site"),
+}
+
+
+@pytest.mark.parametrize("name", list(RECEIPT_MISMATCHES))
+def test_a_receipt_that_disagrees_with_its_reply_is_refused(tmp_path: Path, name: str) -> None:
+    tamper, why = RECEIPT_MISMATCHES[name]
+    strat = make_strategy(tmp_path)
+    g = strat.current
+    strat.aggregate_fit(1, [
+        result(strat, 1, "good-1", shifted(g, 0.01), 10),
+        result(strat, 1, "bad", shifted(g, 5.0), 1000, tamper=tamper),
+        result(strat, 1, "good-2", shifted(g, 0.03), 30),
+    ], [])
+    check_round_went_on(strat, tmp_path, g, "bad", why)
+
+
+@pytest.mark.parametrize("receipt", [None, "", "{}", "not json", "x" * 5000])
+def test_a_reply_without_a_valid_receipt_is_refused(tmp_path: Path, receipt: str | None) -> None:
+    strat = make_strategy(tmp_path)
+    g = strat.current
+    bad = result(strat, 1, "bad", shifted(g, 5.0), 1000)
+    if receipt is None:
+        del bad[1].metrics["receipt"]
+    else:
+        bad[1].metrics["receipt"] = receipt
+    strat.aggregate_fit(1, [result(strat, 1, "good-1", shifted(g, 0.01), 10), bad,
+                            result(strat, 1, "good-2", shifted(g, 0.03), 30)], [])
+    check_round_went_on(strat, tmp_path, g, "bad", "receipt")
+
+
+@pytest.mark.parametrize("tamper", [{"epsilon": 1.5}, {"round": 2}, {"kind": "fit"},
+                                    {"weights_in": "0" * 64}, {"run_id": "run-41"}])
+def test_an_evaluation_whose_receipt_disagrees_is_not_taken(tmp_path: Path,
+                                                            tamper: dict) -> None:
+    strat = make_strategy(tmp_path, num_server_rounds=1, suppression_k=2)
+    g = strat.current
+    strat.aggregate_fit(1, [result(strat, 1, "good-1", shifted(g, 0.01), epsilon=1.0),
+                            result(strat, 1, "good-2", shifted(g, 0.01), epsilon=1.0)], [])
+    strat.aggregate_evaluate(1, [
+        evaluation(strat, 1, "good-1", site_scores(1), epsilon=2.0),
+        evaluation(strat, 1, "good-2", site_scores(2), epsilon=2.0, tamper=tamper),
+    ], [])
+    rec = strat.rounds[1]
+    assert rec.evaluated_by == ["good-1"] and set(rec.evaluation_receipts) == {"good-1"}
+    # The refused evaluation's epsilon is not taken either.
+    assert rec.privacy["good-1"]["epsilon"] == 2.0 and rec.privacy["good-2"]["epsilon"] == 1.0
+    assert abs(rec.metrics["by_group"]["A"]["n"] - 100) <= 15  # one site's 100 people
+
+
+def test_a_riding_evaluation_with_a_bad_receipt_is_not_taken(tmp_path: Path) -> None:
+    """`evaluate-rounds = all`: a training reply's scores of the previous round need their own
+    receipt, for that round; the training itself still counts on its own receipt."""
+    strat = make_strategy(tmp_path, num_server_rounds=3, suppression_k=2, evaluate_rounds="all")
+    g = strat.current
+    strat.aggregate_fit(1, [result(strat, 1, "good-1", shifted(g, 0.01)),
+                            result(strat, 1, "good-2", shifted(g, 0.01))], [])
+    g = strat.current
+    strat.aggregate_fit(2, [
+        result(strat, 2, "good-1", shifted(g, 0.01), scores=site_scores(1)),
+        result(strat, 2, "good-2", shifted(g, 0.01), scores=site_scores(2),
+               eval_tamper={"round": 2}),
+        result(strat, 2, "s1", shifted(g, 0.01), scores=site_scores(3),
+               eval_tamper={"weights_in": weights_sha256(g)[::-1]}),
+    ], [])
+    assert strat.rounds[1].evaluated_by == ["good-1"]
+    assert sorted(strat.rounds[2].sites) == ["good-1", "good-2", "s1"]
+    (body,) = ledger_bodies(tmp_path)
+    assert set(body["evaluation_receipts"]) == {"good-1"}
+
+
+# --- what the ledger keeps of each reply ---------------------------------------------------------
+
+
+def test_the_round_record_embeds_what_the_sites_signed(tmp_path: Path) -> None:
+    strat = make_strategy(tmp_path, num_server_rounds=2, suppression_k=2, evaluate_rounds="all")
+    strat.ledger_id = "ledger-1"
+    g = strat.current
+    round_1 = [result(strat, 1, "s1", shifted(g, 0.01), epsilon=1.0),
+               result(strat, 1, "s2", g, 0, epsilon=1.5, declined=1, reason="budget-exhausted")]
+    strat.aggregate_fit(1, round_1, [])
+    g = strat.current
+    round_2 = [result(strat, 2, "s1", shifted(g, 0.01), epsilon=2.0, scores=site_scores(1)),
+               result(strat, 2, "s2", shifted(g, 0.01), epsilon=2.5, scores=site_scores(2))]
+    strat.aggregate_fit(2, round_2, [])
+    evaluations = [evaluation(strat, 2, "s1", site_scores(3), epsilon=2.2)]
+    strat.aggregate_evaluate(2, evaluations, [])
+    first, second = ledger_bodies(tmp_path)
+    for body, fits, evals in ((first, round_1, round_2), (second, round_2, evaluations)):
+        assert body["kind"] == "round" and body["run_id"] == RUN_ID
+        assert body["ledger_id"] == "ledger-1"
+        field = "evaluation_receipt" if evals is round_2 else "receipt"
+        assert body["receipts"] == {res.metrics["site"]: json.loads(res.metrics["receipt"])
+                                    for _, res in fits}
+        assert body["evaluation_receipts"] == {
+            res.metrics["site"]: json.loads(res.metrics[field]) for _, res in evals}
+        assert body["code"] == {site: CODE for site in body["receipts"]}
+        for site, receipt in body["receipts"].items():
+            signed = verify_receipt(receipt, REGISTRY.keys[site])
+            assert (signed["kind"], signed["round"], signed["site"]) == ("fit", body["round"],
+                                                                        site)
+        for site, receipt in body["evaluation_receipts"].items():
+            signed = verify_receipt(receipt, REGISTRY.keys[site])
+            assert (signed["kind"], signed["round"]) == ("evaluate", body["round"])
+            assert signed["weights_in"] == body["weights_sha256"]
+    assert first["sites"] == ["s1"] and first["declined"] == {"s2": "budget-exhausted"}
+    assert verify_receipt(first["receipts"]["s2"], REGISTRY.keys["s2"])["epsilon"] == 1.5
+    # Round 2's training receipts name round 1's weights as those they received.
+    for receipt in second["receipts"].values():
+        assert receipt["body"]["weights_in"] == first["weights_sha256"]
+
+
+# --- failures Flower reports without a reply ------------------------------------------------------
+
+
+def flower_failure(ex: Exception) -> Exception:
+    """A site's exception as Flower's legacy workflow hands it to the strategy: the ClientApp
+    process reports `str(type(ex)) + ":<'" + str(ex) + "'>"` as an Error
+    (flwr/supernode/runtime/run_clientapp.py), which default_workflows.py wraps as
+    `Exception(msg.error)`."""
+    reason = str(type(ex)) + ":<'" + str(ex) + "'>"
+    return Exception(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason))
+
+
+def test_failures_are_counted_by_the_category_the_site_raised(tmp_path: Path) -> None:
+    from client.app import SiteError
+
+    failures = [flower_failure(UnapprovedCode()), flower_failure(UnapprovedCode()),
+                flower_failure(SiteError("budget-exhausted")),
+                flower_failure(ZeroDivisionError("division by zero")),
+                # a site name or free text is not a category
+                flower_failure(ValueError("unapproved-code at site-1")),
+                Exception(Error(ErrorCode.LOAD_CLIENT_APP_EXCEPTION, "An exception was raised "
+                                "when attempting to load `ClientApp`")),
+                (Proxy("x"), FitRes(Status(Code.FIT_NOT_IMPLEMENTED, ""), None, 0, {}))]
+    assert "<'unapproved-code'>" in str(failures[0])
+    expected = {"unapproved-code": 2, "budget-exhausted": 1, "other": 4}
+    assert failure_categories(failures) == expected
+    strat = make_strategy(tmp_path)
+    strat.aggregate_fit(1, [result(strat, 1, "ok", shifted(strat.current, 0.01))], failures)
+    (body,) = ledger_bodies(tmp_path)
+    assert body["failure_reasons"] == expected and strat.rounds[1].failures == 7
+    assert body["sites"] == ["ok"]
 
 
 # --- which rounds are evaluated, and when they are signed --------------------------------------
@@ -244,9 +597,9 @@ def test_last_mode_scores_only_the_final_model(tmp_path: Path) -> None:
     for rnd in (1, 2, 3):
         strat.aggregate_fit(rnd, [
             # Scores on a training reply were not asked for in this mode: not taken.
-            result("s1", shifted(strat.current, 0.01), epsilon=float(rnd),
+            result(strat, rnd, "s1", shifted(strat.current, 0.01), epsilon=float(rnd),
                    scores=site_scores(rnd)),
-            result("s2", shifted(strat.current, 0.02), epsilon=float(rnd)),
+            result(strat, rnd, "s2", shifted(strat.current, 0.02), epsilon=float(rnd)),
         ], [])
         hashes.append(strat.rounds[rnd].weights_sha256)
         assert len(ledger_bodies(tmp_path)) == min(rnd, 2)  # the final round awaits its scores
@@ -255,20 +608,22 @@ def test_last_mode_scores_only_the_final_model(tmp_path: Path) -> None:
     assert [(b["round"], b["metrics"]) for b in bodies] == [(1, None), (2, None)]
     assert [b["weights_sha256"] for b in bodies] == hashes[:2]
     assert [b["privacy"]["s1"]["epsilon"] for b in bodies] == [1.0, 2.0]
+    assert [b["evaluation_receipts"] for b in bodies] == [{}, {}]
 
     strat.aggregate_evaluate(3, [
-        evaluation("s1", site_scores(10), epsilon=3.5),
-        evaluation("s2", site_scores(11), epsilon=3.7),
-        evaluation("s3", "{not json"),
-        evaluation("s4", site_scores(12), evaluate_s=0.25),  # a field outside the protocol
-        evaluation("s5", site_scores(13, center=1.0)),  # binned around another logit
-        evaluation("s6", site_scores(14), epsilon=math.nan),
+        evaluation(strat, 3, "s1", site_scores(10), epsilon=3.5),
+        evaluation(strat, 3, "s2", site_scores(11), epsilon=3.7),
+        evaluation(strat, 3, "s3", "{not json"),
+        evaluation(strat, 3, "s4", site_scores(12), evaluate_s=0.25),  # outside the protocol
+        evaluation(strat, 3, "s5", site_scores(13, center=1.0)),  # binned around another logit
+        evaluation(strat, 3, "s6", site_scores(14), epsilon=math.nan),
     ], [])
     bodies = ledger_bodies(tmp_path)
     assert [b["round"] for b in bodies] == [1, 2, 3]
     final = bodies[-1]
     assert final["weights_sha256"] == hashes[2]
     assert strat.rounds[3].evaluated_by == ["s1", "s2"]
+    assert set(final["evaluation_receipts"]) == {"s1", "s2"}
     # The evaluation's epsilon supersedes the training reply's; rejected sites add nothing.
     assert final["privacy"] == {"s1": {"epsilon": 3.5, "delta": 1e-5},
                                 "s2": {"epsilon": 3.7, "delta": 1e-5}}
@@ -296,22 +651,24 @@ def test_all_mode_scores_each_aggregate_on_the_next_rounds_message(tmp_path: Pat
     assert asked == [{0}, {1}, {1}]
     assert [len(strat.configure_evaluate(r, params, manager)) for r in (1, 2, 3)] == [0, 0, 2]
 
-    strat.aggregate_fit(1, [result("s1", shifted(strat.current, 0.01), epsilon=1.0)], [])
+    strat.aggregate_fit(1, [result(strat, 1, "s1", shifted(strat.current, 0.01), epsilon=1.0)],
+                        [])
     round_1 = strat.rounds[1].weights_sha256
     assert ledger_bodies(tmp_path) == []  # trained, not yet evaluated
     strat.aggregate_fit(2, [
-        result("s1", shifted(strat.current, 0.01), epsilon=2.0, scores=site_scores(1)),
-        result("s2", shifted(strat.current, 0.02), epsilon=2.0, declined=1,
+        result(strat, 2, "s1", shifted(strat.current, 0.01), epsilon=2.0, scores=site_scores(1)),
+        result(strat, 2, "s2", shifted(strat.current, 0.02), epsilon=2.0, declined=1,
                reason="budget-exhausted", scores=site_scores(2)),
-        result("s3", shifted(strat.current, 0.02), epsilon=2.0, scores=site_scores(3),
+        result(strat, 2, "s3", shifted(strat.current, 0.02), epsilon=2.0, scores=site_scores(3),
                train_loss=0.3),
     ], [])
     bodies = ledger_bodies(tmp_path)
     assert [b["round"] for b in bodies] == [1]
     # Scored by both valid replies, even the decliner's; the malformed one counts for nothing.
     assert strat.rounds[1].evaluated_by == ["s1", "s2"]
+    assert set(bodies[0]["evaluation_receipts"]) == {"s1", "s2"}
     assert abs(bodies[0]["metrics"]["by_group"]["A"]["n"] - 200) <= 20
-    assert "field 'train_loss' is not in the protocol" in strat.rounds[2].rejected["s3"]
+    assert "field 'train_loss' is not in the protocol" in strat.rounds[2].rejected["node s3"]
     assert strat.rounds[2].sites == ["s1"] and strat.rounds[2].declined == {
         "s2": "budget-exhausted"}
     assert bodies[0]["weights_sha256"] == round_1 != strat.rounds[2].weights_sha256
@@ -319,10 +676,10 @@ def test_all_mode_scores_each_aggregate_on_the_next_rounds_message(tmp_path: Pat
     assert bodies[0]["privacy"] == {"s1": {"epsilon": 1.0, "delta": 1e-5}}
     assert strat.rounds[2].metrics is None
 
-    strat.aggregate_fit(3, [result("s1", shifted(strat.current, 0.01), epsilon=3.0,
+    strat.aggregate_fit(3, [result(strat, 3, "s1", shifted(strat.current, 0.01), epsilon=3.0,
                                    scores=site_scores(4))], [])
     assert [b["round"] for b in ledger_bodies(tmp_path)] == [1, 2]
-    strat.aggregate_evaluate(3, [evaluation("s1", site_scores(5))], [])
+    strat.aggregate_evaluate(3, [evaluation(strat, 3, "s1", site_scores(5))], [])
     bodies = ledger_bodies(tmp_path)
     assert [b["round"] for b in bodies] == [1, 2, 3]
     assert all(b["metrics"] and set(b["metrics"]["by_group"]) == {"A", "B"} for b in bodies)
