@@ -131,14 +131,16 @@ class Site:
 
     # --- releases ----------------------------------------------------------------------------
 
-    def _charge(self, ledger: PrivacyLedger, *entries: tuple[float, float, int]) -> None:
-        """Record `entries` before they are released, or refuse them if over budget."""
+    def _charge(self, ledger: PrivacyLedger, *entries: tuple[float, float, int]) -> float:
+        """Record `entries` before they are released, or refuse them if over budget; the
+        epsilon spent once they are."""
         epsilon, delta = self.budget_for_run()
         projected = ledger.projected_epsilon(delta, *entries)
         if projected > epsilon * 1.001:
             raise Refused(f"release would spend epsilon to {projected:.3f}, over the budget "
                           f"{epsilon:g}")
         ledger.record(*entries)
+        return projected
 
     def counts(self, ledger: PrivacyLedger, data: SiteData) -> CohortCounts:
         """The noisy counts of this version of the cohort table: released once, then reused."""
@@ -223,7 +225,7 @@ class Site:
                 plan = DPPlan.for_site(counts.n_train, s.batch_size, s.local_epochs,
                                        s.max_steps_per_epoch)
                 sigma = self._run_sigma(ledger, plan, run_id, server_round)
-                self._charge(ledger, (sigma, plan.sample_rate, plan.steps))
+                epsilon = self._charge(ledger, (sigma, plan.sample_rate, plan.steps))
             except Refused as why:
                 return FitReport(weights, 0, {**evaluation, **self._declined(ledger, why)})
             g, y, groups = data.split("train")
@@ -241,7 +243,6 @@ class Site:
                 raise SiteFailure("internal-error", f"took {result.steps} DP-SGD steps where "
                                                     f"{plan.steps} were costed")
             delta = self.budget_for_run()[1]
-            epsilon = ledger.epsilon(delta)
         self._log_activity(run_id=run_id, round=server_round, event="train",
                            train_s=time.perf_counter() - began, train_ended_at=time.time(),
                            loss=result.mean_loss, steps=result.steps,
@@ -271,7 +272,7 @@ class Site:
         try:
             counts = self.counts(ledger, data)
             sigma = self._run(ledger, run_id, server_round)["evaluation_noise"]
-            self._charge(ledger, gaussian_release(sigma))
+            epsilon = self._charge(ledger, gaussian_release(sigma))
         except Refused as why:
             return self._declined(ledger, why)
         g, y, groups = data.split("test")
@@ -281,7 +282,6 @@ class Site:
         scores = release_scores(logits, y, groups, counts, floor, sigma, center,
                                 rng.numpy("scores"))
         delta = self.budget_for_run()[1]
-        epsilon = ledger.epsilon(delta)
         self._log_activity(run_id=run_id, model_round=model_round, event="evaluate",
                            evaluate_s=time.perf_counter() - began,
                            evaluate_ended_at=time.time(), epsilon=epsilon,

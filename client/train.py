@@ -54,7 +54,8 @@ class DPPlan:
         Why the cap: at a given epsilon the noise multiplier depends on the sample rate and the
         step count, not on the site's size, so at a fixed batch a large site takes many small
         steps, each carrying the same noise. Capping its steps gives it larger batches instead,
-        whose averaged gradient carries less noise per person (the lab notebook has the figures).
+        whose averaged gradient carries less noise per person (lab notebook, "At most 10 DP-SGD
+        steps per epoch").
         """
         n = max(1, int(round(n_train)))
         if max_steps_per_epoch > 0:
@@ -93,7 +94,8 @@ def local_optimizer(
     learning rate each step, as far as one with signal. SGD moves each weight in proportion to
     its noisy gradient, and momentum averages that noise over about ten steps. Measured at
     learning rate 0.05 against Adam at 0.01, same ε: a gain on some cohorts, a wash on others,
-    and a gain for each site training alone (figures: the README's benchmark section).
+    and a gain for each site training alone (lab notebook, "SGD with momentum instead of Adam at
+    the sites").
     """
     if name == "sgd":
         return torch.optim.SGD(params, lr=learning_rate, momentum=0.9)

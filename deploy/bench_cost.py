@@ -13,19 +13,19 @@ largest site of the bench's cohort trains on under `max-steps-per-epoch` (249).
   the plain model and the DP one (same initial weights) and alternates their steps, `pairs`
   times after `warmup` untimed steps of each, swapping which goes first every pair. The time
   ratio is the median over the pairs of (DP step / plain step), with the pairs' middle half
-  beside it. Steps taken a fraction of a second apart see the same machine: timing each
-  configuration in its own process instead moved one process's ratio between 1.04x and 1.49x
-  from one process to the next (8 processes, 2026-11-29), and the same code's bench figure
-  between 1.11x and 1.21x;
+  beside it. Steps taken a fraction of a second apart see the same machine; timing each
+  configuration in its own process instead moved the ratio from one process to the next (lab
+  notebook, "DP-cost time: paired steps in one process");
 - memory: every configuration runs `repetitions` times, each in a FRESH process
   (`--worker MODE`), so its peak is its own: the worker's peak resident set (`VmHWM` in
   `/proc/self/status`, reset to the current size through `/proc/self/clear_refs` just before
   the first step) minus the resident set just before the first step (`/proc/self/statm`, model
   and data already built): the step's working memory, the median over the repetitions. Not
-  `getrusage().ru_maxrss`: Linux carries the PARENT's peak across fork and exec into it, so
-  every worker started by a bench process holding a 1.4 GB cohort reported 1.4 GB and the
-  ratio compared the parent's memory with itself (0.92x, 2026-11-28). Python's `tracemalloc`
-  does not see torch's allocations and torch has no CPU allocator statistics.
+  `getrusage().ru_maxrss`: Linux carries the PARENT's peak across fork and exec into it, so a
+  worker started by a bench process holding a large cohort reports the parent's peak and the
+  ratio compares the parent's memory with itself (lab notebook, "DP-cost memory: the worker's
+  own peak, not `ru_maxrss`"). Python's `tracemalloc` does not see torch's allocations and torch
+  has no CPU allocator statistics.
 
 Genotypes and panel features are random codes of the right shapes: the model's cost does not
 depend on their values. A mode that fails is recorded with its error, not dropped.

@@ -23,14 +23,14 @@ small model. Method:
   the round (Flower's own processes count as the sites' time while a site works).
 - `overhead_s = round_s - local_s`: the time no site was working (coordinator, Flower/Ray
   messaging and scheduling, process and data hand-offs), and `overhead_fraction = overhead_s
-  / round_s`. Until 2026-11-29 the sites' share was the least time their work needs on
-  `workers` workers, `max(sum / workers, longest site)` (kept as `local_bound_s`), which also
-  counted as overhead a worker left idle while the other finished the round's last site: at
-  10 unequal sites on 2 workers that packing loss is up to one site's work and moved the
-  figure between 6% and 13% from round to round.
+  / round_s`. The least time the sites' work needs on `workers` workers, `max(sum / workers,
+  longest site)`, is kept as `local_bound_s`, not used for the overhead: it would count as
+  overhead a worker left idle while the other finishes the round's last site, up to one site's
+  work at 10 unequal sites on 2 workers (lab notebook, "Federation overhead: the sites' logged
+  work, the median of 3 steady rounds").
 - The full bench runs 4 rounds, so 3 steady rounds (2, 3, 4), and reports the round with the
-  median overhead fraction, every figure from that one round; `per_round` keeps all three. One
-  round alone moved the 10-site figure between 6.0% and 8.8% from one bench to the next.
+  median overhead fraction, every figure from that one round; `per_round` keeps all three. A
+  single round's figure moved from one bench to the next (same notebook entry).
 
 `bytes_per_update`: the float32 weight arrays one site sends per round (the coordinator sends the
 same amount back to each). `secagg_overhead`: 3 sites, 3 rounds, `secagg = true` vs `false`, each

@@ -17,8 +17,7 @@ held-out people (every site's `test` split) for every method:
   `federated_dp`, with the same seeds, and reports the mean AUROC, each run under
   `centralized_runs`. The decay makes it the reference a pooled
   analysis would really get: at a constant rate the last minibatches' noise set the weights
-  (validation cohort seed 1, seeds 1-2: CEU 0.719 -> 0.746, CHB 0.775 -> 0.783, YRI 0.797 ->
-  0.805, and the two trainings 0.001 apart instead of up to 0.02);
+  (lab notebook, "The centralized reference decays its learning rate");
 - `site_alone`: each site trains the same model alone with DP-SGD under its own epsilon = 8 over
   the same number of epochs (noise calibrated with `shared.privacy.calibrate_noise`), scored on
   ALL held-out people; per population the best single site is reported, each site under

@@ -87,12 +87,13 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
             os.kill(p, sig)
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log: Path,
+                  host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise FederationError(f"{proc.args[0]} exited with code {proc.returncode}; see {log}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
             return
         time.sleep(0.2)
     raise FederationError(f"{proc.args[0]} did not listen on port {port} in {timeout:.0f} s")
@@ -106,11 +107,12 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str, cmd: list[str], cwd: Path | None = None) -> subprocess.Popen:
+    def start(self, name: str, cmd: list[str], cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+            cmd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
             start_new_session=True,
         )
         log.close()

@@ -859,6 +859,8 @@ def init_deployment(
     data_path: str = DEFAULT_DATA_PATH,
     state_path: str = DEFAULT_STATE_PATH,
     days: int = DEFAULT_DAYS,
+    open_control_api: bool = False,
+    superlink_port: int | None = None,
 ) -> dict[str, Any]:
     """Write a consortium's certificates, keys and configs under `out`; return deployment.json.
 
@@ -871,6 +873,11 @@ def init_deployment(
     `force` any existing output file is a GenofedError and nothing is written; with `force`
     every file is replaced (new CA, new coordinator keys), except that sites already
     registered stay registered (their keys are theirs, see `_kept_keys`).
+
+    The Control API is closed by default: the SuperLink listens on 127.0.0.1:`superlink_port`
+    (default `port` + 1) and nginx (`coordinator/nginx.conf`, deploy.proxy) listens on
+    `bind`:`port`, the address the sites dial, passing only `/v1/fleet/` through. With
+    `open_control_api` the SuperLink itself listens on `bind`:`port` (all three APIs exposed).
     """
     out = Path(out)
     names = validate_site_names(sites)
@@ -889,6 +896,12 @@ def init_deployment(
 
     root = out.resolve()
     address = host_port(hosts[0].rstrip("."), int(port))
+    inner_port = int(port) if open_control_api else int(superlink_port or int(port) + 1)
+    if not 1 <= inner_port <= 65535 or (inner_port == int(port) and not open_control_api):
+        raise GenofedError(f"--superlink-port {inner_port} must be a TCP port other than --port")
+    sl_bind = bind if open_control_api else "127.0.0.1"
+    # The coordinator's own flwr commands and its SuperExec use the loopback address.
+    control_address = address if open_control_api else host_port("127.0.0.1", inner_port)
     plan = _Plan()
 
     # --- certificates ------------------------------------------------------------------
@@ -910,9 +923,9 @@ def init_deployment(
     sl_argv = superlink_argv(
         str(root / "certs/ca.crt"), str(root / "certs/superlink.crt"),
         str(root / "certs/superlink.key"), str(coord / "superexec.secret"),
-        str(coord / "state/superlink.db"), bind, int(port),
+        str(coord / "state/superlink.db"), sl_bind, inner_port,
     )
-    runtime_address = host_port("127.0.0.1", int(port))
+    runtime_address = host_port("127.0.0.1", inner_port)
     se_argv = superexec_argv(runtime_address, str(root / "certs/ca.crt"),
                              str(coord / "superexec.secret"))
     plan.add("coordinator/superlink.args", _args_file("flower-superlink", sl_argv, [
@@ -929,8 +942,24 @@ def init_deployment(
             "environment, and the ledger key, site registry and output folder named in the",
             "run config.",
         ]), "superexec-command", "coordinator")
-    plan.add("coordinator/flwr-config.toml", _flwr_config(address, root / "certs/ca.crt"),
-             "flwr-config", "coordinator")
+    plan.add("coordinator/flwr-config.toml",
+             _flwr_config(control_address, root / "certs/ca.crt"), "flwr-config", "coordinator")
+    proxy_doc = None
+    if not open_control_api:
+        from deploy.proxy import NGINX_IMAGE, nginx_conf
+
+        conf = nginx_conf(listen=host_port(bind, int(port)),
+                          superlink=host_port("127.0.0.1", inner_port),
+                          cert=str(root / "certs/superlink.crt"),
+                          key=str(root / "certs/superlink.key"),
+                          ca=str(root / "certs/ca.crt"), prefix=str(coord / "nginx"))
+        plan.add("coordinator/nginx.conf", conf, "proxy-config", "coordinator")
+        plan.dirs += ["coordinator/nginx"]
+        proxy_doc = {"conf": "coordinator/nginx.conf", "listen": host_port(bind, int(port)),
+                     "upstream": host_port("127.0.0.1", inner_port), "image": NGINX_IMAGE,
+                     "exposes": ["/v1/fleet/"],
+                     "argv": ["nginx", "-p", str(coord / "nginx"), "-c",
+                              str(coord / "nginx.conf"), "-g", "daemon off;"]}
     kept = _kept_keys(root, names) if force else {}
     for name, (auth, pem, _) in kept.items():
         plan.add(f"{SITE_KEYS}/{name}/{AUTH_PUB}", auth, "site-auth-public-key", "coordinator")
@@ -1019,8 +1048,11 @@ def init_deployment(
                 "address": address,
                 "hosts": dns,
                 "ips": [str(a) for a in addrs],
-                "bind": bind,
-                "port": int(port),
+                "bind": sl_bind,
+                "port": inner_port,
+                "public_bind": bind,
+                "public_port": int(port),
+                "control_address": control_address,
                 "apis": {"fleet": "/v1/fleet/", "control": "/v1/control/",
                          "runtime": "/v1/runtime/"},
                 "argv": sl_argv,
@@ -1044,10 +1076,16 @@ def init_deployment(
                                "site-registry": str(root / REGISTRY)},
             },
             "sites": site_entries,
+            "proxy": proxy_doc,
             "ports": [
-                {"component": "superlink", "port": int(port), "bind": bind,
+                {"component": "superlink", "port": inner_port, "bind": sl_bind,
                  "protocol": "HTTPS (TLS, HTTP/1.1)", "apis": ["fleet", "control", "runtime"],
-                 "reached_by": "sites (Fleet API) and the coordinator (Control API)"},
+                 "reached_by": "the coordinator's host only (Control, Runtime APIs)"
+                 if proxy_doc else "sites (Fleet API) and the coordinator (Control API)"},
+                *([{"component": "proxy (nginx)", "port": int(port), "bind": bind,
+                    "protocol": "HTTPS (TLS, HTTP/1.1)", "apis": ["fleet"],
+                    "reached_by": "sites (Fleet API only; everything else 403)"}]
+                  if proxy_doc else []),
                 {"component": "supernode", "port": SUPERNODE_RUNTIME_PORT, "bind": "127.0.0.1",
                  "protocol": "HTTP", "apis": ["runtime"], "reached_by": "its own ClientApp"},
             ],

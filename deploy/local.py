@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.identity import AUTH_PUB, IDENTITY, RECEIPT_PUB, keygen
+from client.join import site_environment
+from client.launcher import APPROVALS, approve
 from deploy.federation import (
+    PROJECT_ROOT,
     ProcessGroup,
     RunOutcome,
     flower_env,
@@ -33,7 +36,10 @@ from deploy.federation import (
     wait_for_port,
 )
 from deploy.init import SITE_KEYS, add_site_keys, init_deployment
+from deploy.proxy import nginx_argv
 from shared.errors import FederationError
+
+PUBLIC = "127.0.0.2"  # where the loopback sites dial the coordinator (its proxy)
 
 
 @dataclass
@@ -73,14 +79,24 @@ class LocalFederation:
         if out.returncode != 0:
             raise FederationError(f"registering {name} failed: {(out.stdout + out.stderr)[-300:]}")
 
+    def approve(self, name: str, **approval: object) -> str:
+        """Act as the site: approve the code it will run (`client.launcher.approve`)."""
+        state = Path(self.doc["sites"][name]["node_config"]["state-path"])
+        return approve(state, **approval)  # type: ignore[arg-type]
+
     def start_site(self, name: str, ca: Path | None = None) -> subprocess.Popen:
-        """Start a site's SuperNode from its generated command line (own Runtime API port)."""
+        """Start a site's SuperNode from its generated command line (own Runtime API port),
+        as `genofed site join` does: its ClientApps run only code the site approved."""
         argv = list(self.doc["sites"][name]["argv"])
         argv[argv.index("--port") + 1] = str(free_port())
         if ca is not None:
             argv[argv.index("--root-certificates") + 1] = str(ca)
         argv[0] = program(argv[0])
-        return self.group.start(f"supernode-{name}", argv, cwd=self.site_dir(name))
+        state = Path(self.doc["sites"][name]["node_config"]["state-path"])
+        if not (state / APPROVALS).exists():
+            approve(state, app=PROJECT_ROOT, note="loopback federation: the app it runs")
+        env = site_environment(state, self.group.env)
+        return self.group.start(f"supernode-{name}", argv, cwd=self.site_dir(name), env=env)
 
     def start_coordinator(self) -> subprocess.Popen:
         """Start the SuperExec that launches the ServerApp: at start-up, or after a crash, when
@@ -88,13 +104,14 @@ class LocalFederation:
         argv = self.doc["superlink"]["superexec_argv"]
         return self.group.start("superexec", [program(argv[0]), *argv[1:]], cwd=self.root)
 
-    def submit(self, overrides: Mapping[str, object]) -> int:
+    def submit(self, overrides: Mapping[str, object], app_dir: Path = PROJECT_ROOT) -> int:
         """Start a run of the app with the coordinator's run config and these overrides."""
-        return submit(self.env, {**self.doc["coordinator"]["run_config"], **overrides})
+        return submit(self.env, {**self.doc["coordinator"]["run_config"], **overrides}, app_dir)
 
-    def run(self, overrides: Mapping[str, object], timeout: float = 3600.0) -> RunOutcome:
-        outcome = follow(self.env, self.submit(overrides), self.group.log_dir / "run.log",
-                         timeout)
+    def run(self, overrides: Mapping[str, object], timeout: float = 3600.0,
+            app_dir: Path = PROJECT_ROOT) -> RunOutcome:
+        outcome = follow(self.env, self.submit(overrides, app_dir),
+                         self.group.log_dir / "run.log", timeout)
         if not outcome.ok:
             raise FederationError(
                 f"federated run {outcome.run_id} ended {outcome.status}:{outcome.sub_status}"
@@ -107,11 +124,17 @@ class LocalFederation:
 def start_local(
     work: Path, sites: list[str], data_root: Path, group: ProcessGroup
 ) -> LocalFederation:
-    """Write a fresh deployment under `work` and start its SuperLink and SuperExec."""
-    port = free_port()
+    """Write a fresh deployment under `work` and start its SuperLink, its proxy and SuperExec.
+
+    The sites dial the proxy on PUBLIC (another loopback address than the SuperLink's
+    127.0.0.1), which passes only the Fleet API through: the Control API is reachable from the
+    coordinator's own address only.
+    """
+    port, inner = free_port(), free_port()
     doc = init_deployment(
-        work / "deployment", sites, host="localhost", port=port, force=True, bind="127.0.0.1",
+        work / "deployment", sites, host=PUBLIC, port=port, force=True, bind=PUBLIC,
         data_path=f"{data_root}/{{site}}", state_path=f"{work / 'site-state'}/{{site}}",
+        superlink_port=inner,
     )
     root = Path(doc["root"])
     flwr_home = work / "flwr-home"
@@ -121,7 +144,9 @@ def start_local(
     group.env = env
     argv = doc["superlink"]["argv"]
     sl = group.start("superlink", [program(argv[0]), *argv[1:]], cwd=root)
-    wait_for_port(port, sl, 60, group.log_dir / "superlink.log")
+    wait_for_port(inner, sl, 60, group.log_dir / "superlink.log")
+    proxy = group.start("proxy", nginx_argv(root / doc["proxy"]["conf"]), cwd=root)
+    wait_for_port(port, proxy, 30, group.log_dir / "proxy.log", host=PUBLIC)
     fed = LocalFederation(doc, root, env, group)
     for name in sites:
         # Every site sends its public keys before any run starts: the ServerApp reads the site

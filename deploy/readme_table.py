@@ -6,7 +6,8 @@
 `make bench` copies its JSON to `deploy/bench.json` (the committed record of the numbers behind
 the README) and rewrites the part of README.md between the `bench:start` and `bench:end`
 markers. `targets(doc)` judges the project's goals from the JSON; a missed goal shows by how much
-and what would close it.
+and what would close it, and the section points to the lab notebook (`deploy/NOTEBOOK.md`) for
+what was tried.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,255 +33,35 @@ METHODS = {
 MIA_TOLERANCE = 0.05  # "close to 0.5": within this of guessing
 BENCH_BUDGET_S = 3600.0
 
-# What would close a missed goal: analysis written by people, shown only while it is missed.
-# `close` is the short answer (the goals table's cell); `tried` is the measured record of what
-# did and did not move the figure, rendered as a list under the table so the table stays
-# readable. Figures in `tried` come from validation cohorts, never the benchmark's own.
-@dataclass(frozen=True)
-class Remedy:
-    close: str
-    tried: tuple[str, ...] = ()
-
-
+# What would close a missed goal: one short sentence per goal, written by people, shown in the
+# goals table only while the goal is missed. What was tried and what it measured lives in the lab
+# notebook (NOTEBOOK below), never here: the rendered section links to it.
+NOTEBOOK = "deploy/NOTEBOOK.md"
 REMEDIES = {
-    "federated_vs_centralized": Remedy(
+    "federated_vs_centralized": (
         "more people per site, or a larger ε: DP noise on about 1,500 people per site is the "
-        "gap (on a validation cohort ε 16 closed it), and no change to training tried so far "
-        "lifts a population by more than one DP training's spread",
-        (
-            "In: standardizing the additive read-out's dosages with the panel's public allele "
-            "frequencies (validation cohort seed 1, two noise seeds each: YRI +0.016, CEU "
-            "+0.005, CHB +0.007); earlier, 4 local epochs instead of 2.",
-            "Not kept: 6 local epochs instead of 4 (+0.009 / -0.001 / +0.003 for 1.5x the time); "
-            "freezing the blocks' biases and the CLS vector, which take ~38% of a clipped "
-            "per-person gradient at the start (-0.015 / +0.011 / +0.008); larger batches, lower "
-            "learning rates, weight decay, averaging global models.",
-            "Not kept (read-out only, the validation cohort regenerated, 2026-11-28): averaging "
-            "each site's last half of local steps; 10 x 2 or 20 x 1 rounds x epochs; inputs "
-            "whitened or weighted by a public LD reference; LD pruning; a warm start from DP "
-            "summary statistics. With the same noise draws DP-SGD ended where it ends from "
-            "scratch: the noise, not the starting point or the schedule, sets the result.",
-            "Not kept (read-out only, 2-4 noise seeds, validation cohorts seed 1 and 2): a server "
-            "learning rate of 1.5 to 3 (-0.009 to -0.047 on average); server momentum 0.5 "
-            "(-0.007); local learning rates 0.0025 to 0.04 or decaying them over rounds (-0.019 "
-            "to +0.003); weighting sites by the square root of their people or equally (+0.003 "
-            "to +0.008 on average, but CHB, held mostly by the largest site, loses up to 0.009); "
-            "soft-thresholding the read-out at the DP noise level measured from the sites' "
-            "disagreement (+0.001 to +0.004, CHB -0.001 to +0.004).",
-            "Not kept: the clipping norm (validation cohort 1, 4 noise seeds, 0.761 at norm 1). "
-            "With norm x learning rate held at 0.01, norms 0.25 / 0.5 / 2 / 4 / 8 scored 0.746 / "
-            "0.755 / 0.764 / 0.766 / 0.764; at rate 0.01, norm 2 scored 0.760 and norm 0.25 "
-            "0.761.",
-            "Not kept (2026-11-29, read-out only, validation cohort 1, 4 noise seeds; DP-Adam: "
-            "0.761, CHB 0.771): DP-AdamBC, Adam's second moment less the DP noise variance "
-            "(σC/B)², floored at 0.01 / 0.1 / 1 x that variance, at learning rates 0.0025 to "
-            "0.01: 0.730 to 0.764, CHB 0.750 to 0.773. A low floor lets the noise through at full"
-            " step size; at the highest it is DP-Adam again. Giving every ancestry the same "
-            "weight at each site (the sites' `balance = reweight`): 0.761, CHB 0.771, no "
-            "change.",
-            "For scale: one DP training moves a population's AUROC by up to 0.03 (hence the mean "
-            "of two trainings). Twice the people per site narrowed the gap to the linear score "
-            "only from 0.028 to 0.024 on average (read-out only).",
-            "Measured (2026-11-29, validation cohort 1): the centralized reference moves too. "
-            "Three trainings of the same transformer without DP (seeds 0-2) scored CEU 0.698 / "
-            "0.714 / 0.724, CHB 0.778 / 0.765 / 0.784, YRI 0.788 / 0.794 / 0.800, so the bench "
-            "now averages it over the federated runs' seeds, as it does the federated model. "
-            "Against their mean (the goal needs CEU 0.691, CHB 0.748, YRI 0.765) the federated "
-            "read-out (4 noise seeds) scored at ε 8 / 16 / 32 / 64: CEU 0.736 / 0.741 / 0.742 / "
-            "0.744, CHB 0.770 / 0.774 / 0.775 / 0.777, YRI 0.759 / 0.767 / 0.772 / 0.775. On "
-            "that cohort YRI is the population that misses at ε 8, and ε 16 closes it.",
-            "In (2026-11-29, the reference, not the federation): the centralized transformer "
-            "decays its learning rate to zero (cosine), as a pooled analysis would. At a "
-            "constant rate the last minibatches' noise set its weights; validation cohort 1, "
-            "seeds 1-2: CEU 0.719 -> 0.746, CHB 0.775 -> 0.783, YRI 0.797 -> 0.805, its two "
-            "trainings 0.001 apart instead of up to 0.02. It raises the bar this goal divides by.",
-        ),
+        "gap, and no change to training tried so far lifts a population by more than one DP "
+        "training's spread (see the lab notebook)"
     ),
-    "federated_beats_linear_prs": Remedy(
-        "none found at about 1,500 people per site and ε 8 (tried: the list below). The "
-        "linear score is a pooled non-private fit, and the federated model would have to beat "
-        "it on the additive part or find the interactions. The additive part: even without DP "
-        "noise (still clipped) the federated read-out stays below it in CHB (validation cohort "
-        "1: 0.775 against 0.786). The interactions: found "
-        "without DP, the top 2 pairs of a pooled scan add about CEU 0.019, CHB 0.002, YRI 0.033 "
-        "to the linear score on this table's cohort; under DP, finding them takes about 10x "
-        "the people per site or more (a DP scan's noise on each pair is 3-6x its sampling "
-        "noise). At 3x the people per site CEU and CHB came within 0.01 of the linear score and "
-        "YRI stayed 0.02 short. Whether the goal stands at this cohort size is the owner's call",
-        (
-            "Under DP the federated model's additive read-out alone (0 layers) scores like the "
-            "whole transformer: the architecture does not set the gap.",
-            "The interactions are worth the margins under the AUROC table. Finding 4 pairs among "
-            "the panel's 32,640 pairs under DP needs far more than 1,500 people per site: the "
-            "per-person gradient of all pair weights grows with the panel size, that of the "
-            "variant weights with its square root, so clipping leaves each pair much less signal "
-            "against the same noise.",
-            "Measured (2026-11-29): finding the pairs from data, without and with DP. Without "
-            "DP, a pooled scan of all 32,640 pairs (each pair's dosage product against the "
-            "linear score's residual) ranks a true pair first on cohorts seed 0 (this table's), "
-            "1 and 2, and the linear score given the scan's top 2 pairs gains CEU +0.019 / +0.022"
-            " / +0.013, CHB +0.002 / +0.026 / +0.013, YRI +0.033 / +0.011 / +0.030. On this "
-            "table's cohort the pairs are worth 0.002 to CHB even found without DP, so there "
-            "beating the linear score in CHB means fitting the additive part better than a "
-            "pooled non-private fit (its true additive liability scores CHB 0.821 against the "
-            "linear score's 0.796: the room is there, but 4,500 pooled people do not reach "
-            "it). Under DP the scan is hopeless at this size: with the whole "
-            "ε 8 spent on one release of each site's clipped per-person pair statistics (noise "
-            "multiplier 0.61; clipped at the median or 90th percentile of their norms; the "
-            "non-private residual; 3 noise draws each), the best-ranked true pair came 162nd to "
-            "9,797th of 32,640 on the three cohorts. Each pair's DP noise is 3.3-6.3x its "
-            "sampling noise, because a person's pair statistics grow with the number of pairs; "
-            "bringing it to the sampling noise takes about 10-40x the people per site.",
-            "Sites releasing DP summary statistics (X'y and X'X, ε 8) for a ridge at the "
-            "coordinator scored about 0.01 above DP-SGD and still about 0.02 below the linear "
-            "score (validation cohort).",
-            "Where the gap comes from (validation cohort seed 1, read-out only, same federated "
-            "schedule, linear score 0.786 on average): with the DP noise switched off the model "
-            "scores 0.770 (0.767 still clipped), with a ridge penalty (weight decay 0.02) 0.777; "
-            "with the noise on, 0.757 over 6 noise seeds, and weight decay 0.001 to 0.1 then "
-            "gains nothing or loses up to 0.032. About half the gap is the noise, half an "
-            "additive fit the noise leaves no room to regularize.",
-            "A larger ε alone does not close it (2026-11-29, validation cohort 1, read-out only, "
-            "4 noise seeds; linear score CEU 0.756, CHB 0.786, YRI 0.815): at ε 8 / 16 / 32 / 64 "
-            "the read-out scored CHB 0.770 / 0.774 / 0.775 / 0.777 and YRI 0.759 / 0.767 / 0.772 "
-            "/ 0.775; with no DP noise at all (still clipped) CHB 0.781 and YRI 0.789, with "
-            "weight decay 0.02 besides CHB 0.781 and YRI 0.787. Without noise or clipping, 20 "
-            "rounds instead of 5 overfit (CHB 0.776).",
-            "Not kept: choosing the variants the read-out may use (2026-11-29, validation cohort "
-            "1, read-out only, 4 noise seeds; all 256 variants: 0.761, CHB 0.771; linear score "
-            "0.786, CHB 0.786). Told the 40 true causal variants (it reads the truth) it scored "
-            "0.798 but CHB only 0.778, 0.784 without DP noise: there the true additive liability "
-            "itself scores CHB 0.788, so the linear score is already at CHB's additive ceiling. "
-            "Selections a coordinator could make: the 64 / 128 variants most associated with "
-            "the disease in the pooled training people, without DP (an upper bound), 0.727 / "
-            "0.757; the 128 most associated within each ancestry, 0.771, CHB 0.773; the 20 of an "
-            "L1 fit, 0.786 but CHB 0.768; the 64 / 128 largest read-out weights after round 2 "
-            "(free under DP, post-processing), 0.761 / 0.768, CHB 0.768 / 0.770.",
-            "More people per site (2026-11-29, validation cohort seed 1 simulated with 6,000 "
-            "people per population: sites of 3,421 / 2,629 / 7,449 training people, 3x the "
-            "bench's): the linear score scored CEU 0.835, CHB 0.801, YRI 0.800 (unpenalized "
-            "0.836 / 0.799 / 0.799: at this size the penalty no longer matters); the federated "
-            "DP transformer (one training) 0.831 / 0.794 / 0.758, its read-out alone (2 noise "
-            "seeds) 0.828 / 0.794 / 0.762. The read-out's YRI was 0.772 without noise and 0.785 "
-            "without noise or clipping: of YRI's 0.038, about 0.015 is a federated fit that 5 "
-            "rounds do not finish, 0.013 clipping (CEU and CHB lose nothing to it) and 0.010 the "
-            "noise. A clipping norm of 4 at learning rate 0.0025 won back 0.008 of YRI (0.770); "
-            "10 rounds of 2 epochs, nothing (0.756).",
-            "Not kept: clipping norms set per ancestry (2026-11-29, read-out only; the largest "
-            "norm sets the noise, so ε is unchanged). A YRI person's standardized dosage vector "
-            "is about 17% longer (median 18.5 against CEU 15.9 and CHB 15.6 at 3x), so its "
-            "gradients are clipped harder; clipping CEU and CHB at their length's share of "
-            "YRI's (0.84-0.90 of the norm) scored YRI 0.759 on validation cohort 1 (4 noise "
-            "seeds, as without) and 0.762 at 3x the people (2 noise seeds, as without), CEU and "
-            "CHB 0.001-0.002 lower: that length is not how clipping costs YRI. Nor is YRI's "
-            "higher case rate: a per-ancestry logit offset in training (each ancestry's pooled "
-            "case rate, more than a site would know) scored YRI 0.758 on validation cohort 1.",
-            "In (2026-11-29), but it does not close the gap: the sites' DP-SGD steps use SGD "
-            "with momentum 0.9 at learning rate 0.05 instead of Adam at 0.01 (`optimizer`). "
-            "Under DP noise Adam's per-weight scaling is the noise's scale, so a weight with no "
-            "signal moves a full step as often as one with signal. Validation cohort 1, the "
-            "same in-process federation with the same noise draws: the whole transformer (2 "
-            "trainings) CEU 0.757 -> 0.768, CHB 0.767 -> 0.771, YRI 0.764 -> 0.794; the "
-            "read-out alone (4 noise seeds) CEU 0.744 -> 0.755, CHB 0.771 -> 0.774, YRI 0.778 "
-            "-> 0.800 (linear score 0.756 / 0.786 / 0.815). It did not carry over to other "
-            "cohorts: the read-out on cohorts seed 0 (this table's) and seed 2 moved +0.002 and "
-            "-0.002 on average (CHB +0.001 / -0.007), and this table's federated model, "
-            "against the previous bench with Adam, CEU 0.775 -> 0.769, CHB 0.781 -> 0.776, YRI "
-            "0.771 -> 0.773, within one training's spread. Each site training alone gained "
-            "0.010 to 0.027 (one training each); no cohort lost more than a training's spread. "
-            "Without DP noise the read-out on cohort 1 scored the same (CHB 0.775): what CHB "
-            "misses is not the noise. Rate 0.1 did as well on the read-out, 0.003 less on the "
-            "whole model; 0.03 and 1.0 less. Not kept: FedProx's pull toward the global "
-            "weights (mu 1 / 5 with Adam, cohort 1: +0.002 / +0.005 on average).",
-            "Not kept (2026-11-29, read-out only, validation cohort 1, 4 noise seeds; without it "
-            "0.776 on average, YRI 0.800): weight decay with the sites' SGD, where unlike with "
-            "Adam it is a true ridge penalty. On the read-out's weights alone, 0.03 / 0.1 / 0.3 "
-            "scored 0.771 / 0.748 / 0.723, YRI 0.782 / 0.740 / 0.698; on every weight, 0.774 / "
-            "0.752 / 0.717. Five rounds of DP-SGD do not finish the additive fit (see the 3x "
-            "entry), so a penalty only shrinks it further, YRI's the most.",
-            "Where the rest of the gap sits with SGD (2026-11-29, read-out only, cohort 1; "
-            "linear score 0.786 on average): without DP noise the federated fit scores 0.778 "
-            "clipped at norm 1 and 0.784 at norm 16 (YRI 0.798 -> 0.813), 0.785 unclipped: the "
-            "federated fit itself reaches the linear score, and per-person clipping costs "
-            "about 0.006. With the noise on, the clipping norm does not win that back: norms 2 "
-            "/ 4 at learning rate 0.05 / norm scored 0.776 / 0.777 on cohort 1, 0.771 / 0.772 "
-            "on cohort 0 and 0.762 / 0.762 on cohort 2 (4 noise seeds each; norm 1: 0.776 / "
-            "0.771 / 0.763), since the noise grows with the norm.",
-            "In (2026-11-29): at most 10 DP-SGD steps per epoch, a larger site growing its batch "
-            "instead (`max-steps-per-epoch`). At a given ε the noise multiplier follows the "
-            "sample rate and the step count, not the site's size, so at batch 64 the largest "
-            "site took 39 steps an epoch, each as noisy as a small site's. Validation cohort 1, "
-            "read-out only, 4 noise seeds: CEU 0.745 -> 0.741, CHB 0.767 -> 0.771, YRI 0.762 -> "
-            "0.787 (linear score 0.756 / 0.786 / 0.815); at 3x the people (2 noise seeds) CEU "
-            "0.828 -> 0.828, CHB 0.794 -> 0.799, YRI 0.762 -> 0.779 (linear score 0.835 / 0.801 "
-            "/ 0.800). Caps of 16 and 6 steps did less (YRI 0.782 / 0.780, CHB 0.770 / 0.767), "
-            "as did batch 256 at every site (CEU 0.733, whose site then took 5 steps an epoch); "
-            "averaging each site's local iterates (an exponential moving average, decay 0.9 to "
-            "0.99, 2 noise seeds) lost up to 0.003.",
-            "Not kept (2026-11-29, with the cap, validation cohort 1, read-out only, 4 noise "
-            "seeds; the cap alone CEU 0.741, CHB 0.771, YRI 0.787): learning rates 0.005 / "
-            "0.0075 / 0.02, 8 local epochs, 10 rounds of 2 epochs, a server learning rate of "
-            "1.5 and server momentum 0.5 (at server learning rate 0.5) all left CHB between "
-            "0.768 and 0.773, the mean within 0.003. Weighting sites by the square root of "
-            "their training count instead of the count scored CEU 0.747, CHB 0.770, YRI 0.794: "
-            "it moves the gain between ancestries, and CHB's gap stays.",
-            "Not kept (2026-11-29, the whole federated transformer through Flower's simulation "
-            "engine, validation cohort 1, 4 trainings; linear score CEU 0.756, CHB 0.786, YRI "
-            "0.815): serving the average of the last 2 / 3 rounds' global models instead of "
-            "the last (post-processing, free under DP) scored CEU 0.742 -> 0.744 / 0.745, CHB "
-            "0.776 -> 0.778 / 0.778, YRI 0.781 -> 0.776 / 0.779.",
-        ),
+    "federated_beats_linear_prs": (
+        "none found at about 1,500 people per site and ε 8: beating a pooled non-private fit "
+        "needs far more people per site (see the lab notebook); whether the goal stands at this "
+        "size is the owner's call"
     ),
-    "worst_vs_best_population": Remedy(
+    "worst_vs_best_population": (
         "ancestry reweighting (`balance = \"reweight\"` in site.toml) or more sites holding "
         "that group: the group with the fewest training people at the sites gets the fewest DP "
-        "steps, and one DP training's spread is as large as this margin",
+        "steps, and one DP training's spread is as large as this margin"
     ),
-    "dp_step_time": Remedy(
-        "a GPU, where the per-sample gradients' matmuls are cheap",
-        (
-            "What is left is the per-sample gradients of the blocks' Linear layers (one batched "
-            "matmul per layer over every token of every person, which a plain step folds into "
-            "one matmul), Opacus' hook bookkeeping and clipping.",
-            "In (2026-11-28, 1.42x to 1.13x): per-sample gradients from a summed loss (Opacus "
-            "rescales every backprop of a mean loss); LayerNorms without gain and bias (the next "
-            "Linear absorbs them). Ghost clipping is slower on CPU.",
-        ),
+    "dp_step_time": "a GPU, where the per-sample gradients' matmuls are cheap",
+    "dp_step_memory": "smaller batches: per-sample gradients of the largest tables dominate",
+    "coordinator_overhead_10_sites": "more local work per round, or sites on their own machines",
+    "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
+    "membership_attack_dp": (
+        "a smaller ε at the sites that want less leakage: ε = 8 bounds this attack far more "
+        "loosely than 0.05 of AUROC"
     ),
-    "dp_step_memory": Remedy(
-        "smaller batches: per-sample gradients of the largest tables dominate",
-    ),
-    "coordinator_overhead_10_sites": Remedy(
-        "more local work per round, or sites on their own machines",
-        (
-            "In: our run follower waits on the log stream instead of starting a `flwr ls` "
-            "process every second (a CPU-second each, taken from the sites; most of an earlier "
-            "28%).",
-            "In (2026-11-28): no evaluation round-trip; the sites score each aggregate on the "
-            "next round's training message (0.67 s of overhead in a 6.18 s round before, 0.38 s "
-            "of 6.26 s after).",
-            "What is left: Flower's 0.1 s polling at both ends of the round, message hand-offs "
-            "and aggregation. In seconds the overhead barely moves with the sites' speed, so "
-            "its share moves with the machine's load.",
-            "Measured (2026-11-29): the figure is the median of 3 steady rounds (their range is "
-            "in the federation table), and the sites' work is the time at least one site was "
-            "working, from the end times they report. Before, it was the least time their work "
-            "needs on 2 workers, which counted a worker left idle by the packing of 10 unequal "
-            "sites as overhead: 11.4% (rounds 8.1-13.2%) in the bench of 2887bff.",
-        ),
-    ),
-    "sites_100_run": Remedy("fewer CPUs per simulated site, or fewer people per site"),
-    "membership_attack_dp": Remedy(
-        "a smaller ε (more noise) at the sites that want less leakage: ε = 8 bounds this attack "
-        "far more loosely than 0.05 of AUROC",
-        (
-            "The figure moves with the cohort: 0.49 on the simulation before the public "
-            "reference sample changed it.",
-            "Standardizing the additive read-out raised it by 0.02-0.03 as the model fits "
-            "better (3 trainings each on two one-site cohorts: 0.552 vs 0.523, 0.577 vs 0.557).",
-        ),
-    ),
-    "bench_under_60_min": Remedy("smaller federation-scaling cohorts"),
+    "bench_under_60_min": "smaller federation-scaling cohorts",
 }
 
 
@@ -311,7 +91,7 @@ def _goal(name: str, rule: str, measured: str, margin: float | None, met: bool |
     return {"name": name, "rule": rule, "measured": measured,
             "margin": margin, "met": bool(met) if met is not None else False,
             "interval": interval,
-            "remedy": None if met or name not in REMEDIES else REMEDIES[name].close}
+            "remedy": None if met or name not in REMEDIES else REMEDIES[name]}
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
@@ -489,11 +269,6 @@ def _ci_halfwidth(runs: Any) -> str:
     return f"; one training's 95% interval over the people: ±{sum(widths) / len(widths) / 2:.3f}"
 
 
-def _signed(value: Any, base: Any) -> str:
-    v, b = _num(value), _num(base)
-    return "n/a" if v is None or b is None else f"{v - b:+.3f}"
-
-
 def _commit_text(code: Any) -> str | None:
     if not isinstance(code, dict) or not code.get("commit"):
         return None
@@ -545,12 +320,9 @@ def render(doc: dict[str, Any]) -> str:
         lines += ["", f"Margins in brackets: {method}. A goal is judged by its margin; an "
                       "interval that spans 0 says the held-out people cannot tell that "
                       "outcome from the other."]
-    tried = [(g, REMEDIES[g["name"]].tried) for g in goals
-             if not g["met"] and g["name"] in REMEDIES and REMEDIES[g["name"]].tried]
-    if tried:
-        lines += ["", "What was tried for the missed goals:"]
-        for g, items in tried:
-            lines += ["", f"- *{g['rule']}*"] + [f"  - {item}" for item in items]
+    if any(not g["met"] for g in goals):
+        lines += ["", f"What was tried for the missed goals, and what it measured: the lab "
+                      f"notebook, [{NOTEBOOK}]({NOTEBOOK})."]
 
     util = doc.get("utility", {})
     lines += [
@@ -559,9 +331,20 @@ def render(doc: dict[str, Any]) -> str:
         "| method | " + " | ".join(POPULATIONS) + " |",
         "|---|" + "---|" * len(POPULATIONS),
     ]
+    ref, lin = util.get("interaction_reference"), util.get("linear_prs")
     for method, label in METHODS.items():
         cells = [_auroc_cell(_get(util, method, p)) for p in POPULATIONS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if method == "linear_prs" and ref and lin:  # what the simulated interactions are worth
+            pairs = _get(util, "interaction_reference_fit", "pairs")
+            cells = [_auroc_cell(ref.get(p)) for p in POPULATIONS]
+            lines.append(f"| linear score + the {'' if pairs is None else f'{pairs} '}true "
+                         "interaction pairs (reads the truth, like the oracle) | "
+                         + " | ".join(cells) + " |")
+    short = [p for p in POPULATIONS if _pairs_fall_short(util, p)]
+    if short:
+        lines += ["", f"In {', '.join(short)} the pairs are worth less than the federated "
+                      "model's gap to the linear score: finding them would not be enough."]
     for key, row in (("federated_dp_runs", "federated DP"), ("centralized_runs", "centralized")):
         runs = util.get(key) or []
         if runs:
@@ -570,21 +353,6 @@ def render(doc: dict[str, Any]) -> str:
             seeds = ", ".join(str(r.get("seed")) for r in runs)
             lines += ["", f"The {row} row is the mean of {len(runs)} trainings (seeds {seeds}), "
                           f"which scored {per_pop}."]
-    ref, lin = util.get("interaction_reference"), util.get("linear_prs")
-    if ref and lin:
-        gains = "; ".join(
-            f"{p} {_fmt(_get(ref, p, 'auroc'))} "
-            f"({_signed(_get(ref, p, 'auroc'), _get(lin, p, 'auroc'))})" for p in POPULATIONS)
-        pairs = _get(util, "interaction_reference_fit", "pairs")
-        lines += ["", f"What the simulated interactions are worth: the linear score given the "
-                      f"{pairs} true interaction pairs as extra features (it reads the "
-                      f"simulation's truth, like the oracle) scores {gains} against the linear "
-                      "score. A model gets past the linear score by fitting the additive part "
-                      "better than it does, or by finding those pairs."]
-        short = [p for p in POPULATIONS if _pairs_fall_short(util, p)]
-        if short:
-            lines[-1] += (f" In {', '.join(short)} the pairs are worth less than the federated "
-                          "model's gap to the linear score: finding them would not be enough.")
     held = util.get("held_out", {})
     if held:
         lines += ["", "Held-out people (cases): " + ", ".join(

@@ -4,7 +4,8 @@ Flower's Opacus example builds a fresh PrivacyEngine every round, so the epsilon
 covers one round. A site must instead compose every release ever made from its data. The
 `PrivacyLedger` keeps Opacus' accountant history, `(noise_multiplier, sample_rate, steps)`, in a
 JSON file on the site, rewritten atomically, and computes epsilon with Opacus' own accountants
-(PRV by default: tighter than RDP at the same noise, see the lab notebook).
+(PRV by default: tighter than RDP at the same noise; lab notebook, "PRV accountant instead of
+RDP").
 
 Every kind of release is an entry of that one history: a DP-SGD block is `(sigma, q, steps)`; a
 Gaussian release of counts or histograms whose L2 sensitivity is 1 (one person moves one cell

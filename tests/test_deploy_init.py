@@ -310,15 +310,25 @@ def test_command_files_match_deployment_json(deployment: tuple[Path, dict]) -> N
     assert {"--enable-supernode-auth", "--disable-runtime-dependency-installation"} <= set(
         sl["argv"])
     assert "--insecure" not in sl["argv"]
-    assert value_of(sl["argv"], "--port") == str(DEFAULT_PORT)
-    assert value_of(sl["superexec_argv"], "--runtime-api-address") == f"127.0.0.1:{DEFAULT_PORT}"
+    # The Control API is closed: the SuperLink listens on loopback, one port above the public
+    # one, and only the proxy listens where the sites dial.
+    inner = DEFAULT_PORT + 1
+    assert (value_of(sl["argv"], "--host"), value_of(sl["argv"], "--port")) == (
+        "127.0.0.1", str(inner))
+    assert value_of(sl["superexec_argv"], "--runtime-api-address") == f"127.0.0.1:{inner}"
     assert (value_of(sl["argv"], "--superexec-auth-secret-file")
             == value_of(sl["superexec_argv"], "--superexec-auth-secret-file"))
+    proxy = doc["proxy"]
+    conf = (out / proxy["conf"]).read_text()
+    assert proxy["listen"] == f"0.0.0.0:{DEFAULT_PORT}" and proxy["exposes"] == ["/v1/fleet/"]
+    assert f"listen 0.0.0.0:{DEFAULT_PORT} ssl;" in conf
+    assert f"proxy_pass https://127.0.0.1:{inner};" in conf
+    assert conf.count("location ") == 2 and "location / {\n            return 403;" in conf
 
     config = tomllib.loads((out / "coordinator/flwr-config.toml").read_text())
     conn = config["superlink"][config["superlink"]["default"]]
     assert config["superlink"]["default"] == doc["connection"] == "genofed"
-    assert conn == {"address": sl["address"],
+    assert conn == {"address": f"127.0.0.1:{inner}",
                     "root-certificates": str(out.resolve() / "certs/ca.crt")}
 
     for name in SITES:

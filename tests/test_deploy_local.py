@@ -17,7 +17,7 @@ from deploy.federation import ProcessGroup, flower_env, kill_tree, run_status, s
 from deploy.init import init_deployment
 from deploy.local import start_local
 from server.coordinator import Coordinator
-from shared.errors import GenofedError
+from shared.errors import FederationError, GenofedError
 from shared.ledger import load_public_key, read_records, verify_ledger
 from shared.privacy import PrivacyLedger
 from tests.helpers import no_stray_flower_processes, with_privacy
@@ -33,12 +33,46 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
         time.sleep(0.3)
 
 
+def approval_hash() -> str:
+    from flwr.cli.build import build_fab_from_disk
+
+    from client.launcher import fab_sha256
+    from deploy.federation import PROJECT_ROOT
+
+    return fab_sha256(build_fab_from_disk(PROJECT_ROOT))
+
+
+def copy_app(dst: Path) -> Path:
+    from deploy.federation import PROJECT_ROOT
+
+    shutil.copytree(PROJECT_ROOT, dst, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*-out", ".pytest_cache", ".ruff_cache", "*.egg-info"))
+    return dst
+
+
+def https_status(host: str, port: int, path: str, ca: str) -> int | None:
+    """The HTTP status of a POST to `path` over TLS, or None if nothing listens there."""
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False
+    try:
+        conn = http.client.HTTPSConnection(host, port, context=context, timeout=10)
+        conn.request("POST", path, body=b"", headers={"Content-Type": "application/protobuf"})
+        return conn.getresponse().status
+    except (ConnectionRefusedError, OSError):
+        return None
+
+
 def test_loopback_federation_with_auth_tls_site_lost_and_coordinator_resumed(
     tiny_cohort: Path, tmp_path: Path
 ) -> None:
     """3 registered sites, one unregistered key, one site without our CA; site-3 dies after
     round 1, the coordinator (SuperExec and its ServerApp) dies once round 2 is signed, and the
-    next run resumes at round 3 (trained and, as the last, evaluated)."""
+    next run resumes at round 3 (trained and, as the last, evaluated). The sites dial a proxy
+    that passes only the Fleet API, and run only the app bundle they approved: a bundle with
+    one line changed is refused at every site."""
     cohort = with_privacy(fresh_copy(tiny_cohort, tmp_path / "cohort"), 'accountant = "rdp"')
     for extra, src in (("site-3", "site-2"), ("site-4", "site-1"), ("site-5", "site-1")):
         shutil.copytree(cohort / src, cohort / extra)
@@ -86,6 +120,11 @@ def test_loopback_federation_with_auth_tls_site_lost_and_coordinator_resumed(
 
         results = json.loads((out / "results.json").read_text())
         assert results["status"] == "completed"
+        # Every site ran the bundle it approved, and the ledger says so, signed by the sites.
+        approved = f"fab:{approval_hash()}"
+        for r in read_records(ledger)[2:]:
+            if r.get("kind") == "round":
+                assert set(r["code"].values()) == {approved}, r["code"]
         rounds = results["rounds"]
         assert [r["round"] for r in rounds] == [1, 2, 3]  # none lost, none counted twice
         assert sorted(rounds[0]["sites"]) == ["site-1", "site-2", "site-3"]  # registered ones
@@ -105,6 +144,31 @@ def test_loopback_federation_with_auth_tls_site_lost_and_coordinator_resumed(
             assert spent.epsilon(1e-5) >= eps[-1] - 1e-9
         with pytest.raises(GenofedError, match="already completed"):
             Coordinator.from_run_config({**fed.doc["coordinator"]["run_config"], **overrides})
+
+        # The Control API is not reachable where the sites dial, only the Fleet API is; the
+        # SuperLink itself listens on the coordinator's own address only.
+        public = fed.doc["proxy"]["listen"]
+        host, public_port = public.rsplit(":", 1)
+        assert host == "127.0.0.2" != fed.doc["superlink"]["bind"] == "127.0.0.1"
+        ca = str(fed.root / "certs" / "ca.crt")
+        assert https_status(host, int(public_port), "/v1/control/list-runs", ca) == 403
+        assert https_status(host, int(public_port), "/v1/runtime/pull-messages", ca) == 403
+        assert https_status(host, int(public_port), "/v1/fleet/get-run", ca) not in (403, None)
+        assert https_status(host, fed.doc["superlink"]["port"], "/", ca) is None  # refused
+
+        # A bundle the sites did not approve (one changed line) is refused before it runs.
+        tampered = copy_app(tmp_path / "tampered-app")
+        site_py = tampered / "client" / "site.py"
+        site_py.write_text(site_py.read_text() + "\n# changed\n")
+        bad_out = tmp_path / "tampered-run"
+        with pytest.raises(FederationError):
+            fed.run({**overrides, "num-server-rounds": 1, "out-dir": str(bad_out)},
+                    timeout=300, app_dir=tampered)
+        bad = json.loads((bad_out / "results.json").read_text())["rounds"][0]
+        assert bad["sites"] == [] and bad["failure_reasons"] == {"unapproved-code": 2}
+        for name in ("site-1", "site-2"):
+            log = (work / "logs" / f"supernode-{name}.log").read_text()
+            assert "REFUSED app bundle" in log
 
         wrong_ca_log = (work / "logs" / "supernode-site-5.log").read_text()
         unregistered_log = (work / "logs" / "supernode-site-4.log").read_text()
