@@ -106,6 +106,7 @@ class ProcessGroup:
         self.env = env
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
+        self.names: set[str] = set()
 
     def start(self, name: str, cmd: list[str], cwd: Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -117,6 +118,7 @@ class ProcessGroup:
         )
         log.close()
         self.procs.append(proc)
+        self.names.add(name)
         self._write_pids(name, proc.pid)
         return proc
 

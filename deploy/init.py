@@ -936,6 +936,15 @@ def init_deployment(
         "the consortium network reaches (see deploy/GUIDE.md, Exposure).",
         "Environment: " + " ".join(f"{k}={v}" for k, v in FLOWER_ENV.items()),
     ]), "superlink-command", "coordinator")
+    signer_argv = ["genofed", "coordinator", "signer", "--key", str(coord / "ledger.key"),
+                   "--ledger", str(coord / "results" / "ledger.jsonl"),
+                   "--registry", str(root / REGISTRY), "--socket", str(coord / "signer.sock")]
+    plan.add("coordinator/signer.args", _args_file("the ledger signer", signer_argv, [
+        "The only process that reads ledger.key: the ServerApp (submitted with flwr run) asks",
+        "it over signer.sock to sign each record, and it signs a round only if the sites'",
+        "receipts back it. Run it as a user the ServerApp cannot act as; restart it after",
+        "genofed deploy add-site (it reads the registry at start).",
+    ]), "signer-command", "coordinator")
     plan.add("coordinator/superexec.args", _args_file("flower-superexec for the ServerApp",
         se_argv, [
             "Runs genofed's ServerApp for each run; needs genofed installed in its Python",
@@ -1071,9 +1080,11 @@ def init_deployment(
                 "site_keys": SITE_KEYS,
                 "results": "coordinator/results",
                 "state": "coordinator/state",
-                "run_config": {"ledger-key": str(coord / "ledger.key"),
+                # The ServerApp never holds the ledger key: the signer does (signer.args).
+                "run_config": {"ledger-signer": str(coord / "signer.sock"),
                                "out-dir": str(coord / "results"),
                                "site-registry": str(root / REGISTRY)},
+                "signer_argv": signer_argv,
             },
             "sites": site_entries,
             "proxy": proxy_doc,

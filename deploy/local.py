@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,18 @@ class LocalFederation:
 
     def start_coordinator(self) -> subprocess.Popen:
         """Start the SuperExec that launches the ServerApp: at start-up, or after a crash, when
-        the next run resumes from the signed ledger."""
+        the next run resumes from the signed ledger. The ledger signer (which alone holds the
+        ledger key) starts first, once."""
+        if "signer" not in self.group.names:
+            argv = self.doc["coordinator"]["signer_argv"]
+            signer = self.group.start("signer", [program(argv[0]), *argv[1:]], cwd=self.root)
+            socket = Path(self.doc["coordinator"]["run_config"]["ledger-signer"])
+            deadline = time.monotonic() + 60
+            while not socket.exists():
+                if signer.poll() is not None or time.monotonic() > deadline:
+                    raise FederationError(f"the ledger signer did not start; see "
+                                          f"{self.group.log_dir / 'signer.log'}")
+                time.sleep(0.2)
         argv = self.doc["superlink"]["superexec_argv"]
         return self.group.start("superexec", [program(argv[0]), *argv[1:]], cwd=self.root)
 

@@ -33,6 +33,23 @@ def _registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signer(args: argparse.Namespace) -> int:
+    from server.signer import SignerCore, serve
+    from shared.ledger import Ledger, load_private_key
+    from shared.receipts import SiteRegistry
+
+    core = SignerCore(Ledger(Path(args.ledger), load_private_key(Path(args.key))),
+                      SiteRegistry.load(args.registry))
+    server = serve(Path(args.socket), core)
+    print(f"ledger signer: {args.ledger} (key {core.ledger.key_id}) on {args.socket}",
+          flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("coordinator", help="the aggregation server's run and model")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -57,3 +74,17 @@ def register(groups: argparse._SubParsersAction) -> None:
     registry.add_argument("--out", required=True, type=Path, help="registry file to write")
     registry.add_argument("sites", nargs="+", metavar="NAME=RECEIPT_PUB")
     registry.set_defaults(func=_registry)
+
+    signer = sub.add_parser(
+        "signer",
+        help="hold the ledger key and sign only rounds the sites' receipts back",
+        description="The only process that holds the ledger key. The ServerApp (code submitted "
+        "with flwr run) asks it to sign each record over a Unix socket (run config "
+        "ledger-signer); it signs a round only if every site's receipt verifies against the "
+        "registry and the round follows its run's previous one.",
+    )
+    signer.add_argument("--key", required=True, help="the ledger's private key")
+    signer.add_argument("--ledger", required=True, help="the ledger file (ledger.jsonl)")
+    signer.add_argument("--registry", required=True, help="the site registry")
+    signer.add_argument("--socket", required=True, help="the Unix socket to listen on")
+    signer.set_defaults(func=_signer)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from server.signer import RemoteLedger
 from server.strategy import GenofedStrategy, RoundRecord, initial_weights, weights_sha256
 from shared.encoding import model_config
 from shared.errors import FederationError, GenofedError
@@ -56,7 +57,11 @@ class Coordinator:
         registry = SiteRegistry.load(settings.site_registry
                                      or Path(settings.data_root) / "site-registry.json")
         ledger_path = out_dir / "ledger.jsonl"
-        ledger = Ledger(ledger_path, signing_key(settings, out_dir, ledger_path))
+        ledger: Ledger | RemoteLedger
+        if settings.ledger_signer:  # the key is in another process, which checks what it signs
+            ledger = RemoteLedger(settings.ledger_signer, ledger_path)
+        else:
+            ledger = Ledger(ledger_path, signing_key(settings, out_dir, ledger_path))
         ledger_id = open_ledger_records(ledger, ledger_path, registry)
         weights, completed = resume_point(out_dir, settings, panel.sha256, cfg)
         strategy = GenofedStrategy(
@@ -107,7 +112,7 @@ def signing_key(settings: RunSettings, out_dir: Path, ledger_path: Path) -> Ed25
     return load_private_key(key)
 
 
-def open_ledger_records(ledger: Ledger, path: Path, registry: SiteRegistry) -> str:
+def open_ledger_records(ledger: Ledger | RemoteLedger, path: Path, registry: SiteRegistry) -> str:
     """The ledger's id: from its genesis record, or a new genesis naming the id and the sites'
     public receipt keys for a new ledger."""
     if len(ledger):

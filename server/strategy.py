@@ -39,6 +39,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
+from server.signer import RemoteLedger
 from shared import protocol
 from shared.fsio import atomic_write, write_json
 from shared.ledger import Ledger
@@ -130,7 +131,7 @@ class GenofedStrategy(FedAvg):
         model_cfg: ModelConfig,
         panel_sha256: str,
         out_dir: Path,
-        ledger: Ledger,
+        ledger: Ledger | RemoteLedger,
         initial_weights: list[np.ndarray],
         registry: SiteRegistry,
         run_id: str,

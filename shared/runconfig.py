@@ -49,6 +49,7 @@ class RunSettings:
     panel_path: str = ""  # coordinator's panel; default "<data-root>/panel.tsv"
     ledger_key: str = ""  # coordinator's Ed25519 key; default "<out-dir>/keys/ledger.key"
     site_registry: str = ""  # sites' public receipt keys; default "<data-root>/site-registry.json"
+    ledger_signer: str = ""  # the ledger signer's socket; set, the ServerApp never holds the key
     secagg: bool = False
     aggregation: str = "fedavg"  # fedavg | fedmedian | fedtrimmedavg | krum
     max_update_norm: float = 0.0  # L2 bound on (site weights - global weights); 0 = no bound
@@ -101,6 +102,7 @@ class RunSettings:
 
     def sha256(self) -> str:
         """Hash of everything that defines the run (paths excluded: they differ by machine)."""
-        local = ("data_root", "out_dir", "panel_path", "ledger_key", "site_registry")
+        local = ("data_root", "out_dir", "panel_path", "ledger_key", "site_registry",
+                 "ledger_signer")
         doc = {k: v for k, v in asdict(self).items() if k not in local}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -289,8 +289,16 @@ def test_ledger_keys_work_with_shared_ledger(deployment: tuple[Path, dict],
     ledger.append({"round": 1, "sites": SITES})
     result = verify_ledger(tmp_path / "ledger.jsonl", pub)
     assert result.ok and result.records == 1
-    assert doc["coordinator"]["run_config"]["ledger-key"] == str(key_path.resolve())
-    assert doc["coordinator"]["run_config"]["site-registry"] == str(out.resolve() / REGISTRY)
+    # The ServerApp gets the signer's socket, never the key; the signer gets the key.
+    run_config = doc["coordinator"]["run_config"]
+    assert "ledger-key" not in run_config
+    signer = doc["coordinator"]["signer_argv"]
+    assert value_of(signer, "--key") == str(key_path.resolve())
+    assert value_of(signer, "--socket") == run_config["ledger-signer"]
+    assert value_of(signer, "--ledger") == str(Path(run_config["out-dir"]) / "ledger.jsonl")
+    assert value_of(signer, "--registry") == run_config["site-registry"] == str(
+        out.resolve() / REGISTRY)
+    assert read_command_file(out / "coordinator/signer.args") == signer
 
 
 # --------------------------------------------------------------------------------------------

@@ -162,7 +162,9 @@ def test_loopback_federation_with_auth_tls_site_lost_and_coordinator_resumed(
         site_py.write_text(site_py.read_text() + "\n# changed\n")
         bad_out = tmp_path / "tampered-run"
         with pytest.raises(FederationError):
-            fed.run({**overrides, "num-server-rounds": 1, "out-dir": str(bad_out)},
+            fed.run({**overrides, "num-server-rounds": 1, "out-dir": str(bad_out),
+                     # its own ledger, signed in-process: the signer keeps the main run's
+                     "ledger-signer": "", "ledger-key": str(fed.root / "coordinator/ledger.key")},
                     timeout=300, app_dir=tampered)
         bad = json.loads((bad_out / "results.json").read_text())["rounds"][0]
         assert bad["sites"] == [] and bad["failure_reasons"] == {"unapproved-code": 2}
