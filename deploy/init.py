@@ -963,6 +963,11 @@ def init_deployment(
                           key=str(root / "certs/superlink.key"),
                           ca=str(root / "certs/ca.crt"), prefix=str(coord / "nginx"))
         plan.add("coordinator/nginx.conf", conf, "proxy-config", "coordinator")
+        # The same for deploy/compose.yaml: container paths, the SuperLink by service name.
+        plan.add("coordinator/nginx.compose.conf", nginx_conf(
+            listen=f"0.0.0.0:{int(port)}", superlink=f"superlink:{inner_port}",
+            cert="/etc/genofed/superlink.crt", key="/etc/genofed/superlink.key",
+            ca="/etc/genofed/ca.crt", prefix="/tmp"), "proxy-config", "coordinator")
         plan.dirs += ["coordinator/nginx"]
         proxy_doc = {"conf": "coordinator/nginx.conf", "listen": host_port(bind, int(port)),
                      "upstream": host_port("127.0.0.1", inner_port), "image": NGINX_IMAGE,

@@ -735,10 +735,12 @@ def compose(deployment: tuple[Path, dict]) -> dict:
 
 
 def mounts(service: dict) -> dict[str, dict]:
-    """Mount target -> long-syntax volume (we use only bind mounts in long syntax)."""
+    """Mount target -> long-syntax volume: bind mounts, and the signer's socket volume."""
     result = {}
     for vol in service.get("volumes", []):
-        assert isinstance(vol, dict) and vol["type"] == "bind", vol
+        assert isinstance(vol, dict), vol
+        assert vol["type"] == "bind" or vol == {"type": "volume", "source": "signer",
+                                                "target": "/app/signer"}, vol
         result[vol["target"]] = vol
     return result
 
@@ -757,14 +759,19 @@ def test_compose_images_ports_and_networks(compose: dict) -> None:
         assert compose["networks"][name] == {"internal": True}
     assert "FROM flwr/superexec:1.42.0" in services["serverapp"]["build"]["dockerfile_inline"]
     published = {n: s["ports"] for n, s in services.items() if "ports" in s}
-    assert list(published) == ["superlink"]  # the only port that leaves the host
-    (port,) = published["superlink"]
+    assert sorted(published) == ["proxy", "superlink"]
+    # The sites' port is nginx's (the Fleet API only); the SuperLink's own port, with the
+    # Control API, is published on the host's loopback only.
+    (port,) = published["proxy"]
     bind, host_port, container_port = port.split(":")
     assert bind == "127.0.0.1" and host_port == container_port == str(DEFAULT_PORT)
-    argv = services["superlink"]["command"]
-    assert value_of(argv, "--port") == container_port
-    for net in ("consortium", "coordinator"):
-        assert services["superlink"]["networks"][net]["aliases"] == [HOST]
+    (inner,) = published["superlink"]
+    assert inner == f"127.0.0.1:{DEFAULT_PORT + 1}:{DEFAULT_PORT + 1}"
+    assert value_of(services["superlink"]["command"], "--port") == str(DEFAULT_PORT + 1)
+    assert services["superlink"]["networks"] == ["coordinator"]
+    assert services["proxy"]["networks"]["consortium"]["aliases"] == [HOST]
+    assert services["proxy"]["image"] == "nginx:1.27-alpine"
+    assert services["signer"]["network_mode"] == "none"
     for service in services.values():
         assert "FLWR_TELEMETRY_ENABLED" in service["environment"]
 
@@ -776,6 +783,8 @@ def test_compose_flags_are_real_and_match_init(
     services = compose["services"]
     for name, service in services.items():
         (prog,) = service["entrypoint"]
+        if prog not in help_flags:  # nginx and genofed's signer: checked below
+            continue
         argv = [prog, *service["command"]]
         unknown = set(flags_of(argv)) - help_flags[prog]
         assert not unknown, f"{name}: {prog} has no {sorted(unknown)}"
@@ -791,7 +800,10 @@ def test_compose_flags_are_real_and_match_init(
     assert set(flags_of(["x", *superlink])) == set(flags_of(doc["superlink"]["argv"]))
     serverapp = ["flower-superexec", *services["serverapp"]["command"]]
     assert set(flags_of(serverapp)) == set(flags_of(doc["superlink"]["superexec_argv"]))
-    assert value_of(serverapp, "--runtime-api-address") == doc["superlink"]["address"]
+    assert value_of(serverapp, "--runtime-api-address") == f"superlink:{DEFAULT_PORT + 1}"
+    signer = ["genofed", *services["signer"]["command"]]
+    assert set(flags_of(signer)) == set(flags_of(doc["coordinator"]["signer_argv"]))
+    assert services["proxy"]["command"] == ["-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
 
     for name in SITES:
         node = services[f"supernode-{name}"]["command"]
@@ -833,8 +845,19 @@ def test_compose_mounts(compose: dict, deployment: tuple[Path, dict]) -> None:
     assert "read_only" not in sl["/app/state"]
     assert value_of(services["superlink"]["command"], "--database").startswith("/app/state/")
     server = mounts(services["serverapp"])
-    assert server["/app/keys/ledger.key"]["source"] == str(out / "coordinator/ledger.key")
+    # The ServerApp runs submitted code: the ledger key is the signer's alone.
+    assert "/app/keys/ledger.key" not in server
+    signer = mounts(services["signer"])
+    assert signer["/app/keys/ledger.key"]["source"] == str(out / "coordinator/ledger.key")
+    assert server["/app/signer"] == signer["/app/signer"]
     assert server["/app/keys/ledger.pub"]["source"] == str(out / "coordinator/ledger.pub")
+    proxy = mounts(services["proxy"])
+    conf = (out / "coordinator/nginx.compose.conf").read_text()
+    assert proxy["/etc/nginx/nginx.conf"]["source"] == str(out / "coordinator/nginx.compose.conf")
+    for target in ("/etc/genofed/ca.crt", "/etc/genofed/superlink.crt",
+                   "/etc/genofed/superlink.key"):
+        assert target in conf and proxy[target]["read_only"] is True
+    assert f"proxy_pass https://superlink:{DEFAULT_PORT + 1};" in conf
     # The ServerApp checks every receipt against the site registry: public keys, read-only.
     assert server["/app/keys/site-registry.json"]["source"] == str(out / REGISTRY)
     assert server["/app/keys/site-registry.json"]["read_only"] is True

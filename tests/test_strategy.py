@@ -684,3 +684,27 @@ def test_all_mode_scores_each_aggregate_on_the_next_rounds_message(tmp_path: Pat
     assert [b["round"] for b in bodies] == [1, 2, 3]
     assert all(b["metrics"] and set(b["metrics"]["by_group"]) == {"A", "B"} for b in bodies)
     assert [strat.rounds[r].evaluated_by for r in (1, 2, 3)] == [["s1", "s2"], ["s1"], ["s1"]]
+
+
+@pytest.mark.parametrize("payload", ["oversized", "too many groups"])
+def test_an_oversized_scores_payload_is_refused_before_it_is_allocated(
+        tmp_path: Path, payload: str) -> None:
+    """One site's evaluation far past the caps (size, groups) is refused by its reason; the
+    round is signed with the other site's scores."""
+    from shared.metrics import MAX_GROUPS, MAX_JSON_CHARS
+
+    strat = make_strategy(tmp_path, suppression_k=2, num_server_rounds=1)
+    strat.aggregate_fit(1, [result(strat, 1, "s1", shifted(strat.current, 0.01)),
+                            result(strat, 1, "s2", shifted(strat.current, 0.01))], [])
+    if payload == "oversized":
+        huge = json.dumps({"pad": "x" * (MAX_JSON_CHARS + 1)})
+    else:
+        doc = json.loads(site_scores(3))
+        one = doc["groups"]["A"]
+        doc["groups"] = {f"g{i}": one for i in range(MAX_GROUPS + 1)}
+        huge = json.dumps(doc)
+    strat.aggregate_evaluate(1, [evaluation(strat, 1, "s1", site_scores(1)),
+                                 evaluation(strat, 1, "s2", huge)], [])
+    rec = strat.rounds[1]
+    assert rec.evaluated_by == ["s1"] and set(rec.metrics["by_group"]) == {"A", "B"}
+    assert ledger_bodies(tmp_path)[-1]["round"] == 1
