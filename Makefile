@@ -8,7 +8,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv demo flwr-run test test-fast bench lint clean chromium
+.PHONY: venv demo flwr-run test test-fast bench lint clean system-tools
 
 venv: $(STAMP)
 
@@ -30,11 +30,15 @@ flwr-run: venv
 	  --federation-config "num-supernodes=3 client-resources-num-cpus=1" --stream; \
 	status=$$?; pkill -f "$(FLWR_HOME_DIR)/local-superlink" || true; exit $$status
 
-# Headless Chromium renders the audit report in tests/test_report.py.
-chromium:
+# System programs the tests start: headless Chromium renders the audit report
+# (tests/test_report.py); nginx is the coordinator's proxy in the loopback federation
+# (tests/test_deploy_local.py).
+system-tools:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx \
+	  || (apt-get update && apt-get install -y --no-install-recommends nginx)
 
-test: venv chromium
+test: venv system-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

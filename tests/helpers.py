@@ -15,7 +15,7 @@ def generous(cohort: Path) -> Path:
 
 def with_privacy(cohort: Path, settings: str) -> Path:
     """Every site of `cohort` with these `[privacy]` settings in its site.toml."""
-    for site in cohort.glob("site-*"):
+    for site in (p for p in cohort.glob("site-*") if p.is_dir()):
         toml = (site / "site.toml").read_text()
         (site / "site.toml").write_text(f"[privacy]\n{settings}\n" + toml)
     return cohort

@@ -33,6 +33,8 @@ def site(tiny_cohort: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "site"
     dst.mkdir()
     for src in (tiny_cohort / "site-1").iterdir():
+        if src.is_dir():  # the site's state (its keys): not data
+            continue
         if src.name.startswith("reference.fa"):
             try:
                 os.link(src, dst / src.name)
