@@ -17,7 +17,7 @@ from deploy.demo import fresh_copy
 from deploy.federation import run_simulation
 from shared.cli import main as cli_main
 from shared.errors import FederationError
-from shared.ledger import load_public_key, verify_ledger
+from shared.ledger import load_public_key, read_records, round_records, verify_ledger
 from tests.helpers import generous, no_stray_flower_processes, with_privacy
 
 pytestmark = pytest.mark.integration
@@ -79,16 +79,20 @@ def test_two_sites_two_rounds(
     assert (out / "checkpoints" / "round-002.pt").exists()
     key = load_public_key(out / "keys" / "ledger.pub")
     ledger = verify_ledger(out / "ledger.jsonl", key)
-    assert ledger.ok and ledger.records == 2
+    # genesis (ledger id, site registry), this run's record, then one record per round
+    assert ledger.ok and ledger.records == 4
+    bodies = read_records(out / "ledger.jsonl")
+    assert [b.get("kind") for b in bodies] == ["genesis", "run", "round", "round"]
+    assert [b["round"] for b in round_records(bodies)] == [1, 2]
     # The real run's ledger: change one recorded epsilon and verification names that record.
     lines = (out / "ledger.jsonl").read_bytes().splitlines(keepends=True)
-    at = lines[1].index(b'"epsilon":') + len(b'"epsilon":')
-    digit = lines[1][at:at + 1]
+    at = lines[2].index(b'"epsilon":') + len(b'"epsilon":')
+    digit = lines[2][at:at + 1]
     assert digit.isdigit()
-    edited = lines[1][:at] + str((int(digit) + 1) % 10).encode() + lines[1][at + 1:]
-    (out / "tampered.jsonl").write_bytes(lines[0] + edited)
+    edited = lines[2][:at] + str((int(digit) + 1) % 10).encode() + lines[2][at + 1:]
+    (out / "tampered.jsonl").write_bytes(lines[0] + lines[1] + edited)
     bad = verify_ledger(out / "tampered.jsonl", key)
-    assert not bad.ok and bad.first_bad == 1
+    assert not bad.ok and bad.first_bad == 2
     assert no_stray_flower_processes(tmp_path / "fed")
 
     # The coordinator's view: rounds, verified ledger, and the model the ledger signed.
