@@ -29,8 +29,8 @@ def _site_files(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from client.check import check_site, format_report
     from shared.fsio import write_json
-    from shared.sitecheck import check_site, format_report
 
     report = check_site(**_site_files(args))
     for line in format_report(report):

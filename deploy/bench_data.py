@@ -33,10 +33,10 @@ from typing import Any, TypeVar
 import numpy as np
 import pysam
 
+from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.genotypes import gt_code, harmonize_panel_genotypes, record_codes
 from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 from shared.panel import Panel
-from shared.simulate import SimulationConfig, simulate_cohort
 
 T = TypeVar("T")
 

@@ -31,10 +31,10 @@ from sklearn.metrics import roc_auc_score
 from client.budget import SiteBudget
 from client.release import COUNT_SENSITIVITY
 from client.train import DPPlan
+from deploy.simulate import POPULATIONS
 from shared.metrics import BIN_WIDTH, N_BINS, auroc_ci, auroc_from_hist
 from shared.privacy import calibrate_noise, gaussian_release, sigma_for_share
 from shared.runconfig import RunSettings
-from shared.simulate import POPULATIONS
 
 SHARES = (0.05, 0.1, 0.2, 0.3)
 BIN_COUNTS = (8, 12, 16, 24)

@@ -53,10 +53,10 @@ import numpy as np
 from deploy.bench_utility import say
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
+from deploy.simulate import SimulationConfig, simulate_cohort
 from server.strategy import initial_weights
 from shared.encoding import model_config
 from shared.runconfig import RunSettings
-from shared.simulate import SimulationConfig, simulate_cohort
 
 FULL_SITES = (3, 10, 30, 100)
 QUICK_SITES = (3,)

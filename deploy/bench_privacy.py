@@ -32,11 +32,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
 from deploy.bench_utility import PLAIN_LEARNING_RATE, fresh_model, say, train_plain
+from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.encoding import model_config
 from shared.metrics import auroc_ci
 from shared.privacy import calibrate_noise, epsilon_for
 from shared.runconfig import RunSettings
-from shared.simulate import SimulationConfig, simulate_cohort
 
 FULL = SimulationConfig(seed=21, sites=1, people_per_population=300)
 FULL_MEMBERS = 200

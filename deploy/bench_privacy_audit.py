@@ -29,9 +29,9 @@ from client.site import Site
 from deploy.bench_utility import say
 from deploy.demo import fresh_copy
 from deploy.privacy_audit import AuditSetup, canary_people_audit, gradient_canary_audit
+from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.encoding import model_config
 from shared.runconfig import RunSettings
-from shared.simulate import SimulationConfig, simulate_cohort
 
 FULL = SimulationConfig(seed=23, sites=1, people_per_population=300)
 FULL_CANARIES = 1000

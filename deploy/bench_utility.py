@@ -61,12 +61,12 @@ from client.train import DPPlan, pick_device, predict_logits, train_dp
 from deploy.bench_evaluation import measure as measure_evaluation_noise
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
+from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 from server.strategy import initial_weights
 from shared.encoding import model_config
 from shared.model import GT_MISSING, ModelConfig, PanelFeatures, RiskTransformer, set_weights
 from shared.privacy import calibrate_noise, epsilon_for
 from shared.runconfig import RunSettings
-from shared.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 
 # The demo's cohort and run (`genofed deploy demo` defaults).
 FULL = SimulationConfig(seed=0)

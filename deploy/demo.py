@@ -15,11 +15,11 @@ from pathlib import Path
 from client.identity import IDENTITY, RECEIPT_PUB, keygen
 from client.privacy_state import BINDING
 from deploy.federation import run_simulation
+from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.errors import FederationError
 from shared.fsio import write_json
 from shared.receipts import SiteRegistry
 from shared.report import build_report, write_html
-from shared.simulate import SimulationConfig, simulate_cohort
 
 
 def summarize(results: dict) -> dict:

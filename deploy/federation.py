@@ -21,8 +21,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+import tomli_w
+
 from shared.errors import FederationError
-from shared.fsio import write_json
+from shared.fsio import atomic_write, write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONNECTION = "genofed"
@@ -57,24 +60,15 @@ def free_port() -> int:
 
 
 def descendants(pid: int) -> list[int]:
-    """All live descendants of `pid` (Linux /proc), children first found first.
+    """All live descendants of `pid`, children first found first.
 
     Flower's SuperLink starts its SuperExec in a new session, which starts the ServerApp or the
     simulation, which starts Ray: a process group does not hold them all, their parentage does.
     """
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:  # gone already, or not ours to see
+        return []
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -179,16 +173,24 @@ class RunOutcome:
         return self.status == "finished" and self.sub_status == "completed"
 
 
-def write_connection(flwr_home: Path, address: str, root_certificates: Path | None = None) -> None:
-    """The `[superlink.genofed]` connection in `$FLWR_HOME/config.toml`."""
-    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-             f'address = "{address}"']
+def connection_toml(address: str, root_certificates: Path | None = None) -> str:
+    """The `[superlink.genofed]` connection of a `$FLWR_HOME/config.toml`, made the default.
+
+    TLS with this CA when given (flwr requires an absolute path), plaintext otherwise (the
+    loopback simulation).
+    """
+    connection: dict[str, object] = {"address": address}
     if root_certificates:
-        lines.append(f'root-certificates = "{root_certificates}"')
+        connection["root-certificates"] = str(Path(root_certificates).resolve())
     else:
-        lines.append("insecure = true")
+        connection["insecure"] = True
+    return tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: connection}})
+
+
+def write_connection(flwr_home: Path, address: str, root_certificates: Path | None = None) -> None:
+    """`connection_toml` as `$FLWR_HOME/config.toml`."""
     flwr_home.mkdir(parents=True, exist_ok=True)
-    (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
+    atomic_write(flwr_home / "config.toml", connection_toml(address, root_certificates))
 
 
 def submit(

@@ -68,6 +68,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client.identity import AUTH_KEY, AUTH_PUB, IDENTITY, RECEIPT_PUB
+from deploy.federation import CONNECTION, connection_toml
 from shared.errors import GenofedError, InputError
 from shared.fsio import atomic_write, fsync_dir
 from shared.ledger import generate_signing_key, key_id, load_public_key
@@ -75,7 +76,6 @@ from shared.receipts import SiteRegistry
 
 FLOWER_VERSION = "1.42.0"
 FORMAT = "genofed-deployment/1"
-CONNECTION = "genofed"  # the same connection name deploy.federation uses
 DEFAULT_PORT = 9092
 """The SuperLink port we write into every command line. Flower 1.42's own default is 8000; we
 always pass ``--port`` explicitly, and 8000 is the port every development web server takes."""
@@ -359,13 +359,7 @@ def _flwr_config(address: str, ca_path: Path) -> str:
         f"# `flwr run . {CONNECTION}`, `flwr ls {CONNECTION}`,",
         f"# `flwr supernode register coordinator/sites/NAME/auth.pub {CONNECTION}` ... reach",
         "# the SuperLink's Control API over TLS with this CA.",
-        "[superlink]",
-        f"default = {_toml_str(CONNECTION)}",
-        "",
-        f"[superlink.{CONNECTION}]",
-        f"address = {_toml_str(address)}",
-        f"root-certificates = {_toml_str(str(ca_path))}",  # flwr requires an absolute path
-        "",
+        connection_toml(address, ca_path),
     ])
 
 

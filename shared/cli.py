@@ -1,9 +1,9 @@
 """The one `genofed` command, with a sub-command group per role.
 
-`cohort` and `audit` belong to `shared`. The role groups (`site`, `coordinator`, `deploy`) are
-found through the `genofed.commands` entry points, so `shared` never imports `client` or
-`server`. Each group module exposes `register(subparsers)`, adding one parser whose
-sub-commands set `func(args) -> int`.
+`audit` belongs to `shared`. The role groups (`site`, `coordinator`, `deploy`, and `cohort`,
+the simulator in `deploy`) are found through the `genofed.commands` entry points, so `shared`
+never imports `client`, `server` or `deploy`. Each group module exposes
+`register(subparsers)`, adding one parser whose sub-commands set `func(args) -> int`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from shared.errors import GenofedError
 
 # Groups that live in `shared` itself: name -> module exposing `register(subparsers)`.
-_SHARED_GROUPS = {"cohort": "shared.simulate", "audit": "shared.audit"}
+_SHARED_GROUPS = {"audit": "shared.audit"}
 
 
 def build_parser() -> argparse.ArgumentParser:

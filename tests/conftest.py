@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.simulate import SimulationConfig, simulate_cohort
+from deploy.simulate import SimulationConfig, simulate_cohort
 
 TINY = SimulationConfig(
     seed=7, sites=2, people_per_population=150, sequence_length=300_000, panel_size=48,

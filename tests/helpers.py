@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
+
 
 def generous(cohort: Path) -> Path:
     """The tiny cohort's sites with a large budget and a floor of 1: only then are its handful
@@ -23,11 +25,12 @@ def with_privacy(cohort: Path, settings: str) -> Path:
 
 def no_stray_flower_processes(marker: Path) -> bool:
     """No process left whose command line or environment mentions this run's folder."""
-    for proc in Path("/proc").glob("[0-9]*"):
+    needle = str(marker)
+    for proc in psutil.process_iter():
         try:
-            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
-        except OSError:
+            if needle in " ".join(proc.cmdline()) or any(
+                    needle in value for value in proc.environ().values()):
+                return False
+        except psutil.Error:  # exited meanwhile, or a zombie
             continue
-        if str(marker).encode() in blob:
-            return False
     return True

@@ -39,9 +39,9 @@ from deploy.bench_utility import (
     train_plain,
     true_pair_products,
 )
+from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 from shared.model import GT_MISSING, RiskTransformer
 from shared.runconfig import RunSettings
-from shared.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 from tests import test_model
 
 ROOT = Path(__file__).resolve().parents[1]

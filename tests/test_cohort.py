@@ -387,7 +387,7 @@ def test_generated_split_is_deterministic_stratified_and_order_free(tmp_path: Pa
 
 
 def test_simulator_tables_read_as_before(tmp_path: Path) -> None:
-    """The simulator's table (written the way `shared.simulate` writes it) reads as it always
+    """The simulator's table (written the way `deploy.simulate` writes it) reads as it always
     did: same rows, same order, phenotype int8 0/1, the split as given."""
     frame = big_table(600, seed=2)
     frame["phenotype"] = frame["phenotype"].astype(np.int8)

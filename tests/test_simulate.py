@@ -14,9 +14,9 @@ import pysam
 import pytest
 
 import shared.cli as cli
+from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 from shared.errors import InputError
 from shared.panel import read_panel
-from shared.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 
 SMALL = SimulationConfig(
     seed=7,
@@ -230,7 +230,7 @@ def test_bad_parameters_are_refused(tmp_path: Path) -> None:
 
 
 def test_failed_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.simulate as simulate
+    import deploy.simulate as simulate
 
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
@@ -244,7 +244,7 @@ def test_failed_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def _isolated_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dispatch through the real `main`, but only with the cohort group: other groups belong
     to other packages and must not make this test fail."""
-    monkeypatch.setattr(cli, "_SHARED_GROUPS", {"cohort": "shared.simulate"})
+    monkeypatch.setattr(cli, "_SHARED_GROUPS", {"cohort": "deploy.simulate"})
     monkeypatch.setattr(cli, "entry_points", lambda group: [])
 
 

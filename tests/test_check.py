@@ -18,8 +18,8 @@ import pysam
 import pytest
 
 import shared.cohort
+from client.check import CheckReport, Finding, check_site
 from shared.cli import main
-from shared.sitecheck import CheckReport, Finding, check_site
 
 Breaker = Callable[[Path, Path], tuple[Path, str | None, str]]
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pysam
 
-from shared.errors import InputError
+from shared.errors import GenofedError, InputError
 from shared.fsio import atomic_write, write_json
 
 POPULATIONS = ("YRI", "CEU", "CHB")
@@ -131,7 +131,13 @@ def _validate(config: SimulationConfig) -> None:
 
 def _simulate_tree_sequence(config: SimulationConfig):
     """Run the coalescent offline: flat recombination only, since genetic maps are downloads."""
-    import stdpopsim  # slow import; only the simulation needs it
+    try:
+        import stdpopsim  # slow import; only the simulation needs it (the `sim` extra)
+    except ImportError:
+        raise GenofedError(
+            "simulating a cohort needs the simulation extra: pip install 'genofed[sim]' "
+            "(a site's install does not carry msprime, stdpopsim or tskit)"
+        ) from None
 
     species = stdpopsim.get_species("HomSap")
     model = species.get_demographic_model("OutOfAfrica_3G09")
