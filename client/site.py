@@ -38,7 +38,6 @@ from client.release import (
     release_scores,
 )
 from client.train import DPPlan, pick_device, predict_logits, train_dp
-from shared.encoding import model_config
 from shared.errors import GenofedError, InputError
 from shared.model import RiskTransformer, get_weights, set_weights
 from shared.privacy import PrivacyLedger, calibrate_noise, gaussian_release, sigma_for_share
@@ -110,7 +109,7 @@ class Site:
         return data
 
     def model(self, data: SiteData, weights: list[np.ndarray] | None) -> RiskTransformer:
-        cfg = model_config(len(data.panel), self.settings.encoder(), **self.settings.architecture())
+        cfg = self.settings.model_config(len(data.panel))
         model = RiskTransformer(cfg)
         if weights is not None:
             set_weights(model, weights)

@@ -89,13 +89,12 @@ def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
     import torch.nn.functional as F
 
     from client.train import local_optimizer
-    from shared.encoding import model_config
     from shared.model import PanelFeatures, RiskTransformer
     from shared.runconfig import RunSettings
 
     warnings.filterwarnings("ignore")
     settings = RunSettings()
-    cfg = model_config(variants, settings.encoder(), **settings.architecture())
+    cfg = settings.model_config(variants)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     features = PanelFeatures(

@@ -54,8 +54,8 @@ from deploy.bench_utility import say
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
 from deploy.simulate import SimulationConfig, simulate_cohort
+from server.outdir import RunFolder
 from server.strategy import initial_weights
-from shared.encoding import model_config
 from shared.runconfig import RunSettings
 
 FULL_SITES = (3, 10, 30, 100)
@@ -92,7 +92,7 @@ def _overrides(cohort: Path, out: Path, sites: int, rounds: int, **extra: object
 
 def checkpoint_times(run_dir: Path, rounds: int) -> list[float]:
     """When the coordinator finished aggregating each round (checkpoint mtimes, seconds)."""
-    return [(run_dir / "checkpoints" / f"round-{r:03d}.pt").stat().st_mtime_ns / 1e9
+    return [RunFolder(run_dir).checkpoint(r).stat().st_mtime_ns / 1e9
             for r in range(1, rounds + 1)]
 
 
@@ -211,7 +211,7 @@ def phase_s(seconds: list[float], workers: int) -> float:
 
 
 def bytes_per_update(n_variants: int, settings: RunSettings) -> int:
-    cfg = model_config(n_variants, settings.encoder(), **settings.architecture())
+    cfg = settings.model_config(n_variants)
     arrays = initial_weights(cfg, settings.seed)
     if any(a.dtype != np.float32 for a in arrays):
         raise RuntimeError("the exchanged weights are expected to be float32")

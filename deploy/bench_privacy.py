@@ -33,7 +33,6 @@ from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
 from deploy.bench_utility import PLAIN_LEARNING_RATE, fresh_model, say, train_plain
 from deploy.simulate import SimulationConfig, simulate_cohort
-from shared.encoding import model_config
 from shared.metrics import auroc_ci
 from shared.privacy import calibrate_noise, epsilon_for
 from shared.runconfig import RunSettings
@@ -114,7 +113,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     pick_out = np.sort(rng.choice(len(y_test), n, replace=False))
     members = (g_train[pick_in], y_train[pick_in].astype(np.int64))
     nonmembers = (g_test[pick_out], y_test[pick_out].astype(np.int64))
-    cfg = model_config(len(data.panel), settings.encoder(), **settings.architecture())
+    cfg = settings.model_config(len(data.panel))
 
     say("membership_attack", f"training without DP: {n} members, {epochs} epochs")
     began = time.perf_counter()

@@ -30,7 +30,6 @@ from deploy.bench_utility import say
 from deploy.demo import fresh_copy
 from deploy.privacy_audit import AuditSetup, canary_people_audit, gradient_canary_audit
 from deploy.simulate import SimulationConfig, simulate_cohort
-from shared.encoding import model_config
 from shared.runconfig import RunSettings
 
 FULL = SimulationConfig(seed=23, sites=1, people_per_population=300)
@@ -57,7 +56,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     site_dir = cohort / "site-1"
     data = Site(site_dir, settings).data()
     g, y, _ = data.split("train")
-    cfg = model_config(len(data.panel), settings.encoder(), **settings.architecture())
+    cfg = settings.model_config(len(data.panel))
     setup = AuditSetup(
         genotypes=g, labels=y, features=data.features, model_cfg=cfg,
         batch_size=settings.batch_size, epochs=settings.local_epochs,

@@ -62,8 +62,9 @@ from deploy.bench_evaluation import measure as measure_evaluation_noise
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
 from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
+from server.outdir import RunFolder
 from server.strategy import initial_weights
-from shared.encoding import model_config
+from shared.checkpoint import load_checkpoint
 from shared.model import GT_MISSING, ModelConfig, PanelFeatures, RiskTransformer, set_weights
 from shared.privacy import calibrate_noise, epsilon_for
 from shared.runconfig import RunSettings
@@ -466,18 +467,14 @@ def oracle_scores(cohort_dir: Path, test: People) -> np.ndarray:
 
 
 def federated_model(run_dir: Path) -> RiskTransformer:
-    doc = torch.load(run_dir / "checkpoints" / "latest.pt", map_location="cpu",
-                     weights_only=True)
-    model = RiskTransformer(ModelConfig(**doc["model_config"]))
-    model.load_state_dict(doc["state_dict"])
-    return model
+    return load_checkpoint(RunFolder(run_dir).latest).model()
 
 
 def federation_reported(run_dir: Path) -> dict[str, Any]:
     """What the coordinator itself reported for its last round (AUROC from the sites' DP-noised
     histograms, with its noise-aware interval), and each site's epsilon after the first and the
     last round."""
-    results = json.loads((run_dir / "results.json").read_text())
+    results = json.loads(RunFolder(run_dir).results.read_text())
     last = next(r for r in reversed(results["rounds"]) if r.get("metrics"))
     by_group = last["metrics"]["by_group"]
     epsilon: dict[str, float] = {}
@@ -540,7 +537,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     timings["federated_dp_s"] = sum(r["seconds"] for r in fed_runs) / runs
 
     data = load_cohort(cohort_dir, settings)
-    cfg = model_config(data.n_variants, settings.encoder(), **settings.architecture())
+    cfg = settings.model_config(data.n_variants)
     device = pick_device()
     oracle = oracle_scores(cohort_dir, data.test)
     oracle_auroc = auroc_by_population(oracle, data.test)

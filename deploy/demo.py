@@ -16,8 +16,10 @@ from client.identity import IDENTITY, RECEIPT_PUB, keygen
 from client.privacy_state import BINDING
 from deploy.federation import run_simulation
 from deploy.simulate import SimulationConfig, simulate_cohort
+from server.outdir import RunFolder
 from shared.errors import FederationError
 from shared.fsio import write_json
+from shared.ledger import PUBLIC_KEY_NAME
 from shared.receipts import SiteRegistry
 from shared.report import build_report, write_html
 
@@ -103,16 +105,16 @@ def fresh_cohort(out: Path, sites: int, seed: int, people: int) -> dict:
 
 def report_run(out: Path, run_dir: Path, ledger_key: Path, meta: dict) -> dict:
     """Summary table, summary.json, verified ledger and the audit report for a finished run."""
-    results = json.loads((run_dir / "results.json").read_text())
+    results = json.loads(RunFolder(run_dir).results.read_text())
     summary = summarize(results)
     write_json(out / "summary.json", summary)
     print(format_table(summary, meta.get("oracle_auroc")))
-    ledger = run_dir / "ledger.jsonl"
+    ledger = RunFolder(run_dir).ledger
     report = build_report(ledger, ledger_key)
     if not report.ok:
         raise FederationError(f"the run's own ledger does not verify: {report.reason}")
     write_html(report, out / "report.html")
-    print(f"Summary: {out / 'summary.json'}   Results: {run_dir / 'results.json'}")
+    print(f"Summary: {out / 'summary.json'}   Results: {RunFolder(run_dir).results}")
     print(f"Ledger:  {ledger} - verified, {report.records} signed records (key {ledger_key})")
     print(f"Report:  {out / 'report.html'}   "
           f"(re-check: genofed audit verify {ledger} --key {ledger_key})")
@@ -134,7 +136,7 @@ def run_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -> dict
     t1 = time.monotonic()
     run_simulation(overrides, sites, out / "federation")
     print(f"  federation finished in {time.monotonic() - t1:.0f} s.")
-    return report_run(out, run_dir, run_dir / "keys" / "ledger.pub", meta)
+    return report_run(out, run_dir, RunFolder(run_dir).ledger_pub, meta)
 
 
 def run_local_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -> dict:
@@ -153,4 +155,4 @@ def run_local_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -
     })
     print(f"  federation finished in {time.monotonic() - t1:.0f} s.")
     coordinator = out / "local" / "deployment" / "coordinator"
-    return report_run(out, coordinator / "results", coordinator / "ledger.pub", meta)
+    return report_run(out, coordinator / "results", coordinator / PUBLIC_KEY_NAME, meta)

@@ -69,9 +69,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client.identity import AUTH_KEY, AUTH_PUB, IDENTITY, RECEIPT_PUB
 from deploy.federation import CONNECTION, connection_toml
+from server.outdir import RunFolder
 from shared.errors import GenofedError, InputError
 from shared.fsio import atomic_write, fsync_dir
-from shared.ledger import generate_signing_key, key_id, load_public_key
+from shared.ledger import (
+    PRIVATE_KEY_NAME,
+    PUBLIC_KEY_NAME,
+    generate_signing_key,
+    key_id,
+    load_public_key,
+)
 from shared.receipts import SiteRegistry
 
 FLOWER_VERSION = "1.42.0"
@@ -930,8 +937,8 @@ def init_deployment(
         "the consortium network reaches (see deploy/GUIDE.md, Exposure).",
         "Environment: " + " ".join(f"{k}={v}" for k, v in FLOWER_ENV.items()),
     ]), "superlink-command", "coordinator")
-    signer_argv = ["genofed", "coordinator", "signer", "--key", str(coord / "ledger.key"),
-                   "--ledger", str(coord / "results" / "ledger.jsonl"),
+    signer_argv = ["genofed", "coordinator", "signer", "--key", str(coord / PRIVATE_KEY_NAME),
+                   "--ledger", str(RunFolder(coord / "results").ledger),
                    "--registry", str(root / REGISTRY), "--socket", str(coord / "signer.sock")]
     plan.add("coordinator/signer.args", _args_file("the ledger signer", signer_argv, [
         "The only process that reads ledger.key: the ServerApp (submitted with flwr run) asks",
@@ -1013,7 +1020,7 @@ def init_deployment(
                          CONNECTION],
         }
 
-    ledger_rels = ["coordinator/ledger.key", "coordinator/ledger.pub"]
+    ledger_rels = [f"coordinator/{PRIVATE_KEY_NAME}", f"coordinator/{PUBLIC_KEY_NAME}"]
     rels = [f.rel for f in plan.files] + ledger_rels
     if not force:
         existing = _existing(out, [*rels, "deployment.json"])

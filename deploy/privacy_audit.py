@@ -224,7 +224,6 @@ def canary_people_audit(
     """Black-box audit: canary people in the site's training and held-out splits, attacked
     through the released weights and the released evaluation histograms."""
     from server.strategy import initial_weights
-    from shared.encoding import model_config
     from shared.metrics import GroupedScores
 
     rng = rng or np.random.default_rng()
@@ -248,7 +247,7 @@ def canary_people_audit(
     augmented = dataclasses.replace(data, cohort=augmented_cohort,
                                     genotypes=np.concatenate([data.genotypes, genotypes[keep]]))
     canary_site = _CanarySite(site_dir, settings, budget=site.budget, augmented=augmented)
-    cfg = model_config(len(data.panel), settings.encoder(), **settings.architecture())
+    cfg = settings.model_config(len(data.panel))
     weights = initial_weights(cfg, settings.seed)
     fit = canary_site.fit(weights, 1, "audit", data.panel.sha256)
     if fit.metrics["declined"]:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from server.outdir import RunFolder
 from server.signer import RemoteLedger
 from server.strategy import GenofedStrategy, RoundRecord, initial_weights, weights_sha256
-from shared.encoding import model_config
-from shared.errors import FederationError, GenofedError
+from shared.checkpoint import load_checkpoint
+from shared.errors import FederationError, GenofedError, InputError
 from shared.fsio import write_json
 from shared.ledger import (
     Ledger,
@@ -31,7 +31,7 @@ from shared.ledger import (
     read_records,
     round_records,
 )
-from shared.model import ModelConfig, RiskTransformer, get_weights
+from shared.model import ModelConfig
 from shared.panel import read_panel
 from shared.receipts import SiteRegistry
 from shared.runconfig import RunSettings
@@ -53,10 +53,10 @@ class Coordinator:
         out_dir = Path(settings.out_dir).resolve()
         panel_path = Path(settings.panel_path or Path(settings.data_root) / "panel.tsv")
         panel = read_panel(panel_path)
-        cfg = model_config(len(panel), settings.encoder(), **settings.architecture())
+        cfg = settings.model_config(len(panel))
         registry = SiteRegistry.load(settings.site_registry
                                      or Path(settings.data_root) / "site-registry.json")
-        ledger_path = out_dir / "ledger.jsonl"
+        ledger_path = RunFolder(out_dir).ledger
         ledger: Ledger | RemoteLedger
         if settings.ledger_signer:  # the key is in another process, which checks what it signs
             ledger = RemoteLedger(settings.ledger_signer, ledger_path)
@@ -75,7 +75,7 @@ class Coordinator:
                        "config_sha256": settings.sha256(), "panel_sha256": panel.sha256,
                        "registry_sha256": registry.sha256(), "first_round": strategy.offset + 1,
                        "time": datetime.now(UTC).isoformat(timespec="seconds")})
-        write_json(out_dir / "run-config.json", {"run_config": dict(run_config),
+        write_json(RunFolder(out_dir).run_config, {"run_config": dict(run_config),
                                                  "model_config": cfg.to_dict()})
         return cls(settings, strategy, out_dir)
 
@@ -91,11 +91,11 @@ class Coordinator:
         results = self.strategy.results()
         ok = len(trained) == planned and len(evaluated) == len(due)
         results["status"] = "completed" if ok else "failed"
-        write_json(self.out_dir / "results.json", results)
+        write_json(RunFolder(self.out_dir).results, results)
         if not ok:
             raise FederationError(
                 f"only {len(trained)} of {planned} rounds trained and {len(evaluated)} of "
-                f"{len(due)} were evaluated; see {self.out_dir / 'results.json'}"
+                f"{len(due)} were evaluated; see {RunFolder(self.out_dir).results}"
             )
 
 
@@ -104,7 +104,7 @@ def signing_key(settings: RunSettings, out_dir: Path, ledger_path: Path) -> Ed25
     new one); the default one is made only for a ledger that does not exist yet."""
     if settings.ledger_key:
         return load_private_key(Path(settings.ledger_key))
-    key = out_dir / "keys" / "ledger.key"
+    key = RunFolder(out_dir).ledger_key
     if not key.exists() and ledger_path.exists():
         raise GenofedError(f"{key}: missing, but {ledger_path} exists: restore the key that "
                            "signed it (a new key cannot continue that ledger)")
@@ -130,12 +130,11 @@ def resume_point(
     out_dir: Path, settings: RunSettings, panel_sha256: str, cfg: ModelConfig
 ) -> tuple[list, list[RoundRecord]]:
     """Initial weights and completed rounds: fresh, or from the last round the ledger signed."""
-    records = round_records(read_records(out_dir / "ledger.jsonl")) \
-        if (out_dir / "ledger.jsonl").exists() else []
+    where = RunFolder(out_dir).ledger
+    records = round_records(read_records(where)) if where.exists() else []
     if not records:
         return initial_weights(cfg, settings.seed), []
     last = records[-1]
-    where = out_dir / "ledger.jsonl"
     if last.get("config_sha256") != settings.sha256():
         raise GenofedError(f"{where}: recorded under another run config; use a new out-dir")
     if last.get("panel_sha256") != panel_sha256:
@@ -150,14 +149,11 @@ def signed_checkpoint(
     """The weights of a ledger record's round and their checkpoint file, refused unless they
     hash to what the ledger signed. `cfg` defaults to the checkpoint's own model config."""
     done = int(record["round"])
-    ckpt = out_dir / "checkpoints" / f"round-{done:03d}.pt"
+    ckpt = RunFolder(out_dir).checkpoint(done)
     try:
-        doc = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model = RiskTransformer(cfg or ModelConfig(**doc["model_config"]))
-        model.load_state_dict(doc["state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError) as err:
+        weights = load_checkpoint(ckpt).weights(cfg)
+    except (InputError, RuntimeError) as err:
         raise GenofedError(f"{ckpt}: cannot load round {done}'s model ({err})") from err
-    weights = get_weights(model)
     if weights_sha256(weights) != record.get("weights_sha256"):
         raise GenofedError(f"{ckpt}: weights differ from those the ledger signed for round {done}")
     return weights, ckpt
@@ -167,7 +163,7 @@ def _completed_rounds(out_dir: Path, records: list[dict]) -> list[RoundRecord]:
     """One record per round the LEDGER signed: results.json's where it has the round, else
     rebuilt from the ledger (results.json is written after the ledger, so a coordinator killed
     in between has a ledger one round ahead of it)."""
-    path = out_dir / "results.json"
+    path = RunFolder(out_dir).results
     names = {f.name for f in fields(RoundRecord)}
     saved = json.loads(path.read_text()).get("rounds", []) if path.exists() else []
     by_round = {int(r["round"]): r for r in saved}

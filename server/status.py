@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from server.coordinator import signed_checkpoint
+from server.outdir import RunFolder
 from shared.errors import InputError
 from shared.ledger import key_id, load_public_key, round_records, verify_with_records
 
@@ -33,15 +34,16 @@ class RunStatus:
 
 def run_status(out_dir: Path, public_key: Path | None = None) -> RunStatus:
     out_dir = Path(out_dir)
-    ledger = out_dir / "ledger.jsonl"
+    folder = RunFolder(out_dir)
+    ledger = folder.ledger
     if not ledger.exists():
         raise InputError(ledger, "no ledger: not a coordinator's out-dir, or no round ran yet")
-    key = load_public_key(public_key or out_dir / "keys" / "ledger.pub")
+    key = load_public_key(public_key or folder.ledger_pub)
     verdict, bodies = verify_with_records(ledger, key)
     records = round_records(bodies)
-    results_path = out_dir / "results.json"
+    results_path = folder.results
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    config_path = out_dir / "run-config.json"
+    config_path = folder.run_config
     planned = None
     if config_path.exists():
         run_config = json.loads(config_path.read_text()).get("run_config", {})

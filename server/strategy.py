@@ -39,9 +39,11 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 
+from server.outdir import RunFolder
 from server.signer import RemoteLedger
 from shared import protocol
-from shared.fsio import atomic_write, write_json
+from shared.checkpoint import Checkpoint
+from shared.fsio import write_json
 from shared.ledger import Ledger
 from shared.metrics import GroupedScores, MetricFrame
 from shared.model import ModelConfig, RiskTransformer, get_weights, set_weights
@@ -328,19 +330,11 @@ class GenofedStrategy(FedAvg):
     def _checkpoint(self, server_round: int) -> None:
         model = RiskTransformer(self.model_cfg)
         set_weights(model, self.current)
-        doc = {
-            "round": server_round,
-            "model_config": self.model_cfg.to_dict(),
-            "state_dict": model.state_dict(),
-            "run_config_sha256": self.settings.sha256(),
-            "panel_sha256": self.panel_sha256,
-            "encoder": {"context_bases": self.settings.context_bases,
-                        "kmer_size": self.settings.kmer_size},
-        }
-        ckpt_dir = self.out_dir / "checkpoints"
-        for path in (ckpt_dir / f"round-{server_round:03d}.pt", ckpt_dir / "latest.pt"):
-            with atomic_write(path, "wb") as fh:
-                torch.save(doc, fh)
+        ckpt = Checkpoint.of(model, server_round, self.settings.encoder(),
+                             self.settings.sha256(), self.panel_sha256)
+        folder = RunFolder(self.out_dir)
+        for path in (folder.checkpoint(server_round), folder.latest):
+            ckpt.save(path)
 
     def _check_identity(
         self, reply: protocol.SiteReply, receipt_text: str | None, proxy: ClientProxy,
@@ -417,7 +411,7 @@ class GenofedStrategy(FedAvg):
         }
 
     def _write_results(self) -> None:
-        write_json(self.out_dir / "results.json", self.results())
+        write_json(RunFolder(self.out_dir).results, self.results())
 
 
 def initial_weights(cfg: ModelConfig, seed: int) -> list[np.ndarray]:

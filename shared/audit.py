@@ -15,6 +15,8 @@ from pathlib import Path
 
 from shared.errors import GenofedError
 from shared.ledger import (
+    PRIVATE_KEY_NAME,
+    PUBLIC_KEY_NAME,
     generate_signing_key,
     key_id,
     load_private_key,
@@ -22,9 +24,6 @@ from shared.ledger import (
     verify_with_records,
 )
 from shared.receipts import SiteRegistry, check_round, load_pem_public
-
-PRIVATE_KEY_NAME = "ledger.key"
-PUBLIC_KEY_NAME = "ledger.pub"
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

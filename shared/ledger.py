@@ -71,6 +71,9 @@ _HEX = frozenset("0123456789abcdef")
 # Canonical JSON
 # --------------------------------------------------------------------------------------------
 
+PRIVATE_KEY_NAME = "ledger.key"  # the ledger signing key's file names, wherever it is kept
+PUBLIC_KEY_NAME = "ledger.pub"
+
 
 def _check_json_value(obj: Any, where: str = "$") -> None:
     """Reject what json.dumps would encode lossily, so a record always re-verifies.

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 from shared.encoding import EncoderSettings
+from shared.model import ModelConfig
 
 AGGREGATIONS = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
 OPTIMIZERS = ("sgd", "adam")  # a site's local DP-SGD update rule (client.train.local_optimizer)
@@ -90,6 +91,10 @@ class RunSettings:
 
     def encoder(self) -> EncoderSettings:
         return EncoderSettings(context_bases=self.context_bases, kmer_size=self.kmer_size)
+
+    def model_config(self, n_variants: int) -> ModelConfig:
+        """The model these settings train on a panel of `n_variants`."""
+        return self.model_config(n_variants)
 
     def architecture(self) -> dict[str, object]:
         return {

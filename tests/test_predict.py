@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from client.predict import predict_site
+from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.cohort import read_cohort
 from shared.encoding import EncoderSettings, model_config
 from shared.errors import InputError
@@ -16,14 +17,30 @@ from shared.model import RiskTransformer
 from shared.panel import read_panel
 
 
-def write_checkpoint(path: Path, site: Path, panel_sha: str) -> None:
-    encoder = EncoderSettings()
+def write_checkpoint(path: Path, site: Path, panel_sha: str,
+                     encoder: EncoderSettings | None = None) -> Checkpoint:
+    encoder = encoder or EncoderSettings()
     cfg = model_config(len(read_panel(site / "panel.tsv")), encoder, dim=16, layers=1)
     torch.manual_seed(0)
-    torch.save({"round": 1, "model_config": cfg.to_dict(),
-                "state_dict": RiskTransformer(cfg).state_dict(), "panel_sha256": panel_sha,
-                "encoder": {"context_bases": encoder.context_bases,
-                            "kmer_size": encoder.kmer_size}}, path)
+    ckpt = Checkpoint.of(RiskTransformer(cfg), 1, encoder, "run-config-hash", panel_sha)
+    ckpt.save(path)
+    return ckpt
+
+
+def test_checkpoint_round_trip_keeps_every_encoder_setting(tiny_cohort: Path,
+                                                           tmp_path: Path) -> None:
+    site = tiny_cohort / "site-2"
+    encoder = EncoderSettings(context_bases=5, kmer_size=2, kmer_stride=2)
+    saved = write_checkpoint(tmp_path / "m.pt", site, "p" * 64, encoder)
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.encoder == encoder and loaded.model_config == saved.model_config
+    assert (loaded.round, loaded.panel_sha256, loaded.run_config_sha256) == (
+        1, "p" * 64, "run-config-hash")
+    assert all(torch.equal(a, b) for a, b in zip(
+        loaded.model().state_dict().values(), saved.state_dict.values(), strict=True))
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:500])
+    with pytest.raises(InputError, match="cut.pt.*not a genofed checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_predict_writes_one_score_per_person(tiny_cohort: Path, tmp_path: Path) -> None:

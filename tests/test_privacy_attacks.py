@@ -28,7 +28,6 @@ from client.release import (
 from client.site import Site
 from deploy.demo import fresh_copy
 from server.strategy import initial_weights
-from shared.encoding import model_config
 from shared.metrics import logit_to_bin
 from shared.privacy import epsilon_for, gaussian_release
 from shared.protocol import (
@@ -52,7 +51,7 @@ def site_copy(tiny_cohort: Path, dst: Path) -> Path:
 
 def weights_for(site: Site) -> list[np.ndarray]:
     data = site.data()
-    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    cfg = site.settings.model_config(len(data.panel))
     return initial_weights(cfg, 0)
 
 
@@ -260,7 +259,7 @@ from shared.runconfig import RunSettings
 site = Site(Path(sys.argv[1]), RunSettings(**{small!r}, target_epsilon=2.0),
             budget=SiteBudget(accountant="rdp", max_epsilon=2.0))
 data = site.data()
-cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+cfg = site.settings.model_config(len(data.panel))
 report = site.fit(initial_weights(cfg, 0), 1, sys.argv[2])
 print(report.metrics["declined"], report.metrics["epsilon"])
 """

@@ -18,7 +18,6 @@ from deploy.privacy_audit import (
     epsilon_lower_bound,
     gradient_canary_audit,
 )
-from shared.encoding import model_config
 from shared.runconfig import RunSettings
 
 SMALL = dict(batch_size=32, local_epochs=1, model_dim=16, model_layers=1, suppression_k=5,
@@ -53,7 +52,7 @@ def setup(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> AuditS
     site = Site(site_dir, settings)
     data = site.data()
     g, y, _ = data.split("train")
-    cfg = model_config(len(data.panel), settings.encoder(), **settings.architecture())
+    cfg = settings.model_config(len(data.panel))
     return AuditSetup(genotypes=g, labels=y, features=data.features, model_cfg=cfg,
                       batch_size=64, epochs=4, learning_rate=0.5, max_grad_norm=1.0,
                       accountant="rdp")  # faster to calibrate; the bench audits PRV

@@ -14,7 +14,6 @@ from client.site import Site
 from client.train import DPPlan, pick_device, train_dp
 from deploy.demo import fresh_copy
 from server.strategy import initial_weights
-from shared.encoding import model_config
 from shared.errors import InputError
 from shared.model import RiskTransformer, get_weights
 from shared.privacy import PrivacyLedger
@@ -36,7 +35,7 @@ def site_dir(tiny_cohort: Path, tmp_path: Path) -> Path:
 
 def fresh_weights(site: Site) -> list[np.ndarray]:
     data = site.data()
-    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    cfg = site.settings.model_config(len(data.panel))
     return initial_weights(cfg, 0)
 
 
@@ -44,7 +43,7 @@ def test_one_dp_step_changes_weights(site_dir: Path) -> None:
     site = Site(site_dir, RunSettings(**SMALL), budget=FAST)
     data = site.data()
     g, y, _ = data.split("train")
-    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    cfg = site.settings.model_config(len(data.panel))
     model = RiskTransformer(cfg)
     before = [w.copy() for w in get_weights(model)]
     plan = DPPlan.for_site(len(y), batch_size=32, epochs=1)
@@ -71,7 +70,7 @@ def test_dp_training_takes_every_planned_step_where_opacus_would_round_down(
     assert int(1 / (1 / 93)) == 92  # the floating-point case this guards against
     plan = DPPlan.for_site(93, batch_size=1, epochs=2)
     assert plan.steps_per_epoch == 93
-    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    cfg = site.settings.model_config(len(data.panel))
     model = RiskTransformer(cfg)
     empty = torch.zeros(0, len(data.panel), dtype=torch.long)
     assert model(empty, data.features).shape == (0,)
@@ -260,7 +259,7 @@ def test_under_dp_noise_adam_moves_every_weight_a_full_step_and_sgd_follows_the_
     site = Site(site_dir, RunSettings(**SMALL), budget=FAST)
     data = site.data()
     g, y, _ = data.split("train")
-    cfg = model_config(len(data.panel), site.settings.encoder(), **site.settings.architecture())
+    cfg = site.settings.model_config(len(data.panel))
     plan = DPPlan.for_site(len(y), batch_size=len(y), epochs=1)
     moves = {}
     for name in ("adam", "sgd"):
