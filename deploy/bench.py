@@ -19,6 +19,7 @@ import argparse
 import datetime
 import importlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -33,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from deploy.readme_table import targets as goals
+from shared.cli import setup_logging
 from shared.fsio import write_json
 
 Section = Callable[[Path, bool], dict[str, Any]]
 RESULT_NAME = "bench.json"
+log = logging.getLogger(__name__)
 
 
 def _lazy(module: str, attr: str = "run") -> Section:
@@ -59,6 +62,11 @@ SECTIONS: dict[str, Section] = {
     "privacy_audit": _lazy("deploy.bench_privacy_audit"),
     "federation": _lazy("deploy.bench_federation"),
 }
+
+
+def say(section: str, message: str) -> None:
+    """A benchmark section's progress line (stderr, through logging)."""
+    log.info("  %s: %s", section, message)
 
 
 def _version(dist: str) -> str | None:
@@ -210,6 +218,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
+    setup_logging()
     if args.list:
         print("\n".join(SECTIONS))
         return 0
@@ -249,10 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     try:
         for name in names:
-            print(f"bench: {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
+            log.info("bench: %s%s", name, " (quick)" if args.quick else "")
             results[name] = run_section(name, work_root, args.quick, meta["code"])
-            print(f"bench: {name} took {results[name]['wall_s']:.1f} s", file=sys.stderr,
-                  flush=True)
+            log.info("bench: %s took %.1f s", name, results[name]["wall_s"])
     finally:
         if not args.keep_work:
             shutil.rmtree(work_root, ignore_errors=True)

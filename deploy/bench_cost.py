@@ -45,6 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deploy.bench import say
+
 MODES = ("hooks", "functorch", "ew", "ghost")
 DEFAULT_MODE = "hooks"
 FULL = {"variants": 256, "batch": 64, "warmup": 3, "steps": 12, "repetitions": 3, "pairs": 40,
@@ -268,8 +270,7 @@ def _measure_modes(
         for mode in configs:
             if any("error" in r for r in workers[mode]):
                 continue  # a mode that failed once fails again; do not pay for it twice
-            print(f"  dp_cost: {mode} memory{where} (repetition {rep + 1})", file=sys.stderr,
-                  flush=True)
+            say("dp_cost", f"{mode} memory{where} (repetition {rep + 1})")
             workers[mode].append(_measure(mode, sizes, work_dir / f"{mode}{tag}-{rep}.json"))
     base = workers["nondp"]
     if any("error" in r for r in base):
@@ -278,8 +279,8 @@ def _measure_modes(
     for mode in dp_modes:
         failed = next((r for r in workers[mode] if "error" in r), None)
         if failed is None:
-            print(f"  dp_cost: {mode} time{where}, {sizes['pairs']} steps alternating with "
-                  "plain ones", file=sys.stderr, flush=True)
+            say("dp_cost", f"{mode} time{where}, {sizes['pairs']} steps alternating with "
+                           "plain ones")
             timed = _measure(mode, sizes, work_dir / f"{mode}{tag}-paired.json", role="paired")
             failed = timed if "error" in timed else None
         modes[mode] = ({"error": failed["error"]} if failed

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pysam
 
+from deploy.bench import say
 from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.genotypes import gt_code, harmonize_panel_genotypes, record_codes
 from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
@@ -74,7 +74,7 @@ def _best_of(reps: int, fn: Callable[[], T]) -> tuple[float, T]:
 
 
 def _say(message: str) -> None:
-    print(f"  data_path: {message}", file=sys.stderr, flush=True)
+    say("data_path", message)
 
 
 # --------------------------------------------------------------------------- decoders

@@ -43,14 +43,13 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deploy.bench_utility import say
+from deploy.bench import say
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
 from deploy.simulate import SimulationConfig, simulate_cohort
@@ -253,7 +252,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         try:
             sites[str(n)] = scaling(n, work_dir / f"sites-{n}", quick, workers)
         except Exception as err:  # recorded: e.g. 100 sites not fitting this machine
-            print(f"  federation: {n} sites failed: {err}", file=sys.stderr, flush=True)
+            say("federation", f"{n} sites failed: {err}")
             sites[str(n)] = {"error": f"{type(err).__name__}: {err}"}
         shutil.rmtree(work_dir / f"sites-{n}" / "cohort-run", ignore_errors=True)
         load.append(os.getloadavg()[0])

@@ -31,7 +31,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
-from deploy.bench_utility import PLAIN_LEARNING_RATE, fresh_model, say, train_plain
+from deploy.bench import say
+from deploy.bench_utility import PLAIN_LEARNING_RATE, fresh_model, train_plain
 from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.metrics import auroc_ci
 from shared.privacy import calibrate_noise, epsilon_for

@@ -26,7 +26,7 @@ import numpy as np
 
 from client.budget import SiteBudget
 from client.site import Site
-from deploy.bench_utility import say
+from deploy.bench import say
 from deploy.demo import fresh_copy
 from deploy.privacy_audit import AuditSetup, canary_people_audit, gradient_canary_audit
 from deploy.simulate import SimulationConfig, simulate_cohort

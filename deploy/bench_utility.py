@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -58,6 +58,7 @@ from sklearn.metrics import roc_auc_score
 
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
+from deploy.bench import say
 from deploy.bench_evaluation import measure as measure_evaluation_noise
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
@@ -92,13 +93,11 @@ METHODS = ("federated_dp", "centralized", "site_alone", "linear_prs", "oracle")
 CV_FOLDS = 5
 CV_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
 # Non-private trainings (the centralized reference, the membership attack's non-DP model) use
+log = logging.getLogger(__name__)
+
 # Adam at this rate: without DP noise Adam is the better fit; the sites' DP-SGD default (SGD
 # with momentum, `learning-rate` in pyproject.toml) is tuned for noisy gradients.
 PLAIN_LEARNING_RATE = 0.01
-
-
-def say(section: str, message: str) -> None:
-    print(f"  {section}: {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- data

@@ -8,6 +8,7 @@ of the final global model, pooled from the sites' score histograms, and each sit
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from shared.fsio import write_json
 from shared.ledger import PUBLIC_KEY_NAME
 from shared.receipts import SiteRegistry
 from shared.report import build_report, write_html
+
+log = logging.getLogger(__name__)
 
 
 def summarize(results: dict) -> dict:
@@ -94,11 +97,12 @@ def fresh_cohort(out: Path, sites: int, seed: int, people: int) -> dict:
         if (out / name).exists():
             shutil.rmtree(out / name)  # our own outputs: a fresh cohort, fresh privacy budgets
     t0 = time.monotonic()
-    print(f"Simulating a {sites}-site cohort (msprime, OutOfAfrica_3G09) into {out / 'cohort'}")
+    log.info("Simulating a %d-site cohort (msprime, OutOfAfrica_3G09) into %s", sites,
+             out / "cohort")
     meta = simulate_cohort(
         out / "cohort", SimulationConfig(seed=seed, sites=sites, people_per_population=people)
     )
-    print(f"  done in {time.monotonic() - t0:.0f} s.")
+    log.info("  done in %.0f s.", time.monotonic() - t0)
     register_sites(out / "cohort")
     return meta
 
@@ -125,7 +129,7 @@ def run_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -> dict
     out = out.resolve()
     cohort_dir, run_dir = out / "cohort", out / "run"
     meta = fresh_cohort(out, sites, seed, people)
-    print(f"Federating {rounds} rounds in Flower's simulation engine ...")
+    log.info("Federating %d rounds in Flower's simulation engine ...", rounds)
     overrides = {
         "num-server-rounds": rounds,
         "min-sites": sites,
@@ -135,7 +139,7 @@ def run_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -> dict
     }
     t1 = time.monotonic()
     run_simulation(overrides, sites, out / "federation")
-    print(f"  federation finished in {time.monotonic() - t1:.0f} s.")
+    log.info("  federation finished in %.0f s.", time.monotonic() - t1)
     return report_run(out, run_dir, RunFolder(run_dir).ledger_pub, meta)
 
 
@@ -146,13 +150,13 @@ def run_local_demo(out: Path, sites: int, rounds: int, seed: int, people: int) -
     out = out.resolve()
     meta = fresh_cohort(out, sites, seed, people)
     names = [f"site-{i}" for i in range(1, sites + 1)]
-    print(f"Starting a TLS SuperLink and {sites} authenticated SuperNodes on loopback; "
-          f"federating {rounds} rounds ...")
+    log.info("Starting a TLS SuperLink and %d authenticated SuperNodes on loopback; "
+             "federating %d rounds ...", sites, rounds)
     t1 = time.monotonic()
     run_local(out / "local", out / "cohort", names, {
         "num-server-rounds": rounds, "min-sites": sites, "seed": seed,
         "panel-path": str(out / "cohort" / "panel.tsv"), "round-timeout": 600.0,
     })
-    print(f"  federation finished in {time.monotonic() - t1:.0f} s.")
+    log.info("  federation finished in %.0f s.", time.monotonic() - t1)
     coordinator = out / "local" / "deployment" / "coordinator"
     return report_run(out, coordinator / "results", coordinator / PUBLIC_KEY_NAME, meta)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from importlib.metadata import entry_points
 
@@ -17,6 +18,22 @@ from shared.errors import GenofedError
 
 # Groups that live in `shared` itself: name -> module exposing `register(subparsers)`.
 _SHARED_GROUPS = {"audit": "shared.audit"}
+
+
+# genofed's own loggers; progress goes to stderr through them, results to stdout.
+LOGGERS = ("shared", "client", "server", "deploy")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Progress messages of genofed's modules on stderr, as plain lines (idempotent)."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(getattr(h, "genofed", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            handler.genofed = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging()
     func = getattr(args, "func", None)
     if func is None:
         parser.parse_args([args.group, "--help"])
