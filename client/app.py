@@ -25,8 +25,8 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Context
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from client.budget import SiteBudget
 from client.identity import sign_reply
+from client.settings import SiteSettings
 from client.site import Site, SiteFailure
 from shared import protocol
 from shared.errors import GenofedError
@@ -130,9 +130,8 @@ def _site_from_context(context: Context) -> Site:
         data_path = Path(settings.data_root) / f"site-{int(node['partition-id']) + 1}"
     name = str(node["site-id"]) if "site-id" in node else None
     state = str(node["state-path"]) if "state-path" in node else None
-    budget = SiteBudget.load(data_path, node)
-    balance = str(node["balance"]) if "balance" in node else None
-    return Site(data_path, settings, name=name, state_path=state, budget=budget, balance=balance)
+    return Site(data_path, settings, name=name, state_path=state,
+                own=SiteSettings.load(data_path, node))
 
 
 def client_fn(context: Context):  # type: ignore[no-untyped-def]

@@ -2,7 +2,8 @@
 
 A hospital sets its limits in its SuperNode's node config (`max-epsilon`, `delta`,
 `min-noise-multiplier`, `accountant`, `evaluation-share`, `count-share`, `min-group-size`) or in
-`site.toml` in its data folder (same keys; node config wins). The coordinator's run config may
+the `[privacy]` table of its `site.toml` (same keys; node config wins; read by
+`client.settings`). The coordinator's run config may
 ask for *less* privacy loss (a lower target epsilon or delta), never more: the effective budget
 is the stricter of the two, the noise multiplier is never below the site's minimum, and the
 small-group floor is the larger of the site's and the coordinator's.
@@ -10,31 +11,12 @@ small-group floor is the larger of the site's and the coordinator's.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from shared.errors import InputError
 from shared.privacy import ACCOUNTANTS
-
-SITE_CONFIG = "site.toml"
-
-
-def read_site_config(data_path: Path) -> dict:
-    """The site's `site.toml` ({} when absent): `[privacy]` and `[cohort]` tables."""
-    path = Path(data_path) / SITE_CONFIG
-    if not path.exists():
-        return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise InputError(path, f"not valid TOML ({err})") from err
-
-
-def training_option(data_path: Path, key: str, default: str) -> str:
-    """A `[training]` setting of the site's `site.toml` (e.g. `balance = "reweight"`)."""
-    return str(read_site_config(data_path).get("training", {}).get(key, default))
 
 
 @dataclass(frozen=True)
@@ -51,18 +33,6 @@ class SiteBudget:
     count_share: float = 0.05
     # Groups with fewer held-out cases or controls (noisy counts) are withheld from evaluations.
     min_group_size: float = 10.0
-
-    @classmethod
-    def load(cls, data_path: Path, node_config: Mapping[str, object] | None = None) -> SiteBudget:
-        """Defaults, then `site.toml`, then the node config (the operator's command line)."""
-        path = Path(data_path) / SITE_CONFIG
-        doc = read_site_config(data_path)
-        # Privacy keys live in [privacy]; bare top-level keys are accepted too.
-        bare = {k: v for k, v in doc.items() if not isinstance(v, dict)}
-        values = dict(doc.get("privacy", bare))
-        names = {f.name.replace("_", "-") for f in fields(cls)}
-        values.update({k: v for k, v in (node_config or {}).items() if k in names})
-        return cls.from_mapping(values, path)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object], where: Path | None = None) -> SiteBudget:

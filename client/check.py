@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -54,6 +53,7 @@ import pysam
 
 from shared.cohort import read_cohort
 from shared.errors import InputError
+from shared.genotypes import canonical_contig, contig_alias
 from shared.panel import Panel, read_panel
 
 LEVELS = ("error", "warning", "info")
@@ -137,23 +137,6 @@ def check_site(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _contig_alias(name: str, available: Iterable[str]) -> str | None:
-    """`name` as spelled in `available`: the same, or with/without the `chr` prefix."""
-    available = set(available)
-    if name in available:
-        return name
-    bare = name[3:] if name.lower().startswith("chr") else name
-    candidates = [bare, "chr" + bare]
-    if bare.upper() in ("M", "MT"):
-        candidates += ["MT", "M", "chrM", "chrMT"]
-    return next((c for c in candidates if c in available), None)
-
-
-def _canonical(name: str) -> str:
-    bare = name[3:] if name.lower().startswith("chr") else name
-    return "MT" if bare.upper() in ("M", "MT") else bare
 
 
 def _stats(values: np.ndarray) -> dict[str, Any]:
@@ -371,7 +354,7 @@ class _SiteCheck:
         renamed: dict[str, str] = {}
         for chrom, pos, ref in zip(p.chrom, p.pos, p.ref, strict=True):
             chrom, pos = str(chrom), int(pos)
-            contig = _contig_alias(chrom, self.fa_lengths)
+            contig = contig_alias(chrom, self.fa_lengths)
             if contig is None:
                 absent.setdefault(chrom, []).append(f"{chrom}:{pos}")
                 continue
@@ -520,7 +503,7 @@ class _SiteCheck:
         table = []
         for name in declared:
             length = header_contigs.get(name)
-            contig = _contig_alias(name, self.fa_lengths) if self.fasta is not None else None
+            contig = contig_alias(name, self.fa_lengths) if self.fasta is not None else None
             ref_len = self.fa_lengths.get(contig) if contig else None
             table.append({"vcf": name, "vcf_length": length, "reference": contig,
                           "reference_length": ref_len})
@@ -715,7 +698,7 @@ class _SiteCheck:
         self._allele_frequencies(codes, found, matched)
 
     def _panel_missingness(self, codes: np.ndarray, found: np.ndarray) -> None:
-        from shared.model import GT_MISSING
+        from shared.tokenizer import GT_MISSING
 
         p = self.panel
         assert p is not None
@@ -733,7 +716,7 @@ class _SiteCheck:
                          f"their calls (this one {_pct(float(rates[worst]))})")
 
     def _allele_frequencies(self, codes: np.ndarray, found: np.ndarray, matched: list[str]) -> None:
-        from shared.model import GT_MISSING
+        from shared.tokenizer import GT_MISSING
 
         p = self.panel
         assert p is not None and self.cohort is not None
@@ -813,7 +796,7 @@ class _Scan:
         self.panel_at: dict[tuple[str, int], list[int]] = {}
         if panel is not None:
             for j, (c, q) in enumerate(zip(panel.chrom, panel.pos, strict=True)):
-                self.panel_at.setdefault((_canonical(str(c)), int(q)), []).append(j)
+                self.panel_at.setdefault((canonical_contig(str(c)), int(q)), []).append(j)
         self._reset()
 
     def _reset(self) -> None:
@@ -886,12 +869,12 @@ class _Scan:
         if self.declared and chrom not in self.declared and chrom not in self.undeclared:
             self.undeclared[chrom] = where
         lengths = self.check.fa_lengths
-        self.fa_contig = _contig_alias(chrom, lengths) if self.check.fasta is not None else None
+        self.fa_contig = contig_alias(chrom, lengths) if self.check.fasta is not None else None
         if self.check.fasta is not None and self.fa_contig is None:
             self.not_in_reference.setdefault(chrom, [where, 0])
 
     def _panel_match(self, chrom: str, pos: int, ref: str, alts: tuple | None) -> None:
-        hits = self.panel_at.get((_canonical(chrom), pos))
+        hits = self.panel_at.get((canonical_contig(chrom), pos))
         if not hits or not alts:
             return
         panel = self.check.panel

@@ -32,7 +32,12 @@ def _check(args: argparse.Namespace) -> int:
     from client.check import check_site, format_report
     from shared.fsio import write_json
 
-    report = check_site(**_site_files(args))
+    spec = None
+    if args.data is not None:  # the folder's site.toml says how to read its cohort table
+        from client.settings import SiteSettings
+
+        spec = SiteSettings.load(Path(args.data)).cohort
+    report = check_site(**_site_files(args), cohort_spec=spec)
     for line in format_report(report):
         print(line)
     if args.json:
@@ -54,10 +59,10 @@ def _state(args: argparse.Namespace) -> Path:
 
 
 def _budget(args: argparse.Namespace) -> int:
-    from client.budget import SiteBudget
     from client.privacy_state import open_ledger
+    from client.settings import SiteSettings
 
-    budget = SiteBudget.load(Path(args.data))
+    budget = SiteSettings.load(Path(args.data)).privacy
     with open_ledger(Path(args.data), _state(args), budget.accountant) as ledger:
         spent = ledger.epsilon(budget.delta)
         print(f"privacy ledger {ledger.ledger_id} ({ledger.path}): epsilon {spent:.3f} of "
@@ -67,10 +72,10 @@ def _budget(args: argparse.Namespace) -> int:
 
 
 def _reset_budget(args: argparse.Namespace) -> int:
-    from client.budget import SiteBudget
     from client.privacy_state import reset_budget
+    from client.settings import SiteSettings
 
-    budget = SiteBudget.load(Path(args.data))
+    budget = SiteSettings.load(Path(args.data)).privacy
     new = reset_budget(Path(args.data), _state(args), budget.accountant, args.reason)
     print(f"new privacy ledger {new} for {args.data}; the reset and its reason are recorded "
           "in the data folder's binding file")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from client.budget import SITE_CONFIG, read_site_config
 from client.cache import GenotypeCache
 from client.release import ALL, cohort_fingerprint
 from shared.cohort import Cohort, CohortSpec, read_cohort
@@ -82,18 +81,12 @@ def index_path(vcf: Path) -> Path | None:
     return next((p for p in (Path(f"{vcf}.tbi"), Path(f"{vcf}.csi")) if p.exists()), None)
 
 
-def cohort_spec(root: str | Path) -> CohortSpec:
-    """How to read this site's cohort table: the `[cohort]` table of its `site.toml`."""
-    table = read_site_config(Path(root)).get("cohort")
-    if table is None:
-        return CohortSpec()
-    return CohortSpec.from_mapping(table, Path(root) / SITE_CONFIG)
-
-
 def load_site(
-    root: str | Path, encoder: EncoderSettings, cache_dir: str | Path | None = None
+    root: str | Path, encoder: EncoderSettings, cache_dir: str | Path | None = None,
+    spec: CohortSpec | None = None,
 ) -> SiteData:
-    """Load and encode a site folder.
+    """Load and encode a site folder (its cohort table read as `spec`, by default as its
+    `site.toml` says).
 
     Cached in memory per process while its files are unchanged, and, with `cache_dir`, on the
     site's disk keyed by the content of its inputs, so the next process skips the VCF.
@@ -106,7 +99,11 @@ def load_site(
         raise InputError(paths.vcf, "no .tbi or .csi index next to the VCF/BCF")
     key = tuple(_stamp(p) for p in (paths.vcf, paths.reference, paths.cohort, paths.panel))
     cache = Path(cache_dir) if cache_dir is not None else None
-    return _load(paths, encoder, cohort_spec(paths.root), cache, key)
+    if spec is None:
+        from client.settings import SiteSettings
+
+        spec = SiteSettings.load(paths.root).cohort
+    return _load(paths, encoder, spec, cache, key)
 
 
 @functools.lru_cache(maxsize=4)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from client.budget import SITE_CONFIG, SiteBudget, training_option
+from client.budget import SiteBudget
 from client.data import SiteData, load_site
 from client.privacy_state import open_ledger
 from client.randomness import DPRandomness
@@ -37,6 +37,7 @@ from client.release import (
     release_counts,
     release_scores,
 )
+from client.settings import BALANCE_MODES, SITE_CONFIG, SiteSettings
 from client.train import DPPlan, pick_device, predict_logits, train_dp
 from shared.errors import GenofedError, InputError
 from shared.model import RiskTransformer, get_weights, set_weights
@@ -44,7 +45,6 @@ from shared.privacy import PrivacyLedger, calibrate_noise, gaussian_release, sig
 from shared.protocol import site_version
 from shared.runconfig import RunSettings
 
-BALANCE_MODES = ("none", "reweight")
 ACTIVITY_LOG = "activity.jsonl"
 
 log = logging.getLogger(__name__)
@@ -80,16 +80,18 @@ class Site:
 
     def __init__(
         self, data_path: str | Path, settings: RunSettings, name: str | None = None,
-        state_path: str | Path | None = None, budget: SiteBudget | None = None,
-        balance: str | None = None,
+        state_path: str | Path | None = None, own: SiteSettings | None = None,
+        budget: SiteBudget | None = None, balance: str | None = None,
     ) -> None:
+        """`own`: the site's settings (default: its site.toml); `budget` and `balance` replace
+        those two of them."""
         self.data_path = Path(data_path)
         self.settings = settings
         self.name = name or self.data_path.name
         self.state_path = Path(state_path) if state_path else self.data_path / ".genofed-state"
-        self.budget = budget or SiteBudget.load(self.data_path)
-        # Ancestry balancing in training: "none" or "reweight" (site.toml [training] balance).
-        self.balance = balance or training_option(self.data_path, "balance", "none")
+        self.own = own or SiteSettings.load(self.data_path)
+        self.budget = budget or self.own.privacy
+        self.balance = balance or self.own.training.balance
         if self.balance not in BALANCE_MODES:
             raise InputError(self.data_path / SITE_CONFIG,
                              f"balance must be one of {', '.join(BALANCE_MODES)}")
@@ -100,7 +102,8 @@ class Site:
     def data(self, panel_sha256: str = "") -> SiteData:
         """The site's encoded data; refuses a panel other than the coordinator's."""
         try:
-            data = load_site(self.data_path, self.settings.encoder(), self.state_path / "cache")
+            data = load_site(self.data_path, self.settings.encoder(), self.state_path / "cache",
+                             spec=self.own.cohort)
         except GenofedError as err:
             raise SiteFailure("data-error", str(err)) from err
         if panel_sha256 and data.panel.sha256 != panel_sha256:

@@ -35,8 +35,8 @@ import pysam
 from deploy.bench import say
 from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.genotypes import gt_code, harmonize_panel_genotypes, record_codes
-from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 from shared.panel import Panel
+from shared.tokenizer import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 
 T = TypeVar("T")
 

@@ -66,9 +66,10 @@ from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 from server.outdir import RunFolder
 from server.strategy import initial_weights
 from shared.checkpoint import load_checkpoint
-from shared.model import GT_MISSING, ModelConfig, PanelFeatures, RiskTransformer, set_weights
+from shared.model import ModelConfig, PanelFeatures, RiskTransformer, set_weights
 from shared.privacy import calibrate_noise, epsilon_for
 from shared.runconfig import RunSettings
+from shared.tokenizer import GT_MISSING
 
 # The demo's cohort and run (`genofed deploy demo` defaults).
 FULL = SimulationConfig(seed=0)

@@ -18,11 +18,12 @@ from client.privacy_state import BINDING
 from deploy.federation import run_simulation
 from deploy.simulate import SimulationConfig, simulate_cohort
 from server.outdir import RunFolder
+from shared.audit.page import write_html
+from shared.audit.report import build_report
 from shared.errors import FederationError
 from shared.fsio import write_json
 from shared.ledger import PUBLIC_KEY_NAME
 from shared.receipts import SiteRegistry
-from shared.report import build_report, write_html
 
 log = logging.getLogger(__name__)
 

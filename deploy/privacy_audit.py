@@ -43,8 +43,9 @@ from client.randomness import DPRandomness
 from client.site import Site
 from client.train import DPPlan, pick_device, predict_logits, run_dp_sgd
 from shared.metrics import logit_to_bin
-from shared.model import GT_MISSING, RiskTransformer
+from shared.model import RiskTransformer
 from shared.privacy import calibrate_noise
+from shared.tokenizer import GT_MISSING
 
 BETA = 0.05  # 1 - confidence of the lower bound
 GUESS_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # r / m tried; Bonferroni over them

@@ -21,6 +21,7 @@ flip cannot be told from a swap there.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,8 @@ import numpy as np
 import pysam
 
 from shared.errors import InputError
-from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 from shared.panel import Panel
+from shared.tokenizer import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 
 _COMPLEMENT = str.maketrans("ACGT", "TGCA")
 _FLIP = np.array([GT_HOM_ALT, GT_HET, GT_HOM_REF, GT_MISSING], dtype=np.int8)
@@ -107,8 +108,15 @@ def _general_codes(fields: list[bytes], n_alleles: int, alt_index: int) -> np.nd
     return lut[inverse]
 
 
-def contig_alias(name: str, available: set[str]) -> str | None:
+def canonical_contig(name: str) -> str:
+    """One spelling per contig: no `chr` prefix, the mitochondrion as `MT`."""
+    bare = name[3:] if name.lower().startswith("chr") else name
+    return "MT" if bare.upper() in ("M", "MT") else bare
+
+
+def contig_alias(name: str, available: Iterable[str]) -> str | None:
     """The VCF's name for a panel contig: the same, or with/without the `chr` prefix."""
+    available = set(available)
     if name in available:
         return name
     bare = name[3:] if name.lower().startswith("chr") else name

@@ -28,8 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-GT_HOM_REF, GT_HET, GT_HOM_ALT, GT_MISSING = 0, 1, 2, 3
-N_GENOTYPE_TOKENS = 4
+from shared.tokenizer import GT_HOM_ALT, GT_MISSING, N_GENOTYPE_TOKENS
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 from shared.encoding import EncoderSettings
+from shared.encoding import model_config as _model_config
 from shared.model import ModelConfig
 
 AGGREGATIONS = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
@@ -94,7 +95,7 @@ class RunSettings:
 
     def model_config(self, n_variants: int) -> ModelConfig:
         """The model these settings train on a panel of `n_variants`."""
-        return self.model_config(n_variants)
+        return _model_config(n_variants, self.encoder(), **self.architecture())
 
     def architecture(self) -> dict[str, object]:
         return {

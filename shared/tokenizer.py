@@ -60,6 +60,11 @@ _COMPLEMENT = str.maketrans(
 )
 
 # Allele vocabulary for REF/ALT embeddings: 0 is padding, never returned by `allele_id`.
+# A person's genotype at a variant, as the model's genotype token: copies of the ALT allele,
+# or missing (no call, or the variant absent from the site's VCF).
+GT_HOM_REF, GT_HET, GT_HOM_ALT, GT_MISSING = 0, 1, 2, 3
+N_GENOTYPE_TOKENS = 4
+
 ALLELE_PAD_ID = 0
 ALLELE_IDS: dict[str, int] = {"A": 1, "C": 2, "G": 3, "T": 4}
 ALLELE_N_ID = 5

@@ -40,8 +40,9 @@ from deploy.bench_utility import (
     true_pair_products,
 )
 from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
-from shared.model import GT_MISSING, RiskTransformer
+from shared.model import RiskTransformer
 from shared.runconfig import RunSettings
+from shared.tokenizer import GT_MISSING
 from tests import test_model
 
 ROOT = Path(__file__).resolve().parents[1]

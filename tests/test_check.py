@@ -19,7 +19,9 @@ import pytest
 
 import shared.cohort
 from client.check import CheckReport, Finding, check_site
+from client.settings import SiteSettings
 from shared.cli import main
+from shared.cohort import read_cohort
 
 Breaker = Callable[[Path, Path], tuple[Path, str | None, str]]
 
@@ -309,7 +311,7 @@ def test_bad_input_is_one_clear_error(
     file, record, pattern = BAD[case](site, tmp_path)
     before = snapshot(site)
 
-    report = check_site(**site_files(site))
+    report = check_site(**site_files(site), cohort_spec=SiteSettings.load(site).cohort)
     err = first_error(report)
     assert err.file == str(file), err.line()
     if record is not None and record.endswith("*"):
@@ -487,3 +489,23 @@ def test_finding_line_is_one_line() -> None:
     assert f.line() == "a.vcf.gz: chr22:5: REF A disagrees"
     assert Finding("warning", "b.tsv", None, "x").line() == "b.tsv: x"
     assert CheckReport([f]).ok is False and CheckReport([]).ok is True
+
+
+def test_check_reads_the_cohort_table_as_site_toml_says(
+    site: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Columns named the hospital's way and mapped in site.toml: the check reads the table as
+    training does (and both refuse the same unmapped table)."""
+    lines = (site / "cohort.tsv").read_text().splitlines()
+    lines[0] = lines[0].replace("sample_id", "IID").replace("phenotype", "T2D")
+    (site / "cohort.tsv").write_text("\n".join(lines) + "\n")
+    rc, text = run_cli(["site", "check", "--data", str(site)], capfd)
+    assert rc == 1 and "sample_id" in text
+    toml = (site / "site.toml").read_text()
+    (site / "site.toml").write_text(
+        toml.replace("[cohort]\n", '[cohort]\nsample-col = "IID"\nphenotype-col = "T2D"\n'))
+    rc, text = run_cli(["site", "check", "--data", str(site)], capfd)
+    assert rc == 0, text
+    spec = SiteSettings.load(site).cohort
+    assert (spec.sample_col, spec.phenotype_col) == ("IID", "T2D")
+    assert len(read_cohort(site / "cohort.tsv", spec)) == len(lines) - 1

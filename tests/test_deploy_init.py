@@ -31,8 +31,8 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from flwr.common.config import parse_config_args
 
 from client.budget import SiteBudget
-from client.data import cohort_spec
 from client.identity import keygen
+from client.settings import SiteSettings
 from deploy.federation import flower_env
 from deploy.init import (
     DEFAULT_DATA_PATH,
@@ -384,20 +384,20 @@ def test_site_toml_is_commented_defaults(deployment: tuple[Path, dict], tmp_path
     data = tmp_path / "data"
     data.mkdir()
     (data / "site.toml").write_text(text)
-    assert SiteBudget.load(data) == SiteBudget()
-    assert cohort_spec(data) == CohortSpec()
+    assert SiteSettings.load(data).privacy == SiteBudget()
+    assert SiteSettings.load(data).cohort == CohortSpec()
     # Uncommenting every setting gives a file genofed accepts, with the same values.
     (data / "site.toml").write_text(re.sub(r"(?m)^# ([a-z-]+ = )", r"\1", text))
-    assert SiteBudget.load(data) == SiteBudget()
+    assert SiteSettings.load(data).privacy == SiteBudget()
     uncommented = tomllib.loads((data / "site.toml").read_text())
     assert set(uncommented["privacy"]) == {f.name.replace("_", "-")
                                            for f in dataclasses.fields(SiteBudget)}
-    spec = cohort_spec(data)
+    spec = SiteSettings.load(data).cohort
     assert spec.sample_col == "sample_id" and spec.test_fraction == 0.25
     # A site's own limit then wins over the defaults, node config over the file.
     (data / "site.toml").write_text(text.replace("# max-epsilon = 8.0", "max-epsilon = 2.0"))
-    assert SiteBudget.load(data).max_epsilon == 2.0
-    assert SiteBudget.load(data, {"max-epsilon": 1.0}).max_epsilon == 1.0
+    assert SiteSettings.load(data).privacy.max_epsilon == 2.0
+    assert SiteSettings.load(data, {"max-epsilon": 1.0}).privacy.max_epsilon == 1.0
 
 
 def test_flags_are_real_flower_flags(deployment: tuple[Path, dict],

@@ -14,9 +14,8 @@ from shared.cohort import read_cohort
 from shared.encoding import EncoderSettings, encode_panel
 from shared.errors import InputError
 from shared.genotypes import gt_code, read_panel_genotypes
-from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 from shared.panel import read_panel
-from shared.tokenizer import DNATokenizer
+from shared.tokenizer import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING, DNATokenizer
 
 
 @pytest.mark.parametrize(

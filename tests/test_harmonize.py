@@ -12,8 +12,8 @@ import pytest
 
 from shared import genotypes
 from shared.genotypes import harmonize_panel_genotypes, normalize
-from shared.model import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 from shared.panel import read_panel
+from shared.tokenizer import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 
 #            1         2         3         4
 #   1234567890123456789012345678901234567890

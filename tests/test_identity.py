@@ -36,7 +36,7 @@ from shared.ledger import (
 )
 from shared.receipts import SiteRegistry, make_receipt
 from shared.runconfig import RunSettings
-from tests.test_strategy import (
+from tests.strategy_kit import (
     CFG,
     KEYS,
     REGISTRY,

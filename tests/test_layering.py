@@ -69,3 +69,12 @@ def test_a_site_install_carries_no_simulator() -> None:
     assert out.returncode != 0, out.stderr[-2000:]
     assert "pip install 'genofed[sim]'" in out.stderr and "Traceback" not in out.stderr
     assert not (ROOT / "never-written").exists()
+
+
+def test_reading_genotypes_does_not_need_torch() -> None:
+    """The genotype codes are the tokenizer's: reading a VCF pulls in no deep-learning stack."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, shared.genotypes, shared.tokenizer, shared.panel; "
+                               "print('torch' in sys.modules)"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

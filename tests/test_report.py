@@ -20,18 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from markupsafe import escape
 
 from shared import cli
-from shared.ledger import Ledger, ensure_signing_key, load_private_key
-from shared.metrics import GroupedScores, MetricFrame
-from shared.report import (
+from shared.audit.page import render_html
+from shared.audit.report import (
     CSV_COLUMNS,
     METRIC_COLUMNS,
     build_report,
-    render_html,
     write_csv,
     write_json,
 )
+from shared.ledger import Ledger, ensure_signing_key, load_private_key
+from shared.metrics import GroupedScores, MetricFrame
 
 CHROMIUM = Path("/usr/bin/chromium")
 K = 10
@@ -107,7 +108,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[d
 
 
 def _row_html(page: str, population: str, kind: str = "group") -> str:
-    name = re.escape(html.escape(population))
+    name = re.escape(escape(population))
     pattern = rf'<tr [^>]*data-kind="{kind}" data-population="{name}"[^>]*>.*?</tr>'
     rows = re.findall(pattern, page, flags=re.S)
     assert len(rows) == 1, f"{kind} row {population!r}: found {len(rows)}"
@@ -174,10 +175,11 @@ def test_report_of_verified_ledger(signed, tmp_path: Path, capsys) -> None:
     assert len(plots) == 3
     assert all(SMALL not in svg for svg in plots)
 
-    # Per-round table, ledger strings escaped, page self-contained.
+    # Per-round table, ledger strings escaped (by the template's autoescape, which writes quotes
+    # as &#34; and &#39;), page self-contained.
     for rnd in range(ROUNDS):
         assert f'<tr data-seq="{rnd}">' in page
-    assert html.escape(EVIL_REASON) in page and html.escape(EVIL_SITE) in page
+    assert escape(EVIL_REASON) in page and escape(EVIL_SITE) in page
     assert "<script" not in page and EVIL_SITE not in page
     for external in ("http://", "https://", "src=", "<link", "@import", "url("):
         assert external not in page

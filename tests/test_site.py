@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from client.budget import SiteBudget
+from client.settings import SiteSettings
 from client.site import Site
 from client.train import DPPlan, pick_device, train_dp
 from deploy.demo import fresh_copy
@@ -195,8 +196,8 @@ def test_coordinator_cannot_lower_a_sites_noise(tiny_cohort: Path, tmp_path: Pat
 
 def test_minimum_noise_multiplier_from_node_config(tiny_cohort: Path, tmp_path: Path) -> None:
     site_dir = copy_site(tiny_cohort, tmp_path / "s")
-    budget = SiteBudget.load(site_dir, {"min-noise-multiplier": 5.0, "data-path": "x"})
-    site = Site(site_dir, RunSettings(**SMALL), budget=budget)
+    own = SiteSettings.load(site_dir, {"min-noise-multiplier": 5.0, "data-path": "x"})
+    site = Site(site_dir, RunSettings(**SMALL), own=own)
     report = site.fit(fresh_weights(site), 1, "r")
     assert report.metrics["noise_multiplier"] == 5.0
 
@@ -212,16 +213,33 @@ def test_spent_site_declines_instead_of_failing(tiny_cohort: Path, tmp_path: Pat
     assert report.metrics["reason"] == "budget-exhausted"
 
 
-def test_bad_site_config_is_one_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "site.toml").write_text("max-epsilon = [\n")
-    with pytest.raises(InputError, match="site.toml: not valid TOML"):
-        SiteBudget.load(tmp_path)
-    (tmp_path / "site.toml").write_text("max-epsilon = -1\n")
-    with pytest.raises(InputError, match="max-epsilon must be > 0"):
-        SiteBudget.load(tmp_path)
-    (tmp_path / "site.toml").write_text("epsilon = 3\n")
-    with pytest.raises(InputError, match="unknown privacy setting"):
-        SiteBudget.load(tmp_path)
+@pytest.mark.parametrize(("text", "problem"), [
+    ("max-epsilon = [\n", "site.toml: not valid TOML"),
+    ("max-epsilon = -1\n", "max-epsilon must be > 0"),
+    ("epsilon = 3\n", "unknown privacy setting 'epsilon'"),
+    ("[privacy]\nmax-epsilon = 2.0\n[cohort]\nsample-column = 'id'\n", "unknown cohort setting"),
+    ("[trainig]\nbalance = 'reweight'\n", r"unknown table \[trainig\]"),
+    ("[training]\nbalance = 'equal'\n", "balance must be one of none, reweight"),
+    ("[training]\nbalanse = 'none'\n", "unknown training setting 'balanse'"),
+    ("delta = 1e-6\n[privacy]\nmax-epsilon = 2.0\n", "'delta' outside a table"),
+])
+def test_bad_site_config_is_one_clear_error(tmp_path: Path, text: str, problem: str) -> None:
+    (tmp_path / "site.toml").write_text(text)
+    with pytest.raises(InputError, match=problem):
+        SiteSettings.load(tmp_path)
+
+
+def test_site_config_is_read_once_the_same_for_every_part(tmp_path: Path) -> None:
+    """Saved by a Windows editor (byte-order mark), read the same; the node config wins."""
+    text = ("[privacy]\nmax-epsilon = 2.5\n[cohort]\nsample-col = 'IID'\n"
+            "phenotype-coding = 'plink'\n[training]\nbalance = 'reweight'\n")
+    (tmp_path / "site.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    own = SiteSettings.load(tmp_path)
+    assert own.privacy.max_epsilon == 2.5 and own.training.balance == "reweight"
+    assert own.cohort.sample_col == "IID" and own.cohort.phenotype_coding == "plink"
+    by_node = SiteSettings.load(tmp_path, {"max-epsilon": 1.0, "balance": "none"})
+    assert by_node.privacy.max_epsilon == 1.0 and by_node.training.balance == "none"
+    assert SiteSettings.load(tmp_path / "absent") == SiteSettings()
 
 
 def test_balancing_weights_equalize_groups_from_released_counts() -> None:

@@ -3,8 +3,9 @@
 The auditor never needs the coordinator's cooperation: `verify` checks the signed round ledger
 (see `shared.ledger`) offline and names the first record that was altered, moved, removed or
 cut off. `report` turns the verified records into a self-contained HTML page (and CSV / JSON)
-with per-population metrics, plots and the round log (`shared.report`). `keygen` is for the
-coordinator, to create the signing key once before the first run.
+with per-population metrics, plots and the round log (`shared.audit.report` for the data,
+`shared.audit.page` for the page). `keygen` is for the coordinator, to create the signing key
+once before the first run.
 """
 
 from __future__ import annotations
@@ -126,14 +127,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     """Write the report; exit 0 if the ledger verified, 1 if not (the report is still written,
     showing the verified prefix under a failure banner), 2 (InputError) for wrong paths or key.
     """
-    # Imported here so `genofed audit verify` does not pay for the report's imports.
-    from shared import report
+    # Imported here so `genofed audit verify` does not pay for the report's imports (Jinja2).
+    from shared.audit import page, report
 
     if args.out is None and args.csv is None and args.json is None:
         raise GenofedError("audit report: give at least one of --out, --csv, --json")
     data = report.build_report(args.ledger, args.key)
     if args.out is not None:
-        report.write_html(data, args.out)
+        page.write_html(data, args.out)
         print(f"wrote {args.out}")
     if args.csv is not None:
         report.write_csv(data, args.csv)

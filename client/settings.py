@@ -1,0 +1,95 @@
+"""A site's own settings: its `site.toml`, read once into one typed object.
+
+The file sits in the site's data folder, next to its genotypes; the SuperNode's node config
+(`flower-supernode --node-config`) may override `[privacy]` keys and `balance`, since the
+operator's command line is the last word at the site. Every command that reads a site (`site
+check`, training, evaluation, `site predict`, `site budget`) goes through `SiteSettings.load`,
+so they all see the same cohort columns, phenotype coding and budget.
+
+    [privacy]   the budget (`client.budget.SiteBudget`); bare top-level keys are read as these
+    [cohort]    how to read the cohort table (`shared.cohort.CohortSpec`)
+    [training]  balance = "none" | "reweight"
+
+A file saved with a byte-order mark (Windows editors) reads the same; an unknown table or key is
+one error naming the file, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from client.budget import SiteBudget
+from shared.cohort import CohortSpec
+from shared.errors import InputError
+
+SITE_CONFIG = "site.toml"
+BALANCE_MODES = ("none", "reweight")
+TABLES = ("privacy", "cohort", "training")
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    # Ancestry balancing in training: "reweight" weighs each person's loss by the inverse of
+    # their group's share (from DP-released counts, so one person's weight does not depend on
+    # anyone else's exact presence).
+    balance: str = "none"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object], where: Path | None) -> TrainingOptions:
+        unknown = sorted(set(values) - {"balance"})
+        if unknown:
+            raise InputError(where, f"unknown training setting {unknown[0]!r} (known: balance)")
+        options = cls(**{k: str(v) for k, v in values.items()})
+        if options.balance not in BALANCE_MODES:
+            raise InputError(where, f"balance must be one of {', '.join(BALANCE_MODES)}, "
+                                    f"not {options.balance!r}")
+        return options
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    privacy: SiteBudget = field(default_factory=SiteBudget)
+    cohort: CohortSpec = field(default_factory=CohortSpec)
+    training: TrainingOptions = field(default_factory=TrainingOptions)
+
+    @classmethod
+    def load(cls, data_path: str | Path,
+             node_config: Mapping[str, object] | None = None) -> SiteSettings:
+        """Defaults, then `<data_path>/site.toml`, then the node config."""
+        path = Path(data_path) / SITE_CONFIG
+        doc = read_toml(path) if path.exists() else {}
+        tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
+        unknown = sorted(set(tables) - set(TABLES))
+        if unknown:
+            raise InputError(path, f"unknown table [{unknown[0]}] "
+                                   f"(known: {', '.join(f'[{t}]' for t in TABLES)})")
+        bare = {k: v for k, v in doc.items() if not isinstance(v, dict)}
+        if bare and "privacy" in tables:
+            raise InputError(path, f"setting {next(iter(bare))!r} outside a table; put it "
+                                   "under [privacy], [cohort] or [training]")
+        node = dict(node_config or {})
+        privacy = dict(tables.get("privacy", bare))
+        names = {f.replace("_", "-") for f in SiteBudget.__dataclass_fields__}
+        privacy.update({k: v for k, v in node.items() if k in names})
+        training = dict(tables.get("training", {}))
+        if "balance" in node:
+            training["balance"] = node["balance"]
+        return cls(
+            privacy=SiteBudget.from_mapping(privacy, path),
+            cohort=CohortSpec.from_mapping(tables.get("cohort", {}), path),
+            training=TrainingOptions.from_mapping(training, path),
+        )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; `InputError` naming the file for anything that is not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not valid TOML ({err})") from err
+    except OSError as err:
+        raise InputError(path, f"cannot read ({err.strerror})") from err
