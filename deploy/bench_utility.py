@@ -62,6 +62,7 @@ from deploy.bench import say
 from deploy.bench_evaluation import measure as measure_evaluation_noise
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
+from deploy.goals import FEDERATED_VS_CENTRALIZED, WORST_VS_BEST
 from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 from server.outdir import RunFolder
 from server.strategy import initial_weights
@@ -212,7 +213,7 @@ def targets(results: dict[str, dict]) -> dict[str, Any]:
     vs_cen: dict[str, Any] = {}
     for pop in POPULATIONS:
         f, c = fed[pop]["attainable"], cen[pop]["attainable"]
-        need = None if c is None else 0.9 * c
+        need = None if c is None else FEDERATED_VS_CENTRALIZED * c
         vs_cen[pop] = {"federated_attainable": f, "required": need,
                        "margin": None if f is None or need is None else f - need}
     beats: dict[str, Any] = {}
@@ -225,15 +226,16 @@ def targets(results: dict[str, dict]) -> dict[str, Any]:
     worst_best: dict[str, Any] = {"met": False, "margin": None}
     if len(known) == len(att):
         worst, best = min(known, key=known.get), max(known, key=known.get)  # type: ignore[arg-type]
-        margin = known[worst] - 0.8 * known[best]
+        margin = known[worst] - WORST_VS_BEST * known[best]
         worst_best = {
             "met": margin >= 0, "margin": margin, "worst_population": worst,
             "worst_attainable": known[worst], "best_population": best,
-            "best_attainable": known[best], "required": 0.8 * known[best],
+            "best_attainable": known[best], "required": WORST_VS_BEST * known[best],
         }
     return {
         "federated_vs_centralized": {
-            "rule": "federated_dp attainable >= 0.9 x centralized attainable, every population",
+            "rule": f"federated_dp attainable >= {FEDERATED_VS_CENTRALIZED:g} x centralized "
+                    "attainable, every population",
             **_margin_check({p: v["margin"] for p, v in vs_cen.items()}), "by_population": vs_cen,
         },
         "federated_beats_linear_prs": {
@@ -242,7 +244,8 @@ def targets(results: dict[str, dict]) -> dict[str, Any]:
             "by_population": beats,
         },
         "worst_vs_best_population": {
-            "rule": "federated_dp: worst-population attainable >= 0.8 x best-population",
+            "rule": f"federated_dp: worst-population attainable >= {WORST_VS_BEST:g} x "
+                    "best-population",
             **worst_best,
         },
     }
