@@ -69,6 +69,7 @@ from server.strategy import initial_weights
 from shared.checkpoint import load_checkpoint
 from shared.model import ModelConfig, PanelFeatures, RiskTransformer, set_weights
 from shared.privacy import calibrate_noise, epsilon_for
+from shared.protocol import RoundRecord, latest_privacy, read_rounds
 from shared.runconfig import RunSettings
 from shared.tokenizer import GT_MISSING
 
@@ -478,19 +479,15 @@ def federation_reported(run_dir: Path) -> dict[str, Any]:
     histograms, with its noise-aware interval), and each site's epsilon after the first and the
     last round."""
     results = json.loads(RunFolder(run_dir).results.read_text())
-    last = next(r for r in reversed(results["rounds"]) if r.get("metrics"))
-    by_group = last["metrics"]["by_group"]
-    epsilon: dict[str, float] = {}
-    for r in results["rounds"]:
-        epsilon.update({s: p["epsilon"] for s, p in r.get("privacy", {}).items()})
-    first = next((r for r in results["rounds"] if r.get("privacy")), {})
+    rounds = read_rounds(results["rounds"])
+    last = next(r for r in reversed(rounds) if r.metrics)
+    first = next((r for r in rounds if r.privacy), RoundRecord(round=0))
     return {
         "status": results.get("status"),
-        "auroc": {p: (None if by_group.get(p, {}).get("suppressed")
-                      else by_group.get(p, {}).get("auroc")) for p in POPULATIONS},
-        "auroc_ci": {p: by_group.get(p, {}).get("auroc_ci") for p in POPULATIONS},
-        "epsilon": epsilon,
-        "epsilon_round_1": {s: p["epsilon"] for s, p in first.get("privacy", {}).items()},
+        "auroc": {p: last.group_auroc(p) for p in POPULATIONS},
+        "auroc_ci": {p: last.groups().get(p, {}).get("auroc_ci") for p in POPULATIONS},
+        "epsilon": {s: p["epsilon"] for s, p in latest_privacy(rounds).items()},
+        "epsilon_round_1": first.epsilons(),
     }
 
 

@@ -23,6 +23,7 @@ from shared.audit.report import build_report
 from shared.errors import FederationError
 from shared.fsio import write_json
 from shared.ledger import PUBLIC_KEY_NAME
+from shared.protocol import latest_privacy, read_rounds
 from shared.receipts import SiteRegistry
 
 log = logging.getLogger(__name__)
@@ -30,17 +31,14 @@ log = logging.getLogger(__name__)
 
 def summarize(results: dict) -> dict:
     """The demo summary from the coordinator's results: last round's metrics, latest epsilons."""
-    rounds = results["rounds"]
-    last = next(r for r in reversed(rounds) if r.get("metrics"))
+    rounds = read_rounds(results["rounds"])
+    last = next(r for r in reversed(rounds) if r.metrics)
     populations = {}
-    for name, m in sorted(last["metrics"]["by_group"].items()):
+    for name, m in sorted(last.groups().items()):
         populations[name] = (
             {"suppressed": True} if m.get("suppressed") else {"n": int(m["n"]), "auroc": m["auroc"]}
         )
-    sites: dict[str, dict[str, float]] = {}
-    for r in rounds:
-        sites.update(r.get("privacy", {}))
-    return {"populations": populations, "sites": dict(sorted(sites.items()))}
+    return {"populations": populations, "sites": latest_privacy(rounds)}
 
 
 def format_table(summary: dict, oracle: dict[str, float] | None = None) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.outdir import RunFolder
 from server.signer import RemoteLedger
-from server.strategy import GenofedStrategy, RoundRecord, initial_weights, weights_sha256
+from server.strategy import GenofedStrategy, initial_weights, weights_sha256
 from shared.checkpoint import load_checkpoint
 from shared.errors import FederationError, GenofedError, InputError
 from shared.fsio import write_json
@@ -33,6 +33,7 @@ from shared.ledger import (
 )
 from shared.model import ModelConfig
 from shared.panel import read_panel
+from shared.protocol import RoundRecord
 from shared.receipts import SiteRegistry
 from shared.runconfig import RunSettings
 
@@ -164,11 +165,10 @@ def _completed_rounds(out_dir: Path, records: list[dict]) -> list[RoundRecord]:
     rebuilt from the ledger (results.json is written after the ledger, so a coordinator killed
     in between has a ledger one round ahead of it)."""
     path = RunFolder(out_dir).results
-    names = {f.name for f in fields(RoundRecord)}
     saved = json.loads(path.read_text()).get("rounds", []) if path.exists() else []
     by_round = {int(r["round"]): r for r in saved}
     kept = []
     for rec in records:
         source = by_round.get(int(rec["round"]), rec)
-        kept.append(RoundRecord(**{k: v for k, v in source.items() if k in names}))
+        kept.append(RoundRecord.from_body(source))
     return kept

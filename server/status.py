@@ -16,6 +16,7 @@ from server.coordinator import signed_checkpoint
 from server.outdir import RunFolder
 from shared.errors import InputError
 from shared.ledger import key_id, load_public_key, round_records, verify_with_records
+from shared.protocol import RoundRecord
 
 
 @dataclass
@@ -64,19 +65,17 @@ def format_status(s: RunStatus) -> list[str]:
         f" (key {s.key_id})",
     ]
     if s.records:
-        last = s.records[-1]
-        groups = (last.get("metrics") or {}).get("by_group", {})
+        last = RoundRecord.from_body(s.records[-1])
         shown = []
-        for pop, m in sorted(groups.items()):
+        for pop, m in sorted(last.groups().items()):
             if m.get("suppressed"):
                 shown.append(f"{pop} suppressed")
-            elif m.get("auroc") is not None:
-                shown.append(f"{pop} {m['auroc']:.3f} (n {m.get('n', '?')})")
-        lines.append(f"round {last['round']} AUROC by ancestry: {', '.join(shown) or 'none'}")
-        privacy = last.get("privacy") or {}
+            elif last.group_auroc(pop) is not None:
+                shown.append(f"{pop} {last.group_auroc(pop):.3f} (n {m.get('n', '?')})")
+        lines.append(f"round {last.round} AUROC by ancestry: {', '.join(shown) or 'none'}")
         lines.append("privacy spent: " + ", ".join(
-            f"{site} ε {p['epsilon']:.2f} (δ {p['delta']:g})" for site, p in sorted(privacy.items())
-        ))
+            f"{site} ε {p['epsilon']:.2f} (δ {p['delta']:g})"
+            for site, p in sorted(last.privacy.items())))
     if s.model is not None:
         lines.append(f"model (weights as signed for round {s.records[-1]['round']}): {s.model}")
     return lines

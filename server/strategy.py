@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from logging import INFO, WARNING
 from pathlib import Path
@@ -47,7 +46,7 @@ from shared.fsio import write_json
 from shared.ledger import Ledger
 from shared.metrics import GroupedScores, MetricFrame
 from shared.model import ModelConfig, RiskTransformer, get_weights, set_weights
-from shared.protocol import weights_sha256
+from shared.protocol import RoundRecord, weights_sha256
 from shared.receipts import ReceiptError, SiteRegistry, verify_receipt
 from shared.runconfig import RunSettings
 
@@ -103,27 +102,6 @@ def make_aggregator(name: str) -> FedAvg:
         "krum": lambda: Krum(num_malicious_clients=0, num_clients_to_keep=0),
     }
     return rules[name]()
-
-
-@dataclass
-class RoundRecord:
-    round: int
-    sites: list[str] = field(default_factory=list)
-    declined: dict[str, str] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)
-    failures: int = 0
-    privacy: dict[str, dict[str, float]] = field(default_factory=dict)
-    metrics: dict | None = None
-    weights_sha256: str | None = None
-    # Sites whose evaluation of this round's model was taken.
-    evaluated_by: list[str] = field(default_factory=list)
-    # What each counted site signed (shared.receipts), and the code it says it ran.
-    receipts: dict[str, dict] = field(default_factory=dict)
-    evaluation_receipts: dict[str, dict] = field(default_factory=dict)
-    code: dict[str, str] = field(default_factory=dict)
-    # Failures Flower reported without a reply, by the category the site's launcher gave.
-    failure_reasons: dict[str, int] = field(default_factory=dict)
-    run_id: str = ""
 
 
 class GenofedStrategy(FedAvg):
@@ -381,28 +359,13 @@ class GenofedStrategy(FedAvg):
 
     def _append_ledger(self, rec: RoundRecord) -> None:
         self.signed.add(rec.round)
-        self.ledger.append({
-            "kind": "round",
-            "ledger_id": self.ledger_id,
-            "run_id": rec.run_id or self.run_id,
-            "receipts": rec.receipts,
-            "evaluation_receipts": rec.evaluation_receipts,
-            "code": rec.code,
-            "failure_reasons": rec.failure_reasons,
-            "round": rec.round,
-            "sites": sorted(rec.sites),
-            "declined": rec.declined,
-            "rejected": rec.rejected,
-            "weights_sha256": rec.weights_sha256,
-            "config_sha256": self.settings.sha256(),
-            "panel_sha256": self.panel_sha256,
-            "privacy": rec.privacy,
-            "metrics": rec.metrics,
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        })
+        self.ledger.append(rec.ledger_body(
+            ledger_id=self.ledger_id, run_id=rec.run_id or self.run_id,
+            config_sha256=self.settings.sha256(), panel_sha256=self.panel_sha256,
+            time=datetime.now(UTC).isoformat(timespec="seconds")))
 
     def results(self) -> dict:
-        rounds = [asdict(self.rounds[r]) for r in sorted(self.rounds)]
+        rounds = [self.rounds[r].to_json() for r in sorted(self.rounds)]
         return {
             "run_config_sha256": self.settings.sha256(),
             "panel_sha256": self.panel_sha256,

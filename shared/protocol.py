@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from typing import Any, Literal
 
@@ -183,3 +183,80 @@ def read_reply(metrics: Mapping[str, Any], spec: Mapping[str, Field], fallback: 
                      None if delta is None else float(delta), metrics.get("scores"),
                      metrics.get("code"), metrics.get("receipt"),
                      metrics.get("evaluation_receipt"))
+
+
+# --- the round record: what the coordinator keeps and signs about each round ------------------
+
+
+@dataclass
+class RoundRecord:
+    """One round as the coordinator saw it: an entry of the run folder's results.json, and the
+    round fields of its signed ledger record (`ledger_body`). Built by the coordinator's
+    strategy; read back by status, resumption, the demo and the benchmarks through `from_body`.
+    (The auditor's report reads ledgers it does not trust with its own defensive parser.)"""
+
+    round: int
+    sites: list[str] = field(default_factory=list)
+    declined: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    failures: int = 0
+    privacy: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict | None = None
+    weights_sha256: str | None = None
+    # Sites whose evaluation of this round's model was taken.
+    evaluated_by: list[str] = field(default_factory=list)
+    # What each counted site signed (shared.receipts), and the code it says it ran.
+    receipts: dict[str, dict] = field(default_factory=dict)
+    evaluation_receipts: dict[str, dict] = field(default_factory=dict)
+    code: dict[str, str] = field(default_factory=dict)
+    # Failures Flower reported without a reply, by the category the site's launcher gave.
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    run_id: str = ""
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RoundRecord:
+        """The round fields of a ledger round body or a results.json entry (others ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in names})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def ledger_body(self, *, ledger_id: str, run_id: str, config_sha256: str, panel_sha256: str,
+                    time: str) -> dict[str, Any]:
+        """The body of this round's ledger record (`shared.ledger` signs and chains it)."""
+        return {
+            "kind": "round", "ledger_id": ledger_id, "run_id": run_id,
+            "receipts": self.receipts, "evaluation_receipts": self.evaluation_receipts,
+            "code": self.code, "failure_reasons": self.failure_reasons,
+            "round": self.round, "sites": sorted(self.sites), "declined": self.declined,
+            "rejected": self.rejected, "weights_sha256": self.weights_sha256,
+            "config_sha256": config_sha256, "panel_sha256": panel_sha256,
+            "privacy": self.privacy, "metrics": self.metrics, "time": time,
+        }
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Per-ancestry metrics of the round's evaluation ({} when it had none)."""
+        return dict((self.metrics or {}).get("by_group") or {})
+
+    def group_auroc(self, group: str) -> float | None:
+        """The pooled AUROC of one group; None when suppressed, undefined or not evaluated."""
+        m = self.groups().get(group) or {}
+        return None if m.get("suppressed") else m.get("auroc")
+
+    def epsilons(self) -> dict[str, float]:
+        """Each site's cumulative epsilon as reported with this round."""
+        return {site: float(p["epsilon"]) for site, p in self.privacy.items()}
+
+
+def read_rounds(bodies: Sequence[Mapping[str, Any]]) -> list[RoundRecord]:
+    """Round records from results.json's `rounds` or from a ledger's round bodies."""
+    return [RoundRecord.from_body(b) for b in bodies]
+
+
+def latest_privacy(rounds: Sequence[RoundRecord]) -> dict[str, dict[str, float]]:
+    """Each site's privacy as of the last round that reported it."""
+    spent: dict[str, dict[str, float]] = {}
+    for r in rounds:
+        spent.update(r.privacy)
+    return dict(sorted(spent.items()))

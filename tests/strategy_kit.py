@@ -21,6 +21,7 @@ from flwr.common.constant import ErrorCode
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 
+from server.outdir import RunFolder
 from server.strategy import (
     GenofedStrategy,
     weights_sha256,
@@ -64,9 +65,9 @@ class Proxy(ClientProxy):
 def make_strategy(tmp_path: Path, **settings: object) -> GenofedStrategy:
     from server.strategy import initial_weights
 
-    key = tmp_path / "keys" / "ledger.key"
-    ensure_signing_key(key, key.with_suffix(".pub"))
-    ledger = Ledger(tmp_path / "ledger.jsonl", load_private_key(key))
+    folder = RunFolder(tmp_path)
+    ensure_signing_key(folder.ledger_key, folder.ledger_pub)
+    ledger = Ledger(folder.ledger, load_private_key(folder.ledger_key))
     s = RunSettings(min_sites=1, **settings)  # type: ignore[arg-type]
     return GenofedStrategy(s, CFG, "p" * 64, tmp_path, ledger, initial_weights(CFG, 0),
                            registry=REGISTRY, run_id=RUN_ID)
@@ -141,10 +142,10 @@ def site_scores(seed: int, center: float = 0.0) -> str:
 
 def ledger_bodies(tmp_path: Path) -> list[dict]:
     """The ledger's record bodies; every record must verify against the coordinator's key."""
-    if not (tmp_path / "ledger.jsonl").exists():
+    folder = RunFolder(tmp_path)
+    if not folder.ledger.exists():
         return []
-    check, bodies = verify_with_records(tmp_path / "ledger.jsonl",
-                                        load_public_key(tmp_path / "keys" / "ledger.pub"))
+    check, bodies = verify_with_records(folder.ledger, load_public_key(folder.ledger_pub))
     assert check.ok and check.records == len(bodies)
     return bodies
 

@@ -22,6 +22,7 @@ from flwr.common import (
 from flwr.common.constant import ErrorCode
 
 from client.launcher import UnapprovedCode
+from server.outdir import RunFolder
 from server.strategy import (
     GenofedStrategy,
     check_update,
@@ -30,6 +31,8 @@ from server.strategy import (
     weights_sha256,
 )
 from shared import protocol
+from shared.ledger import round_records
+from shared.protocol import RoundRecord
 from shared.receipts import verify_receipt
 from shared.runconfig import RunSettings
 from tests.strategy_kit import (
@@ -581,3 +584,21 @@ def test_an_oversized_scores_payload_is_refused_before_it_is_allocated(
     rec = strat.rounds[1]
     assert rec.evaluated_by == ["s1"] and set(rec.metrics["by_group"]) == {"A", "B"}
     assert ledger_bodies(tmp_path)[-1]["round"] == 1
+
+
+def test_results_and_ledger_read_back_as_the_same_round(tmp_path: Path) -> None:
+    """results.json and the signed round body carry one RoundRecord (shared.protocol)."""
+    strat = make_strategy(tmp_path, num_server_rounds=3)
+    g = strat.current
+    strat.aggregate_fit(1, [result(strat, 1, "good-1", shifted(g, 0.1), 20),
+                            result(strat, 1, "good-2", shifted(g, -0.1), 30)], [])
+    (body,) = round_records(ledger_bodies(tmp_path))
+    saved = json.loads(RunFolder(tmp_path).results.read_text())["rounds"]
+    from_ledger, from_results = RoundRecord.from_body(body), RoundRecord.from_body(saved[0])
+    assert from_ledger == from_results == strat.rounds[1]
+    assert from_ledger.sites == ["good-1", "good-2"] and from_ledger.run_id == RUN_ID
+    assert from_ledger.epsilons() == {"good-1": 1.0, "good-2": 1.0}
+    assert from_ledger.weights_sha256 == weights_sha256(strat.current)
+    assert from_ledger.group_auroc("CEU") is None  # not evaluated: no metrics
+    assert set(body) - set(from_ledger.to_json()) == {
+        "kind", "ledger_id", "config_sha256", "panel_sha256", "time"}
