@@ -45,8 +45,8 @@ test: venv system-tools
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-# Benchmarks -> bench-out/bench.json + a table; the JSON is kept as deploy/bench.json and the
-# README's benchmark section is regenerated from it. bcftools (Debian's) is the data-path
+# Benchmarks -> bench-out/bench.json + a table; the JSON is kept as deploy/bench.json, and the
+# README's goals table and deploy/BENCH.md (every table) are regenerated from it. bcftools (Debian's) is the data-path
 # baseline; without it (no root for apt-get) its row is recorded as null with the reason.
 bench: venv
 	command -v bcftools >/dev/null || (apt-get update && apt-get install -y --no-install-recommends bcftools) \

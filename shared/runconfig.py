@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from shared.encoding import EncoderSettings
 from shared.encoding import model_config as _model_config
@@ -23,39 +24,55 @@ OPTIMIZERS = ("sgd", "adam")  # a site's local DP-SGD update rule (client.train.
 EVALUATE_ROUNDS = ("last", "all")
 
 
+def setting(default: object, doc: str) -> Any:
+    """A run config key's default and its one-line meaning (the README's key table)."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class RunSettings:
-    num_server_rounds: int = 5
-    min_sites: int = 2
-    local_epochs: int = 4
-    batch_size: int = 64
-    max_steps_per_epoch: int = 10  # a larger site grows its batch instead; 0 = no cap
-    optimizer: str = "sgd"  # sgd (momentum 0.9) | adam
-    learning_rate: float = 0.05
-    max_grad_norm: float = 1.0
-    target_epsilon: float = 8.0
-    target_delta: float = 1e-5
-    model_dim: int = 32
-    model_layers: int = 2
-    model_heads: int = 4
-    attention: str = "full"
-    attention_window: int = 32
-    context_bases: int = 8
-    kmer_size: int = 3
-    suppression_k: int = 10
-    evaluate_rounds: str = "last"  # last | all
-    score_center: float = 0.0  # logit the evaluation histograms are binned around
-    seed: int = 0  # the initial weights' (public); never a source of any site's DP noise
-    data_root: str = "demo-out/cohort"
-    out_dir: str = "demo-out/run"
-    panel_path: str = ""  # coordinator's panel; default "<data-root>/panel.tsv"
-    ledger_key: str = ""  # coordinator's Ed25519 key; default "<out-dir>/keys/ledger.key"
-    site_registry: str = ""  # sites' public receipt keys; default "<data-root>/site-registry.json"
-    ledger_signer: str = ""  # the ledger signer's socket; set, the ServerApp never holds the key
-    secagg: bool = False
-    aggregation: str = "fedavg"  # fedavg | fedmedian | fedtrimmedavg | krum
-    max_update_norm: float = 0.0  # L2 bound on (site weights - global weights); 0 = no bound
-    round_timeout: float = 0.0  # seconds to wait for sites in a round; 0 = wait for all
+    # Rounds
+    num_server_rounds: int = setting(5, "rounds to run")
+    min_sites: int = setting(2, "sites a round needs")
+    round_timeout: float = setting(0.0, "seconds to wait for the sites in a round (0: for all)")
+    # DP training at each site
+    local_epochs: int = setting(4, "local epochs per round")
+    batch_size: int = setting(64, "expected DP-SGD batch (Poisson sampling)")
+    max_steps_per_epoch: int = setting(
+        10, "a larger site grows its batch so an epoch takes at most this many steps (0: no cap)")
+    optimizer: str = setting("sgd", "`sgd` (momentum 0.9) or `adam`")
+    learning_rate: float = setting(0.05, "local learning rate")
+    max_grad_norm: float = setting(1.0, "per-person gradient clipping norm")
+    target_epsilon: float = setting(8.0, "the run's ε; a site's own `max-epsilon` may be lower")
+    target_delta: float = setting(1e-5, "the run's δ; a site's own `delta` may be lower")
+    seed: int = setting(0, "the initial weights' seed (public; never a source of DP noise)")
+    # The model
+    model_dim: int = setting(32, "transformer width")
+    model_layers: int = setting(2, "transformer blocks")
+    model_heads: int = setting(4, "attention heads")
+    attention: str = setting("full", "`full`, or `local` within `attention-window` variants")
+    attention_window: int = setting(32, "variants a `local` attention sees on each side")
+    context_bases: int = setting(8, "reference bases on each side of a variant")
+    kmer_size: int = setting(3, "k of the context's k-mer tokens")
+    # Evaluation (each a DP release the sites pay for)
+    evaluate_rounds: str = setting("last", "rounds whose model the sites score: `last` or `all`")
+    score_center: float = setting(0.0, "logit the evaluation histograms are binned around")
+    suppression_k: int = setting(10, "withhold smaller groups (raises each site's floor)")
+    # Aggregation
+    aggregation: str = setting(
+        "fedavg", "`fedavg`, `fedmedian`, `fedtrimmedavg` or `krum` (robust ones see updates)")
+    secagg: bool = setting(False, "SecAgg+ (3+ sites): the coordinator sees only the sum")
+    max_update_norm: float = setting(
+        0.0, "refuse a site update farther than this (L2) from the global weights (0: no bound)")
+    # Files (machine-local: not part of the run's hash)
+    data_root: str = setting("demo-out/cohort", "the simulated sites' folders (simulation only)")
+    out_dir: str = setting("demo-out/run", "the coordinator's run folder; a rerun resumes it")
+    panel_path: str = setting("", "the variant panel (default `<data-root>/panel.tsv`)")
+    ledger_key: str = setting("", "the ledger's signing key (default `<out-dir>/keys/ledger.key`)")
+    site_registry: str = setting(
+        "", "the sites' public receipt keys (default `<data-root>/site-registry.json`)")
+    ledger_signer: str = setting(
+        "", "the ledger signer's socket: set, the ServerApp never holds the key")
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> RunSettings:
@@ -105,6 +122,11 @@ class RunSettings:
             "attention": self.attention,
             "window": self.attention_window,
         }
+
+    @classmethod
+    def key_table(cls) -> list[tuple[str, object, str]]:
+        """(run config key, default, meaning) of every setting, in declaration order."""
+        return [(f.name.replace("_", "-"), f.default, f.metadata["doc"]) for f in fields(cls)]
 
     def sha256(self) -> str:
         """Hash of everything that defines the run (paths excluded: they differ by machine)."""

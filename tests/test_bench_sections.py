@@ -406,7 +406,7 @@ def test_missed_goals_point_to_the_lab_notebook_under_the_table() -> None:
     goals = {g["name"]: g for g in readme_table.targets(doc)}
     missed = goals["federated_vs_centralized"]
     assert not missed["met"] and missed["remedy"] in text[:table_end]  # short answer in table
-    assert f"]({readme_table.NOTEBOOK})" in text[table_end:text.index("### Disease-risk")]
+    assert "](NOTEBOOK.md)" in text[table_end:text.index("## Disease-risk")]
     assert (ROOT / readme_table.NOTEBOOK).is_file()
     # A met goal's remedy stays out.
     assert goals["coordinator_overhead_10_sites"]["met"]
@@ -473,22 +473,30 @@ def test_readme_section_is_replaced_and_checked(tmp_path: Path) -> None:
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps(_doc()))
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{readme_table.START}\nold\n{readme_table.END}\n\ntail\n")
+    readme.write_text(f"# x\n\n{readme_table.CONFIG_START}\nold\n{readme_table.CONFIG_END}\n"
+                      f"\n{readme_table.START}\nold\n{readme_table.END}\n\ntail\n")
     assert readme_table.main([str(bench), str(readme), "--check"]) == 1
     assert readme_table.main([str(bench), str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("# x\n\n") and text.endswith("\n\ntail\n") and "\nold\n" not in text
-    assert "| 10 | 4.00 s | 3.80 s | 5.0% |" in text
+    assert "| coordinator overhead ≤ 10% of a round at 10 sites |" in text  # the goals
+    assert "| `target-epsilon` | `8` | the run's ε;" in text  # the key table, from RunSettings
+    report = (tmp_path / readme_table.REPORT).read_text()  # every table, beside the JSON
+    assert "| 10 | 4.00 s | 3.80 s | 5.0% |" in report and "| 10 | 4.00 s" not in text
     assert readme_table.main([str(bench), str(readme), "--check"]) == 0
+    (tmp_path / readme_table.REPORT).write_text(report + "edited by hand\n")
+    assert readme_table.main([str(bench), str(readme), "--check"]) == 1
     readme.write_text("# no markers\n")
     assert readme_table.main([str(bench), str(readme)]) == 2
 
 
 def test_committed_readme_matches_committed_bench_json() -> None:
-    """The README's benchmark section is exactly what deploy/bench.json renders to."""
+    """The README's generated sections and deploy/BENCH.md are exactly what deploy/bench.json
+    and shared/runconfig.py render to."""
     doc = json.loads((ROOT / "deploy" / "bench.json").read_text())
     section = readme_table.render(doc)
-    assert section in (ROOT / "README.md").read_text()
+    assert readme_table.main([str(ROOT / "deploy" / "bench.json"), str(ROOT / "README.md"),
+                              "--check"]) == 0
     assert not doc["meta"].get("quick"), "the committed numbers must be a full `make bench`"
     for key in ("utility", "dp_cost", "federation", "data_path", "membership_attack",
                 "privacy_audit"):
