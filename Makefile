@@ -45,15 +45,15 @@ test: venv system-tools
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-# Benchmarks -> bench-out/bench.json + a table; the JSON is kept as deploy/bench.json, and the
-# README's goals table and deploy/BENCH.md (every table) are regenerated from it. bcftools (Debian's) is the data-path
+# Benchmarks -> bench-out/bench.json + a table; the JSON is kept as deploy/bench/bench.json, and the
+# README's goals table and deploy/bench/BENCH.md (every table) are regenerated from it. bcftools (Debian's) is the data-path
 # baseline; without it (no root for apt-get) its row is recorded as null with the reason.
 bench: venv
 	command -v bcftools >/dev/null || (apt-get update && apt-get install -y --no-install-recommends bcftools) \
 	  || echo "bench: could not install bcftools; its measurement will be null"
 	$(BIN)/python -m deploy.bench --out bench-out
-	cp bench-out/bench.json deploy/bench.json
-	$(BIN)/python -m deploy.readme_table deploy/bench.json README.md
+	cp bench-out/bench.json deploy/bench/bench.json
+	$(BIN)/python -m deploy.bench.readme deploy/bench/bench.json README.md
 
 lint: venv
 	$(BIN)/ruff check .

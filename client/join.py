@@ -17,6 +17,7 @@ from pathlib import Path
 from client.identity import AUTH_KEY, IDENTITY
 from client.launcher import APPROVALS, APPROVALS_ENV, read_approvals
 from shared.errors import InputError
+from shared.fsio import atomic_write
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -31,9 +32,8 @@ def launcher_bin(state: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     script = folder / "flwr-clientapp"
-    script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m client.launcher "
-                      '"$@"\n')
-    os.chmod(script, 0o700)
+    with atomic_write(script, perms=0o700) as fh:
+        fh.write(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m client.launcher "$@"\n')
     return folder
 
 

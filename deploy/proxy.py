@@ -15,6 +15,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from shared.fsio import atomic_write
+
 NGINX_IMAGE = "nginx:1.27-alpine"
 
 
@@ -80,7 +82,8 @@ def write_nginx_conf(folder: Path, **kwargs: str) -> Path:
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     conf = folder / "nginx.conf"
-    conf.write_text(nginx_conf(prefix=str(folder.resolve()), **kwargs))
+    with atomic_write(conf) as fh:
+        fh.write(nginx_conf(prefix=str(folder.resolve()), **kwargs))
     return conf
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy import readme_table
-from deploy.bench import code_revision, format_table
-from deploy.bench_data import parse_gt_lines
+from deploy.bench import readme as readme_table
+from deploy.bench.data_path import parse_gt_lines
+from deploy.bench.run import code_revision, format_table
 from shared.genotypes import gt_code
 
 ROOT = Path(__file__).resolve().parents[1]

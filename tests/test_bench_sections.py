@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deploy import readme_table
-from deploy.bench_federation import (
+from deploy.bench import readme as readme_table
+from deploy.bench.federation import (
     busy_s,
     median_round,
     phase_s,
     round_costs,
     steady_round_s,
 )
-from deploy.bench_utility import (
+from deploy.bench.utility import (
     People,
     add_intervals,
     attainable,
@@ -433,7 +433,7 @@ def test_attack_interval_is_delong_on_raw_scores_and_covers_its_spread() -> None
     its width matches how much the AUROC of 200 vs 200 people really moves between draws."""
     from sklearn.metrics import roc_auc_score
 
-    from deploy.bench_privacy import delong_ci
+    from deploy.bench.membership_attack import delong_ci
 
     rng = np.random.default_rng(7)
     truth = np.r_[np.ones(200), np.zeros(200)]
@@ -491,12 +491,12 @@ def test_readme_section_is_replaced_and_checked(tmp_path: Path) -> None:
 
 
 def test_committed_readme_matches_committed_bench_json() -> None:
-    """The README's generated sections and deploy/BENCH.md are exactly what deploy/bench.json
-    and shared/runconfig.py render to."""
-    doc = json.loads((ROOT / "deploy" / "bench.json").read_text())
+    """The README's generated sections and deploy/bench/BENCH.md are exactly what
+    deploy/bench/bench.json and shared/runconfig.py render to."""
+    committed = ROOT / "deploy" / "bench" / "bench.json"
+    doc = json.loads(committed.read_text())
     section = readme_table.render(doc)
-    assert readme_table.main([str(ROOT / "deploy" / "bench.json"), str(ROOT / "README.md"),
-                              "--check"]) == 0
+    assert readme_table.main([str(committed), str(ROOT / "README.md"), "--check"]) == 0
     assert not doc["meta"].get("quick"), "the committed numbers must be a full `make bench`"
     for key in ("utility", "dp_cost", "federation", "data_path", "membership_attack",
                 "privacy_audit"):
@@ -591,7 +591,7 @@ def test_quick_bench_runner_writes_and_renders_a_section(tmp_path: Path) -> None
 @pytest.mark.parametrize("mode", ["nondp", "hooks"])
 def test_dp_cost_worker_measures_real_steps(mode: str) -> None:
     """One configuration's memory worker: real (DP-)SGD steps, positive measurements."""
-    from deploy.bench_cost import worker
+    from deploy.bench.dp_cost import worker
 
     result = worker(mode, variants=16, batch=8, warmup=1, steps=2)
     assert 0 < result["rss_before_bytes"] <= result["peak_rss_bytes"]
@@ -601,7 +601,7 @@ def test_dp_cost_worker_measures_real_steps(mode: str) -> None:
 def test_the_dp_time_ratio_is_the_median_of_paired_steps() -> None:
     """A slow spell that doubles both steps of a pair leaves the ratio alone; one odd pair does
     not move the median."""
-    from deploy.bench_cost import paired_ratio
+    from deploy.bench.dp_cost import paired_ratio
 
     steady = paired_ratio([0.2, 0.4, 0.2, 0.4], [0.22, 0.44, 0.22, 0.44])
     assert steady["time_ratio"] == pytest.approx(1.1)
@@ -617,7 +617,7 @@ def test_the_dp_time_ratio_is_the_median_of_paired_steps() -> None:
 
 def test_dp_cost_times_both_steps_in_one_process() -> None:
     """The paired timer alternates real plain and DP-SGD steps (hooks, the sites' mode)."""
-    from deploy.bench_cost import paired
+    from deploy.bench.dp_cost import paired
 
     result = paired("hooks", variants=16, batch=8, warmup=1, pairs=4)
     assert result["pairs"] == 4
@@ -630,7 +630,7 @@ def test_dp_cost_times_both_steps_in_one_process() -> None:
 def test_dp_cost_measures_the_default_mode_at_a_larger_batch(tmp_path: Path) -> None:
     """The larger-batch row runs its own fresh workers at that batch: real ratios, not copies of
     the batch-64 row."""
-    from deploy.bench_cost import DEFAULT_MODE, QUICK, _at_batch
+    from deploy.bench.dp_cost import DEFAULT_MODE, QUICK, _at_batch
 
     row = _at_batch(24, QUICK, tmp_path)
     assert "error" not in row, row
@@ -646,7 +646,7 @@ def test_dp_cost_worker_memory_is_its_own_not_its_parents(tmp_path: Path) -> Non
     `getrusage().ru_maxrss` carried the parent's peak into every worker; the bench process holds
     a whole cohort when this section runs, so it must be measured from a big parent here too.
     """
-    from deploy.bench_cost import QUICK, _measure
+    from deploy.bench.dp_cost import QUICK, _measure
 
     ballast = np.ones(1_500_000_000 // 8)  # 1.5 GB resident in this (the parent) process
     result = _measure("nondp", QUICK, tmp_path / "nondp.json")

@@ -10,14 +10,14 @@ import pytest
 
 from client.budget import SiteBudget
 from client.site import Site
-from deploy.demo import fresh_copy
-from deploy.privacy_audit import (
+from deploy.bench.canary_audit import (
     AuditSetup,
     audit_scores,
     canary_people_audit,
     epsilon_lower_bound,
     gradient_canary_audit,
 )
+from deploy.demo import fresh_copy
 from shared.runconfig import RunSettings
 
 SMALL = dict(batch_size=32, local_epochs=1, model_dim=16, model_layers=1, suppression_k=5,

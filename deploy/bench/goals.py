@@ -1,6 +1,6 @@
 """The project's measured goals: each threshold defined here once.
 
-`deploy.bench_utility` computes the utility goals' margins with these, `deploy.readme_table`
+`deploy.bench.utility` computes the utility goals' margins with these, `deploy.bench.readme`
 judges every goal from `bench.json` and writes its rule from the same numbers.
 """
 

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from deploy.readme_table import targets as goals
+from deploy.bench.readme import targets as goals
 from shared.cli import setup_logging
 from shared.fsio import write_json
 
@@ -55,18 +55,13 @@ def _lazy(module: str, attr: str = "run") -> Section:
 # Run in this order. Later sections (utility per ancestry, DP cost, federation cost, SecAgg+
 # overhead, membership attack) register here.
 SECTIONS: dict[str, Section] = {
-    "data_path": _lazy("deploy.bench_data"),
-    "utility": _lazy("deploy.bench_utility"),
-    "dp_cost": _lazy("deploy.bench_cost"),
-    "membership_attack": _lazy("deploy.bench_privacy"),
-    "privacy_audit": _lazy("deploy.bench_privacy_audit"),
-    "federation": _lazy("deploy.bench_federation"),
+    "data_path": _lazy("deploy.bench.data_path"),
+    "utility": _lazy("deploy.bench.utility"),
+    "dp_cost": _lazy("deploy.bench.dp_cost"),
+    "membership_attack": _lazy("deploy.bench.membership_attack"),
+    "privacy_audit": _lazy("deploy.bench.privacy_audit"),
+    "federation": _lazy("deploy.bench.federation"),
 }
-
-
-def say(section: str, message: str) -> None:
-    """A benchmark section's progress line (stderr, through logging)."""
-    log.info("  %s: %s", section, message)
 
 
 def _version(dist: str) -> str | None:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pysam
 
-from deploy.bench import say
+from deploy.bench.common import say
 from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.genotypes import gt_code, harmonize_panel_genotypes, record_codes
 from shared.panel import Panel

@@ -13,7 +13,7 @@ size) is trained twice for the same number of epochs:
   noise multiplier from `shared.privacy.calibrate_noise`, the site's default settings),
   FULL_DP_TRAININGS times with seeds seed, seed + 1, ...: `dp_auroc` is their mean, each
   under `dp_runs`;
-- without DP (plain minibatch Adam at `bench_utility.PLAIN_LEARNING_RATE`), for enough epochs
+- without DP (plain minibatch Adam at `deploy.bench.utility.PLAIN_LEARNING_RATE`), for enough epochs
   to fit the members closely.
 """
 
@@ -31,8 +31,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
-from deploy.bench import say
-from deploy.bench_utility import PLAIN_LEARNING_RATE, fresh_model, train_plain
+from deploy.bench.common import say
+from deploy.bench.utility import PLAIN_LEARNING_RATE, fresh_model, train_plain
 from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.metrics import auroc_ci
 from shared.privacy import calibrate_noise, epsilon_for

@@ -1,6 +1,6 @@
 """Benchmark section `privacy_audit`: lower bounds on the epsilon a site's releases can have.
 
-`deploy.privacy_audit` (Steinke, Nasr & Jagielski 2023, one training run per bound) on one
+`deploy.bench.canary_audit` (Steinke, Nasr & Jagielski 2023, one training run per bound) on one
 simulated hospital:
 
 - `white_box`: m gradient canaries through one round of the site's DP-SGD (the demo model and
@@ -26,9 +26,9 @@ import numpy as np
 
 from client.budget import SiteBudget
 from client.site import Site
-from deploy.bench import say
+from deploy.bench.canary_audit import AuditSetup, canary_people_audit, gradient_canary_audit
+from deploy.bench.common import say
 from deploy.demo import fresh_copy
-from deploy.privacy_audit import AuditSetup, canary_people_audit, gradient_canary_audit
 from deploy.simulate import SimulationConfig, simulate_cohort
 from shared.runconfig import RunSettings
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.bench import say
+from deploy.bench.common import say
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
 from deploy.simulate import SimulationConfig, simulate_cohort

@@ -9,7 +9,7 @@ sites set it up (`client.train.make_private`, summed loss; ghost clipping needs 
 criterion wrapper instead). The default mode is measured again at batch 256, about what the
 largest site of the bench's cohort trains on under `max-steps-per-epoch` (249).
 
-- time: per DP mode, ONE fresh process (`python -m deploy.bench_cost --paired MODE`) holds
+- time: per DP mode, ONE fresh process (`python -m deploy.bench.dp_cost --paired MODE`) holds
   the plain model and the DP one (same initial weights) and alternates their steps, `pairs`
   times after `warmup` untimed steps of each, swapping which goes first every pair. The time
   ratio is the median over the pairs of (DP step / plain step), with the pairs' middle half
@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploy.bench import say
+from deploy.bench.common import say
 
 MODES = ("hooks", "functorch", "ew", "ghost")
 DEFAULT_MODE = "hooks"
@@ -211,8 +211,9 @@ def paired(mode: str, variants: int, batch: int, warmup: int, pairs: int) -> dic
 
 
 def _run_worker(args: list[str], out: Path) -> dict[str, Any]:
-    """`python -m deploy.bench_cost ARGS --out OUT` in a fresh interpreter: its result or error."""
-    cmd = [sys.executable, "-m", "deploy.bench_cost", *args, "--out", str(out)]
+    """`python -m deploy.bench.dp_cost ARGS --out OUT` in a fresh interpreter: its result or
+    error."""
+    cmd = [sys.executable, "-m", "deploy.bench.dp_cost", *args, "--out", str(out)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
                               cwd=Path(__file__).resolve().parent.parent)
@@ -349,7 +350,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.bench_cost")
+    parser = argparse.ArgumentParser(prog="python -m deploy.bench.dp_cost")
     role = parser.add_mutually_exclusive_group(required=True)
     role.add_argument("--worker", choices=("nondp", *MODES), help="memory of one configuration")
     role.add_argument("--paired", choices=MODES, help="time of one DP mode against plain steps")

@@ -58,11 +58,11 @@ from sklearn.metrics import roc_auc_score
 
 from client.data import load_site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
-from deploy.bench import say
-from deploy.bench_evaluation import measure as measure_evaluation_noise
+from deploy.bench.common import say
+from deploy.bench.evaluation_noise import measure as measure_evaluation_noise
+from deploy.bench.goals import FEDERATED_VS_CENTRALIZED, WORST_VS_BEST
 from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
-from deploy.goals import FEDERATED_VS_CENTRALIZED, WORST_VS_BEST
 from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
 from server.outdir import RunFolder
 from server.strategy import initial_weights
