@@ -7,7 +7,9 @@ string to a genotype code once, so the cost is per record, not per person.
 
 Harmonization: a hospital's VCF describes the coordinator's panel variant in its own way. We match
 on normalized alleles (common suffix and prefix trimmed, indels left-aligned against the
-reference when one is given) and accept
+reference when one is given); an exact match wins over every fallback, and a fallback is taken
+only where it is plausible (`_plausible`: never for a record whose REF is the reference's own
+sequence, so a neighbouring insertion is never read as a swapped deletion). We accept
   - contig names with or without the `chr` prefix (`chr22` = `22`, `chrM` = `MT`);
   - REF/ALT swapped relative to the panel: the alt dosage is flipped (0 <-> 2);
   - the opposite strand (alleles complemented), unless the SNV is strand-ambiguous;
@@ -165,6 +167,9 @@ class PanelGenotypes:
 
 
 MATCH_KINDS = ("same", "swapped", "strand-flipped", "strand-flipped+swapped", "missing")
+# When several records or alleles could describe a panel variant, the exact match wins, then the
+# fallbacks in this order.
+_RANK = {kind: rank for rank, kind in enumerate(MATCH_KINDS[:-1])}
 
 
 def _match(
@@ -187,6 +192,35 @@ def _match(
     if (cref, calt) == (alt, ref):
         return "strand-flipped+swapped"
     return None
+
+
+Target = tuple[int, str, str]
+Hit = tuple[pysam.VariantRecord, int, str]
+
+
+def _plausible(kind: str, rec_norm: Target, fasta: pysam.FastaFile | None,
+               contig: str | None) -> bool:
+    """Whether a non-exact match can be the panel variant at all.
+
+    A record whose REF is the reference genome's sequence describes its own variant: a VCF
+    that swapped REF and ALT (PLINK's major-allele exports) has a REF that disagrees with the
+    reference. So an insertion C>CA is never a panel deletion CA>C "swapped". Without the
+    reference, an indel is never taken as swapped or flipped (it cannot be told apart); an SNV
+    may be (its REF would have to differ from the panel's REF, which matches the reference).
+    """
+    if kind == "same":
+        return True
+    pos, ref, alt = rec_norm
+    if fasta is None or contig is None:
+        return len(ref) == len(alt) == 1
+    return fasta.fetch(contig, pos - 1, pos - 1 + len(ref)).upper() != ref
+
+
+def _better(hit: Hit | None, rec: pysam.VariantRecord, index: int, kind: str) -> Hit:
+    """The better of the best match so far and a new one (the first among equals)."""
+    if hit is None or _RANK[kind] < _RANK[hit[2]]:
+        return rec, index, kind
+    return hit
 
 
 def harmonize_panel_genotypes(
@@ -239,8 +273,6 @@ def harmonize_panel_genotypes(
 
 
 _SCAN_MIN_VARIANTS = 64  # panel variants on a contig above which one pass beats many fetches
-Target = tuple[int, str, str]
-Hit = tuple[pysam.VariantRecord, int, str]
 
 
 def _targets_by_contig(
@@ -286,8 +318,8 @@ def _scan(
             norm = normalize(rec.pos, rec.ref, ralt, fasta, fa_contig)
             for j in by_pos.get(norm[0], ()):
                 kind = _match(targets[j], norm)
-                if kind is not None and j not in hits:
-                    hits[j] = (rec, i, kind)
+                if kind is not None and _plausible(kind, norm, fasta, fa_contig):
+                    hits[j] = _better(hits.get(j), rec, i, kind)
     return hits
 
 
@@ -305,21 +337,23 @@ def _fetch_each(
         except ValueError as err:
             raise InputError(vcf_path, f"cannot fetch region ({err})",
                              f"{panel.chrom[j]}:{panel.pos[j]}") from err
-        hit = _first_match(records, target, fasta, fa_contig)
+        hit = _best_match(records, target, fasta, fa_contig)
         if hit is not None:
             hits[j] = hit
     return hits
 
 
-def _first_match(
+def _best_match(
     records, target: Target, fasta: pysam.FastaFile | None, contig: str | None
 ) -> Hit | None:
+    best: Hit | None = None
     for rec in records:
         for i, ralt in _alleles(rec):
-            kind = _match(target, normalize(rec.pos, rec.ref, ralt, fasta, contig))
-            if kind is not None:
-                return rec, i, kind
-    return None
+            norm = normalize(rec.pos, rec.ref, ralt, fasta, contig)
+            kind = _match(target, norm)
+            if kind is not None and _plausible(kind, norm, fasta, contig):
+                best = _better(best, rec, i, kind)
+    return best
 
 
 def read_panel_genotypes(

@@ -116,3 +116,38 @@ def test_palindrome_is_not_strand_flipped(tmp_path: Path) -> None:
                     [(2, "A", ("T",), [((0, 0), True), ((0, 1), True), ((1, 1), True)])])
     codes = harmonize_panel_genotypes(vcf, panel, SAMPLES, ref).codes
     assert codes[:, 0].tolist() == [GT_HOM_REF, GT_HET, GT_HOM_ALT]
+
+
+@pytest.mark.parametrize("scan_from", [1, 10_000], ids=["one-pass", "fetch-each"])
+@pytest.mark.parametrize("layout", ["insertion-first", "deletion-first", "multi-allelic",
+                                    "multi-allelic-insertion-first", "insertion-only"])
+def test_an_indel_is_read_from_its_own_record_not_a_neighbours(
+    tmp_path: Path, layout: str, scan_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A panel deletion CA>C at a position where the VCF also holds the insertion C>CA: the
+    insertion's REF agrees with the reference, so it is another variant, never this one
+    "swapped" (its dosage flipped), whichever record or allele comes first."""
+    monkeypatch.setattr(genotypes, "_SCAN_MIN_VARIANTS", scan_from)
+    ref = write_reference(tmp_path / "ref.fa")  # SEQ[24:26] == "CA"
+    panel = read_panel(write_panel(tmp_path / "panel.tsv", [("chr1", 25, "CA", "C")]))
+    S = True
+    insertion = (25, "C", ("CA",), [((1, 1), S), ((1, 1), S), ((0, 1), S)])
+    deletion = (25, "CA", ("C",), [((0, 1), S), ((0, 0), S), ((0, 0), S)])
+    records = {
+        "insertion-first": [insertion, deletion],
+        "deletion-first": [deletion, insertion],
+        "multi-allelic": [(25, "CA", ("C", "CAA"), [((0, 1), S), ((2, 2), S), ((0, 2), S)])],
+        "multi-allelic-insertion-first":
+            [(25, "CA", ("CAA", "C"), [((0, 2), S), ((1, 1), S), ((0, 1), S)])],
+        "insertion-only": [insertion],
+    }[layout]
+    vcf = write_vcf(tmp_path / "g.vcf.gz", "chr1", records)
+    result = harmonize_panel_genotypes(vcf, panel, SAMPLES, ref)
+    if layout == "insertion-only":
+        assert result.how == ["missing"] and not result.found[0]
+        assert result.codes[:, 0].tolist() == [GT_MISSING] * 3
+    else:
+        assert result.how == ["same"]
+        assert result.codes[:, 0].tolist() == [GT_HET, GT_HOM_REF, GT_HOM_REF]
+    # Without the reference to tell them apart, an indel is never taken as swapped either.
+    assert harmonize_panel_genotypes(vcf, panel, SAMPLES).how == result.how
