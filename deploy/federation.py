@@ -190,7 +190,8 @@ def connection_toml(address: str, root_certificates: Path | None = None) -> str:
 def write_connection(flwr_home: Path, address: str, root_certificates: Path | None = None) -> None:
     """`connection_toml` as `$FLWR_HOME/config.toml`."""
     flwr_home.mkdir(parents=True, exist_ok=True)
-    atomic_write(flwr_home / "config.toml", connection_toml(address, root_certificates))
+    with atomic_write(flwr_home / "config.toml") as fh:
+        fh.write(connection_toml(address, root_certificates))
 
 
 def submit(
