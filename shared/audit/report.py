@@ -44,36 +44,14 @@ from shared.ledger import (
 REPORT_FORMAT = "genofed.audit_report"
 REPORT_VERSION = 1
 
-# Columns of a metrics row, in table / CSV order.
-METRIC_COLUMNS = (
-    "n",
-    "cases",
-    "auroc",
-    "auroc_ci_low",
-    "auroc_ci_high",
-    "auprc",
-    "brier",
-    "calibration_slope",
-    "calibration_intercept",
-    "ece",
-    "sensitivity",
-    "specificity",
-    "ppv",
-)
+# The metrics of a group, in table order.
+_FLOAT_METRICS = ("auroc", "auprc", "brier", "calibration_slope", "calibration_intercept", "ece",
+                  "sensitivity", "specificity", "ppv")
+# Columns of a metrics row, in table / CSV order (the AUROC's interval beside it).
+METRIC_COLUMNS = ("n", "cases", "auroc", "auroc_ci_low", "auroc_ci_high", *_FLOAT_METRICS[1:])
 CSV_COLUMNS = ("seq", "round", "time", "population", "kind", "suppressed", *METRIC_COLUMNS)
 # Metrics the coordinator summarises as max - min / min / max over shown groups.
 _DISPARITY = ("auroc", "auprc", "brier", "ece", "sensitivity", "specificity", "ppv")
-_FLOAT_METRICS = (
-    "auroc",
-    "auprc",
-    "brier",
-    "calibration_slope",
-    "calibration_intercept",
-    "ece",
-    "sensitivity",
-    "specificity",
-    "ppv",
-)
 KINDS = ("group", "overall", "difference", "ratio", "vs_reference")
 
 
