@@ -17,6 +17,7 @@ import pysam
 import torch
 
 from shared.errors import InputError
+from shared.genotypes import contig_alias
 from shared.model import ModelConfig, PanelFeatures
 from shared.panel import Panel
 from shared.tokenizer import DNATokenizer, allele_id
@@ -53,17 +54,17 @@ def encode_panel(panel: Panel, fasta_path: str | Path, settings: EncoderSettings
         lengths = dict(zip(fasta.references, fasta.lengths, strict=True))
         for chrom, pos, ref in zip(panel.chrom, panel.pos, panel.ref, strict=True):
             record = f"{chrom}:{pos}"
-            if chrom not in lengths:
+            contig = contig_alias(str(chrom), lengths)  # chr1 and 1 alike (also MT/chrM)
+            if contig is None:
                 raise InputError(fasta_path, "panel variant's contig is not in the FASTA", record)
             start, end = int(pos) - 1 - w, int(pos) + w  # 0-based, half open
-            if start < 0 or end > lengths[chrom]:
+            if start < 0 or end > lengths[contig] or int(pos) - 1 + len(ref) > lengths[contig]:
                 raise InputError(fasta_path, "panel variant too close to the contig's end", record)
-            seq = fasta.fetch(chrom, start, end).upper()
-            if seq[w:w + len(ref)] != ref:
-                raise InputError(
-                    fasta_path, f"REF {ref} disagrees with the FASTA base {seq[w]}", record
-                )
-            contexts.append(tok.encode(seq))
+            genome = fasta.fetch(contig, int(pos) - 1, int(pos) - 1 + len(ref)).upper()
+            if genome != ref and "N" not in genome:  # the whole REF, however long
+                raise InputError(fasta_path, f"REF {ref} disagrees with the FASTA's {genome}",
+                                 record)
+            contexts.append(tok.encode(fasta.fetch(contig, start, end).upper()))
     return PanelFeatures(
         context=torch.tensor(np.array(contexts), dtype=torch.long),
         ref=torch.tensor([allele_id(a) for a in panel.ref], dtype=torch.long),

@@ -256,7 +256,7 @@ def harmonize_panel_genotypes(
             if len(targets) >= _SCAN_MIN_VARIANTS:
                 hits = _scan(vf, contig, targets, ref_fa, fa_contig)
             else:
-                hits = _fetch_each(vf, contig, targets, ref_fa, fa_contig, vcf_path, panel)
+                hits = _fetch_each(vf, contig, targets, ref_fa, fa_contig)
             for j, (rec, alt_index, kind) in hits.items():
                 try:
                     codes = record_codes(rec, alt_index=alt_index)[cols]
@@ -310,7 +310,7 @@ def _scan(
     lo = min(t[0] for t in targets.values()) - 1 - _INDEL_WINDOW
     hi = max(t[0] + len(t[1]) for t in targets.values()) + _INDEL_WINDOW
     hits: dict[int, Hit] = {}
-    for rec in vf.fetch(contig, max(0, lo), hi):
+    for rec in records_in(vf, contig, max(0, lo), hi):
         simple = len(rec.ref) == 1 and all(len(a) == 1 for a in rec.alts or ())
         if simple and rec.pos not in by_pos:
             continue  # a plain SNV normalizes to itself: nothing at this position
@@ -325,22 +325,42 @@ def _scan(
 
 def _fetch_each(
     vf: pysam.VariantFile, contig: str, targets: dict[int, Target],
-    fasta: pysam.FastaFile | None, fa_contig: str | None, vcf_path: Path, panel: Panel,
+    fasta: pysam.FastaFile | None, fa_contig: str | None,
 ) -> dict[int, Hit]:
     hits: dict[int, Hit] = {}
     for j, target in targets.items():
         snv = len(target[1]) == len(target[2]) == 1
         pad = 0 if snv else _INDEL_WINDOW
-        try:
-            records = vf.fetch(contig, max(0, target[0] - 1 - pad),
-                               target[0] + len(target[1]) + pad)
-        except ValueError as err:
-            raise InputError(vcf_path, f"cannot fetch region ({err})",
-                             f"{panel.chrom[j]}:{panel.pos[j]}") from err
+        records = records_in(vf, contig, max(0, target[0] - 1 - pad),
+                             target[0] + len(target[1]) + pad)
         hit = _best_match(records, target, fasta, fa_contig)
         if hit is not None:
             hits[j] = hit
     return hits
+
+
+def records_in(vf: pysam.VariantFile, contig: str, start: int, end: int):  # noqa: ANN201
+    """The records of a 0-based half-open region; a record htslib cannot parse is one
+    `InputError` naming the file and where it is (htslib's own message is silenced)."""
+    path = Path(str(vf.filename, "utf-8") if isinstance(vf.filename, bytes) else vf.filename)
+    last = None
+    try:
+        records = vf.fetch(contig, start, end)
+    except ValueError as err:
+        raise InputError(path, f"cannot fetch region ({err})", f"{contig}:{start + 1}-{end}") \
+            from None
+    previous = pysam.set_verbosity(0)
+    try:
+        for rec in records:
+            last = rec.pos
+            yield rec
+    except (ValueError, OSError) as err:
+        where = f"{contig}:{start + 1}-{end}" if last is None else f"{contig}:{last} and on"
+        raise InputError(path, f"a record htslib cannot parse ({err}: e.g. fewer sample "
+                               "columns than the header names, or a missing column)",
+                         where) from None
+    finally:
+        pysam.set_verbosity(previous)
 
 
 def _best_match(

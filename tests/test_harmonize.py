@@ -151,3 +151,57 @@ def test_an_indel_is_read_from_its_own_record_not_a_neighbours(
         assert result.codes[:, 0].tolist() == [GT_HET, GT_HOM_REF, GT_HOM_REF]
     # Without the reference to tell them apart, an indel is never taken as swapped either.
     assert harmonize_panel_genotypes(vcf, panel, SAMPLES).how == result.how
+
+
+def test_the_panel_serves_either_contig_naming(tmp_path: Path) -> None:
+    """One panel (chr1) for a site whose FASTA and VCF say "1": encoded and read alike."""
+    from shared.encoding import EncoderSettings, encode_panel
+
+    panel = read_panel(write_panel(tmp_path / "panel.tsv", [("chr1", 20, "G", "A")]))
+    plain = encode_panel(panel, write_reference(tmp_path / "a.fa", "chr1"), EncoderSettings())
+    renamed = encode_panel(panel, write_reference(tmp_path / "b.fa", "1"), EncoderSettings())
+    assert bool((plain.context == renamed.context).all())
+    vcf = write_vcf(tmp_path / "g.vcf.gz", "1",
+                    [(20, "G", ("A",), [((0, 1), True), ((0, 0), True), ((1, 1), True)])])
+    got = harmonize_panel_genotypes(vcf, panel, SAMPLES, tmp_path / "b.fa")
+    assert got.codes[:, 0].tolist() == [GT_HET, GT_HOM_REF, GT_HOM_ALT]
+
+
+def test_a_long_panel_deletion_is_checked_against_its_whole_ref(tmp_path: Path) -> None:
+    """A deletion longer than the context window is neither refused nor misread."""
+    from shared.encoding import EncoderSettings, encode_panel
+    from shared.errors import InputError
+
+    ref = write_reference(tmp_path / "ref.fa")
+    long_del = SEQ[9:31]  # 22 bases from position 10
+    settings = EncoderSettings(context_bases=4)
+    panel = read_panel(write_panel(tmp_path / "p.tsv", [("chr1", 10, long_del, long_del[0])]))
+    assert encode_panel(panel, ref, settings).context.shape[0] == 1
+    vcf = write_vcf(tmp_path / "g.vcf.gz", "chr1", [
+        (10, long_del, (long_del[0],), [((0, 1), True), ((0, 0), True), ((1, 1), True)])])
+    got = harmonize_panel_genotypes(vcf, panel, SAMPLES, ref)
+    assert got.how == ["same"] and got.codes[:, 0].tolist() == [GT_HET, GT_HOM_REF, GT_HOM_ALT]
+    wrong = long_del[:-1] + ("A" if long_del[-1] != "A" else "C")
+    bad = read_panel(write_panel(tmp_path / "bad.tsv", [("chr1", 10, wrong, wrong[0])]))
+    with pytest.raises(InputError, match=f"chr1:10: REF {wrong} disagrees with the FASTA's "
+                                         f"{long_del}"):
+        encode_panel(bad, ref, settings)
+
+
+def test_a_malformed_vcf_line_is_one_clear_error(tmp_path: Path) -> None:
+    """A record htslib cannot parse: one line naming the file and the record, no traceback."""
+    from shared.errors import InputError
+
+    ref = write_reference(tmp_path / "ref.fa")
+    good = write_vcf(tmp_path / "good.vcf.gz", "chr1",
+                     [(20, "G", ("A",), [((0, 1), True), ((0, 0), True), ((1, 1), True)])])
+    lines = [line for line in pysam.BGZFile(str(good), "rb").read().decode().splitlines()]
+    lines[-1] = "\t".join(lines[-1].split("\t")[:9] + ["0|1", "0|0"])  # a sample column short
+    plain = tmp_path / "bad.vcf"
+    plain.write_text("\n".join(lines) + "\n")
+    bad = Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
+    panel = read_panel(write_panel(tmp_path / "p.tsv", [("chr1", 20, "G", "A")]))
+    with pytest.raises(InputError) as caught:
+        harmonize_panel_genotypes(bad, panel, SAMPLES, ref)
+    line = str(caught.value)
+    assert line.startswith(f"{bad}: chr1:") and "\n" not in line and "cannot parse" in line
