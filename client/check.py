@@ -67,6 +67,9 @@ _PROBE_EVERY = 5000  # records between index probes within a contig
 _N = ord("N")
 _BGZF_COMPRESSION = "BGZF"
 _SPLIT_GT = re.compile(r"[/|]")
+# Fewer training cases (or controls) than this is worth a warning: the DP noise then drowns
+# what one class can teach.
+MIN_TRAINING_CLASS = 20
 
 
 @dataclass
@@ -316,6 +319,18 @@ class _SiteCheck:
             "ancestry": {str(a): int(n) for a, n in zip(labels, counts, strict=True)},
             "split": {str(s): int(n) for s, n in zip(splits, split_counts, strict=True)},
         }
+        for label, value in (("cases", 1), ("controls", 0)):
+            n_all = int((pheno == value).sum())
+            n_train = int(((pheno == value) & (np.asarray(c.split) == "train")).sum())
+            if n_all == 0:
+                self.error(self.cohort_path, None,
+                           f"no {label} among the {len(c)} people with a phenotype: a model "
+                           "cannot learn from one class (is the phenotype coding right?)")
+            elif n_train < MIN_TRAINING_CLASS:
+                self.warning(self.cohort_path, None,
+                             f"only {n_train} {label} in the training split: DP-SGD learns "
+                             f"little from fewer than {MIN_TRAINING_CLASS}, and groups with "
+                             "few held-out cases or controls are withheld from evaluations")
 
     def check_reference(self) -> None:
         path = self.reference_path

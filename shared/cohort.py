@@ -477,6 +477,13 @@ def _resolve_coding(path: Path, df: pd.DataFrame, pheno: _Distinct) -> str:
     if present <= set(_WORDS):
         return "case-control"
     if present <= {"0", "1", "2"}:
+        if {"0", "2"} <= present:
+            raise InputError(
+                path,
+                "phenotype column holds 0 and 2: PLINK coding (0 missing, 1 control, 2 case, "
+                "which would leave out everyone coded 0) or another trait? set the phenotype "
+                "coding",
+            )
         if "2" in present:
             return "plink"
         if "0" in present:

@@ -509,3 +509,26 @@ def test_check_reads_the_cohort_table_as_site_toml_says(
     spec = SiteSettings.load(site).cohort
     assert (spec.sample_col, spec.phenotype_col) == ("IID", "T2D")
     assert len(read_cohort(site / "cohort.tsv", spec)) == len(lines) - 1
+
+
+def test_a_cohort_without_cases_or_with_few_is_named(site: Path) -> None:
+    """No cases is an error (nothing to learn); few training cases a warning."""
+    lines = (site / "cohort.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    col = header.index("phenotype")
+
+    def with_cases(keep: int) -> CheckReport:
+        rows, kept = [lines[0]], 0
+        for line in lines[1:]:
+            f = line.split("\t")
+            if f[col] == "1":
+                kept += 1
+                f[col] = "1" if kept <= keep else "0"
+            rows.append("\t".join(f))
+        (site / "cohort.tsv").write_text("\n".join(rows) + "\n")
+        return check_site(**site_files(site), cohort_spec=SiteSettings.load(site).cohort)
+
+    none = with_cases(0)
+    assert any("no cases among" in f.problem for f in none.errors), [f.line() for f in none.errors]
+    few = with_cases(5)
+    assert few.ok and any("cases in the training split" in w.problem for w in few.warnings)

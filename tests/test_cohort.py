@@ -73,10 +73,15 @@ def test_auto_detection(tmp_path: Path) -> None:
     assert coding(["0", "1", "-9", "NA"]) == "01"
     assert coding(["0", "0"]) == "01"  # all controls; in PLINK coding it would be all missing
     assert coding(["1", "2"]) == "plink"
-    assert coding(["0", "1", "2", "-9"]) == "plink"  # a 2 settles it: 0 is PLINK's missing
     assert coding(["1.0", "2.0"]) == "plink"
     assert coding(["case", "Control", ""]) == "case-control"
 
+    # 0, 1 and 2: PLINK's 0 would drop everyone coded 0; declared, it is read as PLINK.
+    err = raises(table(tmp_path, ["0", "1", "2", "-9"]))
+    assert "0 and 2" in err.problem and "set the phenotype coding" in err.problem
+    plink = read_cohort(table(tmp_path, ["0", "1", "2", "-9"]),
+                        CohortSpec(phenotype_coding="plink"))
+    assert plink.phenotype.tolist() == [0, 1] and plink.n_missing_phenotype == 2
     err = raises(table(tmp_path, ["1", "1"]))  # all cases (01) or all controls (PLINK)?
     assert "only the value 1" in err.problem and "coding" in err.problem
     err = raises(table(tmp_path, ["case", "control", "1", "0"]))
@@ -181,7 +186,7 @@ def test_blank_lines_are_skipped_and_lines_still_counted(tmp_path: Path) -> None
 
 RENAMED = dict(
     sample_col="IID", ancestry_col="pop", phenotype_col="T2D", split_col="fold",
-    covariate_cols=("age", "PC1"),
+    covariate_cols=("age", "PC1"), phenotype_coding="plink",  # 0, 1 and 2: declared
 )  # fmt: skip
 
 
@@ -220,7 +225,7 @@ def test_renamed_columns_via_mapping(tmp_path: Path) -> None:
     spec = CohortSpec.from_mapping(
         {
             "sample-col": "IID", "ancestry_col": "pop", "phenotype-col": "T2D",
-            "split-col": "fold", "covariates": ["age", "PC1"], "phenotype-coding": "auto",
+            "split-col": "fold", "covariates": ["age", "PC1"], "phenotype-coding": "plink",
             "test-fraction": 0.2, "seed": 3,
         }
     )  # fmt: skip
