@@ -49,7 +49,8 @@ def _check(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from client.predict import predict_site
 
-    n = predict_site(checkpoint=Path(args.model), data=Path(args.data), out=Path(args.out))
+    n = predict_site(checkpoint=Path(args.model), data=Path(args.data), out=Path(args.out),
+                     people=Path(args.people) if args.people else None)
     print(f"wrote {n} risk scores to {args.out}")
     return 0
 
@@ -139,6 +140,9 @@ def register(groups: argparse._SubParsersAction) -> None:
     predict.add_argument("--data", required=True, help="site data folder")
     predict.add_argument("--out", required=True, metavar="FILE",
                          help="where to write sample_id, risk_probability (TSV)")
+    predict.add_argument("--people", metavar="TABLE",
+                         help="score the people this table lists (its sample column only is "
+                              "needed) instead of the cohort table's")
     predict.set_defaults(func=_predict)
 
     keys = sub.add_parser(

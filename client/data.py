@@ -40,6 +40,14 @@ class SitePaths:
         vcf = next((root / n for n in VCF_NAMES if (root / n).exists()), root / VCF_NAMES[0])
         return cls(root, vcf, root / "reference.fa", root / "cohort.tsv", root / "panel.tsv")
 
+    def require(self, cohort: bool = True) -> None:
+        """Refuse a folder that lacks a file or an index (genofed never writes into it)."""
+        for p in (self.vcf, self.reference, self.panel, *((self.cohort,) if cohort else ())):
+            if not p.exists():
+                raise InputError(p, "required site file not found")
+        if index_path(self.vcf) is None:
+            raise InputError(self.vcf, "no .tbi or .csi index next to the VCF/BCF")
+
 
 @dataclass(frozen=True)
 class SiteData:
@@ -92,11 +100,7 @@ def load_site(
     site's disk keyed by the content of its inputs, so the next process skips the VCF.
     """
     paths = SitePaths.in_folder(root)
-    for p in (paths.vcf, paths.reference, paths.cohort, paths.panel):
-        if not p.exists():
-            raise InputError(p, "required site file not found")
-    if index_path(paths.vcf) is None:
-        raise InputError(paths.vcf, "no .tbi or .csi index next to the VCF/BCF")
+    paths.require()
     key = tuple(_stamp(p) for p in (paths.vcf, paths.reference, paths.cohort, paths.panel))
     cache = Path(cache_dir) if cache_dir is not None else None
     if spec is None:

@@ -638,6 +638,20 @@ def read_cohort(path: str | Path, spec: CohortSpec | None = DEFAULT_SPEC) -> Coh
     )
 
 
+def read_people(path: str | Path, spec: CohortSpec | None = None) -> np.ndarray:
+    """Everyone a table lists, by sample id, whatever their phenotype (or without a phenotype
+    column at all): the people a site scores with `site predict`."""
+    path = Path(path)
+    spec = DEFAULT_SPEC if spec is None else spec
+    df, _ = _read_table(path, {spec.sample_col})
+    if spec.sample_col not in [str(c) for c in df.columns]:
+        raise InputError(path, f"the table lacks the sample column {spec.sample_col}; found: "
+                               f"{', '.join(str(c) for c in df.columns)}", "line 1")
+    if df.empty:
+        raise InputError(path, "the table lists no people (only a header)")
+    return _sample_ids(path, df, spec).to_numpy(dtype=str)
+
+
 __all__ = [
     "COHORT_COLUMNS",
     "DEFAULT_ANCESTRIES",
@@ -651,4 +665,5 @@ __all__ = [
     "CohortSpec",
     "assign_split",
     "read_cohort",
+    "read_people",
 ]

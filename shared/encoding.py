@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pysam
 import torch
 
 from shared.errors import InputError
-from shared.genotypes import contig_alias
+from shared.genotypes import contig_alias, open_reference
 from shared.model import ModelConfig, PanelFeatures
 from shared.panel import Panel
 from shared.tokenizer import DNATokenizer, allele_id
@@ -45,10 +44,7 @@ def encode_panel(panel: Panel, fasta_path: str | Path, settings: EncoderSettings
     fasta_path = Path(fasta_path)
     tok = settings.tokenizer()
     w = settings.context_bases
-    try:
-        fasta = pysam.FastaFile(str(fasta_path))
-    except (OSError, ValueError) as err:
-        raise InputError(fasta_path, f"cannot open reference FASTA ({err})") from err
+    fasta = open_reference(fasta_path)
     contexts = []
     with fasta:
         lengths = dict(zip(fasta.references, fasta.lengths, strict=True))

@@ -110,6 +110,21 @@ def _general_codes(fields: list[bytes], n_alleles: int, alt_index: int) -> np.nd
     return lut[inverse]
 
 
+def open_reference(path: str | Path) -> pysam.FastaFile:
+    """The reference FASTA, read through its existing index: pysam would otherwise write a .fai
+    into the site's data folder, which genofed never writes into."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "reference FASTA not found")
+    if not Path(f"{path}.fai").is_file():
+        raise InputError(path, "no .fai index next to the reference FASTA (create it with "
+                               "`samtools faidx`; genofed writes nothing into the data folder)")
+    try:
+        return pysam.FastaFile(str(path))
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"cannot open reference FASTA ({err})") from err
+
+
 def canonical_contig(name: str) -> str:
     """One spelling per contig: no `chr` prefix, the mitochondrion as `MT`."""
     bare = name[3:] if name.lower().startswith("chr") else name
@@ -240,7 +255,7 @@ def harmonize_panel_genotypes(
         vf = pysam.VariantFile(str(vcf_path))
     except (OSError, ValueError) as err:
         raise InputError(vcf_path, f"cannot open VCF/BCF ({err})") from err
-    fasta = pysam.FastaFile(str(fasta_path)) if fasta_path else None
+    fasta = open_reference(fasta_path) if fasta_path else None
     try:
         where = {s: i for i, s in enumerate(vf.header.samples)}
         absent = [s for s in samples if s not in where]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -68,3 +70,38 @@ def test_predict_refuses_other_panel_and_bad_checkpoint(tiny_cohort: Path, tmp_p
     with pytest.raises(InputError, match="not a genofed checkpoint"):
         predict_site(bad, site, out)
     assert not out.exists()
+
+
+def test_predict_scores_everyone_listed_and_writes_nothing_into_the_data(
+    tiny_cohort: Path, tmp_path: Path
+) -> None:
+    """People without a phenotype are scored too; a scoring list needs only the sample
+    column; a FASTA without its .fai is refused, not indexed in the (read-only) data folder."""
+    site = tmp_path / "site"
+    shutil.copytree(tiny_cohort / "site-2", site, ignore=shutil.ignore_patterns(".genofed-*"))
+    lines = (site / "cohort.tsv").read_text().splitlines()
+    col = lines[0].split("\t").index("phenotype")
+    f = lines[1].split("\t")
+    f[col] = "NA"  # this person's phenotype is not known yet: the reason to score them
+    lines[1] = "\t".join(f)
+    (site / "cohort.tsv").write_text("\n".join(lines) + "\n")
+    ckpt = tmp_path / "model.pt"
+    write_checkpoint(ckpt, site, read_panel(site / "panel.tsv").sha256)
+    before = {p.name: p.stat().st_mtime_ns for p in site.iterdir()}
+    out = tmp_path / "scores.tsv"
+    assert predict_site(ckpt, site, out) == len(lines) - 1
+    scored = pd.read_csv(out, sep="\t", dtype={"sample_id": str})
+    assert scored.sample_id.tolist() == [line.split("\t")[0] for line in lines[1:]]
+    # A list of people to score: the sample column alone, in its own order.
+    wanted = scored.sample_id.tolist()[::-3]
+    (tmp_path / "people.csv").write_text("sample_id\n" + "\n".join(wanted) + "\n")
+    assert predict_site(ckpt, site, out, people=tmp_path / "people.csv") == len(wanted)
+    again = pd.read_csv(out, sep="\t", dtype={"sample_id": str})
+    assert again.sample_id.tolist() == wanted
+    assert np.allclose(again.risk_probability.to_numpy(),
+                       scored.set_index("sample_id").loc[wanted].risk_probability.to_numpy())
+    (site / "reference.fa.fai").unlink()
+    before.pop("reference.fa.fai")
+    with pytest.raises(InputError, match="no .fai index"):
+        predict_site(ckpt, site, out)
+    assert {p.name: p.stat().st_mtime_ns for p in site.iterdir()} == before
