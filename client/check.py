@@ -53,7 +53,7 @@ import pysam
 
 from shared.cohort import read_cohort
 from shared.errors import InputError
-from shared.genotypes import canonical_contig, contig_alias
+from shared.genotypes import canonical_contig, contig_alias, is_gvcf
 from shared.panel import Panel, read_panel
 
 LEVELS = ("error", "warning", "info")
@@ -463,6 +463,11 @@ class _SiteCheck:
                 vf.check_truncation()
             except OSError:
                 eof_missing = True
+        if is_gvcf(vf):
+            self.error(path, None, "a gVCF (reference blocks, <NON_REF>): genotype it first, "
+                       "e.g. `gatk GenotypeGVCFs` or `bcftools convert --gvcf2vcf --fasta-ref "
+                       "reference.fa`")
+            return
         self.vcf_samples = [str(s) for s in vf.header.samples]
         info["samples"] = len(self.vcf_samples)
         header_contigs = {str(k): v.length for k, v in vf.header.contigs.items()}
@@ -805,6 +810,7 @@ class _Scan:
         self.gt_bad: list[tuple[str, str, str, int, bool]] = []
         self.gt_bad_count = 0
         self.no_gt = 0
+        self.dosage_only = 0
         # panel (fallback coverage when the index is unusable)
         panel = check.panel
         self.panel_found = np.zeros(len(panel) if panel is not None else 0, dtype=bool)
@@ -873,6 +879,8 @@ class _Scan:
                 self.buf_fixed_rows.append(row)
             elif fmt.startswith("GT"):
                 self._add_generic(row, body.split("\t"), ":" in fmt)
+            elif {"DS", "GP"} & set(fmt.split(":")):
+                self.dosage_only += 1  # read as the nearest genotype (shared.genotypes)
             else:
                 self.no_gt += 1
         self._panel_match(chrom, pos, ref, rec.alts)
@@ -1044,8 +1052,11 @@ class _Scan:
             check.error(path, None, f"... {self.gt_bad_count} genotype(s) with an allele index "
                         "out of range or malformed in all")
         if self.no_gt and self.n_samples:
-            check.warning(path, None, f"{self.no_gt} record(s) carry no GT field (read as "
-                          "missing)")
+            check.warning(path, None, f"{self.no_gt} record(s) carry no GT, DS or GP field "
+                          "(read as missing)")
+        if self.dosage_only and self.n_samples:
+            check.warning(path, None, f"{self.dosage_only} record(s) carry imputed dosages (DS "
+                          "or GP) and no GT: each is read as the nearest genotype")
         check.summary["vcf"]["ref_check"] = {
             "checked": self.ref_checked, "mismatches": self.ref_mismatch,
             "first_mismatch": self.ref_first[0] if self.ref_first else None,

@@ -17,7 +17,7 @@ from client.release import ALL, cohort_fingerprint
 from shared.cohort import Cohort, CohortSpec, read_cohort
 from shared.encoding import EncoderSettings, encode_panel
 from shared.errors import InputError
-from shared.genotypes import harmonize_panel_genotypes
+from shared.genotypes import harmonize_panel_genotypes, require_calls
 from shared.model import PanelFeatures
 from shared.panel import Panel, read_panel
 
@@ -129,8 +129,7 @@ def _load(
             inputs, encoder, samples,
             lambda: harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference),
         )
-    if not genotypes.found.any():
-        raise InputError(paths.vcf, "no panel variant is present in this VCF")
+    require_calls(genotypes.codes, genotypes.found, paths.vcf)
     vocabulary = tuple(spec.ancestries) if spec.ancestries else (ALL,)
     return SiteData(panel, features, cohort, genotypes.codes, genotypes.found, genotypes.how,
                     vocabulary)

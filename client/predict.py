@@ -19,7 +19,7 @@ from shared.cohort import read_people
 from shared.encoding import encode_panel
 from shared.errors import InputError
 from shared.fsio import atomic_write
-from shared.genotypes import harmonize_panel_genotypes
+from shared.genotypes import harmonize_panel_genotypes, require_calls
 from shared.panel import read_panel
 
 
@@ -35,8 +35,7 @@ def predict_site(checkpoint: Path, data: Path, out: Path, people: Path | None = 
     ids = read_people(people or paths.cohort, SiteSettings.load(paths.root).cohort)
     features = encode_panel(panel, paths.reference, ckpt.encoder)
     genotypes = harmonize_panel_genotypes(paths.vcf, panel, list(ids), paths.reference)
-    if not genotypes.found.any():
-        raise InputError(paths.vcf, "no panel variant is present in this VCF")
+    require_calls(genotypes.codes, genotypes.found, paths.vcf)
     logits = predict_logits(ckpt.model(), genotypes.codes, features, pick_device())
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     table = pd.DataFrame({"sample_id": ids, "risk_probability": probs})

@@ -101,13 +101,58 @@ def _fast_diploid(b: np.ndarray, n_alleles: int, alt_index: int) -> np.ndarray |
 
 
 def _general_codes(fields: list[bytes], n_alleles: int, alt_index: int) -> np.ndarray:
-    gts = np.array(fields[9].split(b"\t"))
-    if not fields[8].startswith(b"GT"):
-        return np.full(len(gts), GT_MISSING, dtype=np.int8)
-    gts = np.char.partition(gts, b":")[:, 0]
-    uniq, inverse = np.unique(gts, return_inverse=True)
-    lut = np.array([gt_code(u.decode(), n_alleles, alt_index) for u in uniq], dtype=np.int8)
-    return lut[inverse]
+    cells = np.array(fields[9].split(b"\t"))
+    keys = fields[8].split(b":")
+    if keys[0] == b"GT":
+        gts = np.char.partition(cells, b":")[:, 0]
+        uniq, inverse = np.unique(gts, return_inverse=True)
+        lut = np.array([gt_code(u.decode(), n_alleles, alt_index) for u in uniq], dtype=np.int8)
+        return lut[inverse]
+    # No GT: an imputation server's dosages (minimac `--format DS`, or GP), as hard calls.
+    for key, code in ((b"DS", ds_code), (b"GP", gp_code)):
+        if key in keys:
+            k = keys.index(key)
+            values = np.array([c.split(b":")[k] if c.count(b":") >= k else b"."
+                               for c in cells.tolist()])
+            uniq, inverse = np.unique(values, return_inverse=True)
+            lut = np.array([code(u.decode(), n_alleles, alt_index) for u in uniq], dtype=np.int8)
+            return lut[inverse]
+    return np.full(len(cells), GT_MISSING, dtype=np.int8)
+
+
+def _hard_call(dosage: float) -> int:
+    """The genotype nearest an expected ALT dosage in [0, 2] (0.5 and 1.5 round up)."""
+    if not 0.0 <= dosage <= 2.0:
+        raise ValueError(f"dosage {dosage:g} outside [0, 2]")
+    return (GT_HOM_REF, GT_HET, GT_HOM_ALT)[min(2, int(dosage + 0.5))]
+
+
+def ds_code(ds: str, n_alleles: int, alt_index: int) -> int:
+    """Genotype code from a DS field (Number=A: one expected dosage per ALT allele)."""
+    values = ds.split(",")
+    if len(values) != n_alleles - 1:
+        raise ValueError(f"DS {ds!r} does not hold one dosage per ALT allele")
+    value = values[alt_index - 1]
+    if value in (".", ""):
+        return GT_MISSING
+    try:
+        return _hard_call(float(value))
+    except ValueError as err:
+        raise ValueError(f"malformed dosage DS={ds!r} ({err})") from None
+
+
+def gp_code(gp: str, n_alleles: int, alt_index: int) -> int:
+    """Genotype code from a biallelic GP field (P(0/0), P(0/1), P(1/1)): the expected dosage
+    P(0/1) + 2 P(1/1), as a hard call. Multi-allelic GP is read as missing."""
+    if gp in (".", "") or n_alleles != 2:
+        return GT_MISSING
+    try:
+        p = [float(v) for v in gp.split(",")]
+    except ValueError:
+        raise ValueError(f"malformed genotype probabilities GP={gp!r}") from None
+    if len(p) != 3 or any(not 0 <= v <= 1.0001 for v in p):
+        raise ValueError(f"GP={gp!r} is not three probabilities (diploid, biallelic)")
+    return _hard_call(min(2.0, p[1] + 2 * p[2]))
 
 
 def open_reference(path: str | Path) -> pysam.FastaFile:
@@ -181,6 +226,17 @@ class PanelGenotypes:
         return dict(Counter(self.how))
 
 
+
+def require_calls(codes: np.ndarray, found: np.ndarray, vcf_path: Path) -> None:
+    """Refuse genotypes a model cannot learn from: no panel variant in the VCF, or every call
+    at the ones found missing (no GT, DS or GP a reader understands)."""
+    if not found.any():
+        raise InputError(vcf_path, "no panel variant is present in this VCF")
+    if (codes[:, found] == GT_MISSING).all():
+        raise InputError(vcf_path, f"every call at the {int(found.sum())} panel variant(s) "
+                                   "found is missing (FORMAT without GT, DS or GP?)")
+
+
 MATCH_KINDS = ("same", "swapped", "strand-flipped", "strand-flipped+swapped", "missing")
 # When several records or alleles could describe a panel variant, the exact match wins, then the
 # fallbacks in this order.
@@ -238,6 +294,12 @@ def _better(hit: Hit | None, rec: pysam.VariantRecord, index: int, kind: str) ->
     return hit
 
 
+def is_gvcf(vf: pysam.VariantFile) -> bool:
+    """A genomic VCF (reference blocks): not genotypes at the panel's variants."""
+    header = str(vf.header)
+    return "##GVCFBlock" in header or "ID=NON_REF" in header or "ID=<NON_REF>" in header
+
+
 def harmonize_panel_genotypes(
     vcf_path: str | Path,
     panel: Panel,
@@ -257,6 +319,10 @@ def harmonize_panel_genotypes(
         raise InputError(vcf_path, f"cannot open VCF/BCF ({err})") from err
     fasta = open_reference(fasta_path) if fasta_path else None
     try:
+        if is_gvcf(vf):
+            raise InputError(vcf_path, "a gVCF (reference blocks, <NON_REF>): genotype it first, "
+                                       "e.g. `gatk GenotypeGVCFs` or `bcftools convert "
+                                       "--gvcf2vcf --fasta-ref reference.fa`")
         where = {s: i for i, s in enumerate(vf.header.samples)}
         absent = [s for s in samples if s not in where]
         if absent:

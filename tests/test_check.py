@@ -465,25 +465,6 @@ def test_unusable_invocation_exits_2(tmp_path: Path, capfd: pytest.CaptureFixtur
     assert rc == 2 and "--cohort, --panel, --reference" in text
 
 
-def test_site_predict_calls_predict_site(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
-    import client.predict
-
-    seen = {}
-
-    def fake(checkpoint: Path, data: Path, out: Path) -> int:
-        seen.update(checkpoint=checkpoint, data=data, out=out)
-        return 7
-
-    monkeypatch.setattr(client.predict, "predict_site", fake)
-    out = tmp_path / "scores.tsv"
-    rc, text = run_cli(["site", "predict", "--model", "m.pt", "--data", "d", "--out", str(out)],
-                       capfd)
-    assert rc == 0 and f"wrote 7 risk scores to {out}" in text
-    assert seen == {"checkpoint": Path("m.pt"), "data": Path("d"), "out": out}
-
-
 def test_finding_line_is_one_line() -> None:
     f = Finding("error", "a.vcf.gz", "chr22:5", "REF A\ndisagrees")
     assert f.line() == "a.vcf.gz: chr22:5: REF A disagrees"

@@ -11,6 +11,7 @@ import pysam.bcftools
 import pytest
 
 from shared import genotypes
+from shared.errors import InputError
 from shared.genotypes import harmonize_panel_genotypes, normalize
 from shared.panel import read_panel
 from shared.tokenizer import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
@@ -205,3 +206,48 @@ def test_a_malformed_vcf_line_is_one_clear_error(tmp_path: Path) -> None:
         harmonize_panel_genotypes(bad, panel, SAMPLES, ref)
     line = str(caught.value)
     assert line.startswith(f"{bad}: chr1:") and "\n" not in line and "cannot parse" in line
+
+
+def write_text_vcf(path: Path, fmt: str, cells: list[str], extra_header: str = "") -> Path:
+    """A bgzipped, indexed VCF written as text (FORMAT fields the GT writer cannot make)."""
+    header = ("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=120>\n" + extra_header
+              + '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+              '##FORMAT=<ID=DS,Number=A,Type=Float,Description="Dosage">\n'
+              '##FORMAT=<ID=GP,Number=G,Type=Float,Description="Probabilities">\n'
+              "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(SAMPLES))
+    plain = path.with_suffix("")
+    plain.write_text(f"{header}\nchr1\t20\t.\tG\tA\t.\tPASS\t.\t{fmt}\t" + "\t".join(cells)
+                     + "\n")
+    return Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
+
+
+@pytest.mark.parametrize(("fmt", "cells"), [
+    ("DS", ["0.1", "0.9", "1.8"]),                      # minimac --format DS
+    ("GP", ["0.9,0.1,0", "0.2,0.7,0.1", "0,0.1,0.9"]),  # expected dosage 0.1, 0.9, 1.9
+    ("DS:GP", ["0.1:.", "0.9:.", "1.8:."]),
+])
+def test_imputed_dosages_are_read_not_left_missing(tmp_path: Path, fmt: str,
+                                                   cells: list[str]) -> None:
+    """Dosage-only VCFs (no GT) are read as the nearest genotype, not as all missing."""
+    ref = write_reference(tmp_path / "ref.fa")
+    vcf = write_text_vcf(tmp_path / "dose.vcf.gz", fmt, cells)
+    panel = read_panel(write_panel(tmp_path / "p.tsv", [("chr1", 20, "G", "A")]))
+    got = harmonize_panel_genotypes(vcf, panel, SAMPLES, ref)
+    assert got.codes[:, 0].tolist() == [GT_HOM_REF, GT_HET, GT_HOM_ALT]
+
+
+def test_a_gvcf_and_a_vcf_without_calls_are_refused(tmp_path: Path) -> None:
+    from shared.genotypes import require_calls
+
+    ref = write_reference(tmp_path / "ref.fa")
+    panel = read_panel(write_panel(tmp_path / "p.tsv", [("chr1", 20, "G", "A")]))
+    gvcf = write_text_vcf(tmp_path / "g.g.vcf.gz", "GT", ["0/1", "0/0", "1/1"],
+                          '##ALT=<ID=NON_REF,Description="any other allele">\n##GVCFBlock0-1=x\n')
+    with pytest.raises(InputError, match="a gVCF .*gvcf2vcf"):
+        harmonize_panel_genotypes(gvcf, panel, SAMPLES, ref)
+    bare = write_text_vcf(tmp_path / "ad.vcf.gz", "AD", ["3,4", "5,0", "0,6"],
+                          '##FORMAT=<ID=AD,Number=R,Type=Integer,Description="depths">\n')
+    got = harmonize_panel_genotypes(bare, panel, SAMPLES, ref)
+    assert got.found.all() and (got.codes == GT_MISSING).all()
+    with pytest.raises(InputError, match="every call at the 1 panel variant"):
+        require_calls(got.codes, got.found, bare)

@@ -105,3 +105,22 @@ def test_predict_scores_everyone_listed_and_writes_nothing_into_the_data(
     with pytest.raises(InputError, match="no .fai index"):
         predict_site(ckpt, site, out)
     assert {p.name: p.stat().st_mtime_ns for p in site.iterdir()} == before
+
+
+def test_site_predict_command(tiny_cohort: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`genofed site predict` end to end: one line saying what it wrote, or one clear error."""
+    from shared.cli import main
+
+    site = tiny_cohort / "site-2"
+    ckpt = tmp_path / "model.pt"
+    write_checkpoint(ckpt, site, read_panel(site / "panel.tsv").sha256)
+    out = tmp_path / "scores.tsv"
+    (tmp_path / "few.tsv").write_text("sample_id\n" + read_cohort(site / "cohort.tsv")
+                                      .sample_id[0] + "\n")
+    argv = ["site", "predict", "--model", str(ckpt), "--data", str(site), "--out", str(out)]
+    assert main([*argv, "--people", str(tmp_path / "few.tsv")]) == 0
+    assert capsys.readouterr().out == f"wrote 1 risk scores to {out}\n"
+    assert main([*argv[:2], "--model", str(tmp_path / "none.pt"), *argv[4:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.pt: checkpoint not found" in err
