@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import pysam
 
+from client.data import other_format
 from shared.cohort import read_cohort
 from shared.errors import InputError
 from shared.genotypes import canonical_contig, contig_alias, is_gvcf
@@ -408,7 +409,7 @@ class _SiteCheck:
         info: dict[str, Any] = {}
         self.summary["vcf"] = info
         if not path.is_file():
-            self.error(path, None, "VCF/BCF file not found")
+            self.error(path, None, other_format(path.parent) or "VCF/BCF file not found")
             return
         try:
             vf = pysam.VariantFile(str(path), ignore_truncation=True)

@@ -7,6 +7,7 @@ with `.fai`, `cohort.tsv` and the coordinator's `panel.tsv`.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +43,44 @@ class SitePaths:
 
     def require(self, cohort: bool = True) -> None:
         """Refuse a folder that lacks a file or an index (genofed never writes into it)."""
-        for p in (self.vcf, self.reference, self.panel, *((self.cohort,) if cohort else ())):
+        if not self.vcf.exists():
+            raise InputError(self.vcf, other_format(self.root) or "required site file not found")
+        for p in (self.reference, self.panel, *((self.cohort,) if cohort else ())):
             if not p.exists():
                 raise InputError(p, "required site file not found")
         if index_path(self.vcf) is None:
             raise InputError(self.vcf, "no .tbi or .csi index next to the VCF/BCF")
+
+
+# Genotype files genofed does not read itself, and the command that makes one it reads.
+_CONVERSIONS = (
+    ("genotypes.vcf", "an uncompressed VCF: `bgzip genotypes.vcf && tabix -p vcf "
+                      "genotypes.vcf.gz`"),
+    ("*.pgen", "PLINK 2 files ({stem}.pgen/.pvar/.psam): `plink2 --pfile {stem} --export vcf "
+               "bgz id-paste=iid --out genotypes && tabix -p vcf genotypes.vcf.gz`"),
+    ("*.bed", "PLINK 1 files ({stem}.bed/.bim/.fam): `plink2 --bfile {stem} --ref-from-fa "
+              "--fa reference.fa --export vcf bgz id-paste=iid --out genotypes && tabix -p vcf "
+              "genotypes.vcf.gz`"),
+    ("*.bgen", "BGEN ({stem}.bgen): `plink2 --bgen {stem}.bgen ref-first --sample {stem}.sample "
+               "--export vcf bgz vcf-dosage=DS id-paste=iid --out genotypes && tabix -p vcf "
+               "genotypes.vcf.gz`"),
+    ("*.vcf.gz", "per-chromosome VCFs ({n} files, e.g. {name}): `bcftools concat -Oz -o "
+                 "genotypes.vcf.gz {pattern} && tabix -p vcf genotypes.vcf.gz`"),
+)
+
+
+def other_format(root: Path) -> str | None:
+    """What genotype files a site folder holds instead of genotypes.vcf.gz / genotypes.bcf,
+    and the one command that converts them; None when there are none."""
+    for pattern, text in _CONVERSIONS:
+        found = sorted(p for p in Path(root).glob(pattern) if p.is_file())
+        if found:
+            stem = found[0].name.split(".")[0]
+            many = (re.sub(r"^(chr)?([0-9]+|[XYM]|MT)", r"\1*", found[0].name, count=1)
+                    if len(found) > 1 else found[0].name)
+            return ("no genotypes.vcf.gz or genotypes.bcf, but " + text.format(
+                stem=stem, n=len(found), name=found[0].name, pattern=many))
+    return None
 
 
 @dataclass(frozen=True)

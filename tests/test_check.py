@@ -22,6 +22,7 @@ from client.check import CheckReport, Finding, check_site
 from client.settings import SiteSettings
 from shared.cli import main
 from shared.cohort import read_cohort
+from shared.errors import InputError
 
 Breaker = Callable[[Path, Path], tuple[Path, str | None, str]]
 
@@ -513,3 +514,29 @@ def test_a_cohort_without_cases_or_with_few_is_named(site: Path) -> None:
     assert any("no cases among" in f.problem for f in none.errors), [f.line() for f in none.errors]
     few = with_cases(5)
     assert few.ok and any("cases in the training split" in w.problem for w in few.warnings)
+
+
+@pytest.mark.parametrize(("files", "command"), [
+    (["genotypes.vcf"], "bgzip genotypes.vcf && tabix"),
+    (["biobank.bed", "biobank.bim", "biobank.fam"], "plink2 --bfile biobank"),
+    (["biobank.pgen", "biobank.pvar", "biobank.psam"], "plink2 --pfile biobank"),
+    (["ukb.bgen", "ukb.sample"], "plink2 --bgen ukb.bgen ref-first --sample ukb.sample"),
+    (["chr21.dose.vcf.gz", "chr22.dose.vcf.gz"], "bcftools concat -Oz -o genotypes.vcf.gz "
+                                                 "chr*.dose.vcf.gz"),
+])
+def test_other_genotype_formats_are_named_with_their_conversion(
+    site: Path, files: list[str], command: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Check, training and scoring all name what the folder holds and the command to run."""
+    from client.data import load_site
+    from shared.encoding import EncoderSettings
+
+    for name in ("genotypes.vcf.gz", "genotypes.vcf.gz.tbi"):
+        (site / name).unlink()
+    for name in files:
+        (site / name).write_bytes(b"")
+    rc, text = run_cli(["site", "check", "--data", str(site)], capfd)
+    assert rc == 1 and command in text
+    with pytest.raises(InputError, match="no genotypes.vcf.gz or genotypes.bcf, but") as caught:
+        load_site(site, EncoderSettings())
+    assert command in caught.value.problem
