@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pysam
 import pytest
 
@@ -540,3 +541,23 @@ def test_other_genotype_formats_are_named_with_their_conversion(
     with pytest.raises(InputError, match="no genotypes.vcf.gz or genotypes.bcf, but") as caught:
         load_site(site, EncoderSettings())
     assert command in caught.value.problem
+
+
+def test_vcf_4_4_prefix_phasing_is_read_by_check_and_training(site: Path, tmp_path: Path) -> None:
+    """VCF 4.4 may state the first allele's phasing ("|0|1"): the same genotypes as "0|1"."""
+    from client.data import load_site
+    from shared.encoding import EncoderSettings
+
+    plain = load_site(site, EncoderSettings())
+    lines = vcf_lines(site / "genotypes.vcf.gz")
+    lines[0] = "##fileformat=VCFv4.4"
+    for i in range(header_end(lines) + 1, len(lines)):
+        f = lines[i].split("\t")
+        lines[i] = "\t".join(f[:9] + [("|" if c[1] == "|" else "/") + c for c in f[9:]])
+    write_vcf(site, lines, tmp_path)
+    assert "\t|0|" in "".join(vcf_lines(site / "genotypes.vcf.gz")) or "\t/0/" in "".join(
+        vcf_lines(site / "genotypes.vcf.gz"))
+    report = check_site(**site_files(site), cohort_spec=SiteSettings.load(site).cohort)
+    assert report.ok, [f.line() for f in report.findings]
+    again = load_site(site, EncoderSettings())
+    np.testing.assert_array_equal(again.genotypes, plain.genotypes)
