@@ -251,3 +251,73 @@ def test_a_gvcf_and_a_vcf_without_calls_are_refused(tmp_path: Path) -> None:
     assert got.found.all() and (got.codes == GT_MISSING).all()
     with pytest.raises(InputError, match="every call at the 1 panel variant"):
         require_calls(got.codes, got.found, bare)
+
+
+BCFTOOLS = Path(__file__).parent / "data" / "bcftools"  # third-party: see SOURCE.md there
+
+
+def _text_alt_counts(vcf_text: str) -> dict[tuple[str, int, str, str], list[int]]:
+    """ALT allele counts per sample of every (CHROM, POS, REF, ALT) of a VCF, read from its
+    text alone (an independent reading): haploid calls count twice, as genofed defines."""
+    counts: dict[tuple[str, int, str, str], list[int]] = {}
+    for line in vcf_text.splitlines():
+        if line.startswith("#"):
+            continue
+        f = line.split("\t")
+        for i, alt in enumerate(f[4].split(","), start=1):
+            if alt in (".", "*") or alt.startswith("<"):
+                continue
+            row = []
+            for cell in f[9:]:
+                alleles = cell.split(":")[0].replace("|", "/").split("/")
+                if "." in alleles:
+                    row.append(-1)
+                else:
+                    row.append(sum(int(a) == i for a in alleles) * (2 if len(alleles) == 1
+                                                                    else 1))
+            counts[(f[0], int(f[1]), f[3], alt)] = row
+    return counts
+
+
+def test_alt_counts_equal_an_independent_reading_of_bcftools_norm_test_data(
+    tmp_path: Path,
+) -> None:
+    """bcftools' own multi-allelic indel tests: every allele genofed reads as the panel
+    variant carries the counts the VCF text says, whatever record or allele comes first."""
+    import shutil
+
+    text = (BCFTOOLS / "norm.split.vcf").read_text()
+    shutil.copy(BCFTOOLS / "norm.fa", tmp_path / "norm.fa")
+    pysam.faidx(str(tmp_path / "norm.fa"))
+    plain = tmp_path / "norm.vcf"
+    plain.write_text(text)
+    vcf = Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
+    fasta = pysam.FastaFile(str(tmp_path / "norm.fa"))
+    truth = _text_alt_counts(text)
+    # One panel row per allele whose normalized form no other allele shares (the VCF may
+    # describe one variant twice; then "which record" has no single answer) and whose REF
+    # the reference confirms.
+    forms: dict[tuple, list[tuple[str, int, str, str]]] = {}
+    for key in truth:
+        chrom, pos, ref, alt = key
+        if fasta.fetch(chrom, pos - 1, pos - 1 + len(ref)).upper() != ref:
+            continue
+        forms.setdefault((chrom, *normalize(pos, ref, alt, fasta, chrom)), []).append(key)
+    unique = [keys[0] for keys in forms.values() if len(keys) == 1]
+    # A panel lists one allele per position: each allele in turn, over as many panels.
+    panels: list[list[tuple[str, int, str, str]]] = []
+    for key in unique:
+        free = next((rows for rows in panels if all(r[:2] != key[:2] for r in rows)), None)
+        if free is None:
+            panels.append(free := [])
+        free.append(key)
+    assert len(unique) >= 12 and any(len(r[2]) != len(r[3]) for r in unique)
+    assert len(panels) >= 2  # some positions hold several alleles
+    for k, rows in enumerate(panels):
+        panel = read_panel(write_panel(tmp_path / f"panel{k}.tsv", rows))
+        got = harmonize_panel_genotypes(vcf, panel, ["XY00001", "XY00002"],
+                                        tmp_path / "norm.fa")
+        for j, key in enumerate(rows):
+            assert got.how[j] == "same", (key, got.how[j])
+            expected = [GT_MISSING if c < 0 else c for c in truth[key]]
+            assert got.codes[:, j].tolist() == expected, key
