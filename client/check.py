@@ -804,6 +804,7 @@ class _Scan:
         # REF against FASTA
         self.ref_checked = 0
         self.ref_mismatch = 0
+        self.ref_swapped = 0
         self.ref_first: tuple[str, str, str] | None = None
         # genotypes
         self.sample_missing = np.zeros(self.n_samples, dtype=np.int64) if self.n_samples else None
@@ -824,6 +825,7 @@ class _Scan:
     def _reset(self) -> None:
         self.buf_pos: list[int] = []
         self.buf_ref: list[str] = []
+        self.buf_alt: list[str] = []  # the first ALT: a swapped SNV's ALT is the reference base
         self.buf_nall: list[int] = []
         # GT columns: one-character alleles ("0|1\t1/1\t./." exactly 4 bytes a sample) are
         # parsed as a byte matrix; anything else (more FORMAT fields, haploid, allele 10+) per
@@ -867,6 +869,7 @@ class _Scan:
         self.buf_min, self.buf_max = min(self.buf_min, pos), max(self.buf_max, pos)
         self.buf_pos.append(pos)
         self.buf_ref.append(ref)
+        self.buf_alt.append(str((rec.alts or ("",))[0]).upper())
         n_alleles = len(rec.alleles or ())
         self.buf_nall.append(n_alleles)
 
@@ -948,6 +951,13 @@ class _Scan:
             if any(x != y and "N" not in (x, y) for x, y in zip(a, b, strict=True)):
                 bad[i] = True
         self.ref_checked += len(pos)
+        # REF and ALT swapped (REF the major allele, as PLINK's exports write): the ALT is the
+        # reference base. Read with the dosage flipped, like training does (shared.genotypes).
+        alt = np.frombuffer("".join((a if len(a) == 1 else "N") for a in self.buf_alt)
+                            .encode("ascii", "replace"), dtype=np.uint8)
+        swapped = bad & inside & snv & (alt == fa_base) & (fa_base != _N)
+        self.ref_swapped += int(swapped.sum())
+        bad &= ~swapped
         n_bad = int(bad.sum())
         if n_bad and self.ref_first is None:
             i = int(np.flatnonzero(bad)[0])
@@ -1038,10 +1048,16 @@ class _Scan:
                         f"reference FASTA {check.reference_path.name}")
         if self.ref_first is not None:
             where, ref, found = self.ref_first
+            swaps = (f", besides {self.ref_swapped} with REF and ALT swapped"
+                     if self.ref_swapped else "")
             check.error(path, where, f"REF {ref} disagrees with the reference FASTA "
                         f"{check.reference_path.name}, which has {found} here; "
-                        f"{self.ref_mismatch} of {self.ref_checked} checked record(s) disagree "
-                        "(another reference build?)")
+                        f"{self.ref_mismatch} of {self.ref_checked} checked record(s) disagree"
+                        f"{swaps} (another reference build?)")
+        elif self.ref_swapped:
+            check.warning(path, None, f"{self.ref_swapped} of {self.ref_checked} SNV record(s) "
+                          "have REF and ALT swapped relative to the reference (REF = the major "
+                          "allele, as PLINK exports write): read with the dosage flipped")
         for where, sample, gt, n_alleles, malformed in self.gt_bad:
             if malformed:
                 check.error(path, where, f"sample {sample}: malformed genotype {gt!r}")
@@ -1060,6 +1076,7 @@ class _Scan:
                           "or GP) and no GT: each is read as the nearest genotype")
         check.summary["vcf"]["ref_check"] = {
             "checked": self.ref_checked, "mismatches": self.ref_mismatch,
+            "swapped": self.ref_swapped,
             "first_mismatch": self.ref_first[0] if self.ref_first else None,
         }
         check.summary["vcf"]["sorted"] = not self.unsorted

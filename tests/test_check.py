@@ -561,3 +561,32 @@ def test_vcf_4_4_prefix_phasing_is_read_by_check_and_training(site: Path, tmp_pa
     assert report.ok, [f.line() for f in report.findings]
     again = load_site(site, EncoderSettings())
     np.testing.assert_array_equal(again.genotypes, plain.genotypes)
+
+
+def test_a_plink_style_export_passes_the_check_and_trains_the_same(site: Path,
+                                                                   tmp_path: Path) -> None:
+    """REF = the major allele (PLINK's VCF export): REF and ALT swapped at some SNVs, calls
+    recoded. The check says so in a warning (not "another build?"), training reads the same
+    genotypes as from the original file."""
+    from client.data import load_site
+    from shared.encoding import EncoderSettings
+
+    before = load_site(site, EncoderSettings())
+    lines = vcf_lines(site / "genotypes.vcf.gz")
+    flip = str.maketrans("01", "10")
+    swapped = 0
+    for i in range(header_end(lines) + 1, len(lines), 3):
+        f = lines[i].split("\t")
+        if len(f[3]) == len(f[4]) == 1:
+            f[3], f[4] = f[4], f[3]
+            f[9:] = [c.translate(flip) for c in f[9:]]
+            lines[i] = "\t".join(f)
+            swapped += 1
+    write_vcf(site, lines, tmp_path)
+    report = check_site(**site_files(site), cohort_spec=SiteSettings.load(site).cohort)
+    assert report.ok, [f.line() for f in report.errors]
+    assert report.summary["vcf"]["ref_check"]["swapped"] == swapped > 10
+    assert any("REF and ALT swapped" in w.problem for w in report.warnings)
+    after = load_site(site, EncoderSettings())
+    np.testing.assert_array_equal(after.genotypes, before.genotypes)
+    assert after.how.count("swapped") > 0
