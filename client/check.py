@@ -54,7 +54,7 @@ import pysam
 from client.data import other_format
 from shared.cohort import read_cohort
 from shared.errors import InputError
-from shared.genotypes import canonical_contig, contig_alias, is_gvcf
+from shared.genotypes import canonical_contig, contig_alias, is_gvcf, require_calls
 from shared.panel import Panel, read_panel
 
 LEVELS = ("error", "warning", "info")
@@ -681,12 +681,14 @@ class _SiteCheck:
         codes = found = None
         matched: list[str] = []
         if self.index_usable:
-            from shared.genotypes import read_panel_genotypes  # imports torch via shared.model
+            from shared.genotypes import read_panel_genotypes
             in_vcf = set(self.vcf_samples)
             if self.cohort is not None:
                 matched = [str(s) for s in self.cohort.sample_id if str(s) in in_vcf]
             try:
-                codes, found = read_panel_genotypes(self.vcf_path, p, matched)
+                # With the reference, as training reads it (indels left-aligned against it).
+                fasta = self.reference_path if self.fasta is not None else None
+                codes, found = read_panel_genotypes(self.vcf_path, p, matched, fasta)
                 cov["source"] = "read through the index, harmonized as for training"
             except InputError as err:
                 self.from_input_error(err, self.vcf_path)
@@ -714,6 +716,11 @@ class _SiteCheck:
             if codes is None:
                 self.add("info", self.vcf_path, None, "panel missingness and allele "
                          "frequencies not computed: the VCF's index is unusable")
+            return
+        try:
+            require_calls(codes, found, self.vcf_path)  # as training and scoring refuse it
+        except InputError as err:
+            self.from_input_error(err, self.vcf_path)
             return
         self._panel_missingness(codes, found)
         self._allele_frequencies(codes, found, matched)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,20 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture()
+def site(tiny_cohort: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny cohort's site-1's data (the large reference hard-linked: no
+    test modifies it)."""
+    dst = tmp_path / "site"
+    dst.mkdir()
+    for src in (tiny_cohort / "site-1").iterdir():
+        if src.is_dir():  # the site's state (its keys): not data
+            continue
+        if src.name.startswith("reference.fa"):
+            try:
+                os.link(src, dst / src.name)
+                continue
+            except OSError:
+                pass
+        shutil.copy2(src, dst / src.name)
+    return dst

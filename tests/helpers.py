@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psutil
+import pysam
 
 
 def generous(cohort: Path) -> Path:
@@ -34,3 +35,31 @@ def no_stray_flower_processes(marker: Path) -> bool:
         except psutil.Error:  # exited meanwhile, or a zombie
             continue
     return True
+
+
+def site_files(site: Path, vcf: str = "genotypes.vcf.gz") -> dict[str, Path]:
+    return {"vcf": site / vcf, "cohort": site / "cohort.tsv", "panel": site / "panel.tsv",
+            "reference": site / "reference.fa"}
+
+
+def vcf_lines(path: Path) -> list[str]:
+    with pysam.BGZFile(str(path), "rb") as fh:
+        return fh.read().decode().splitlines()
+
+
+def header_end(lines: list[str]) -> int:
+    """Index of the #CHROM line."""
+    return next(i for i, line in enumerate(lines) if line.startswith("#CHROM"))
+
+
+def write_vcf(site: Path, lines: list[str], tmp: Path, *, index: bool = True) -> Path:
+    """bgzip `lines` into the site's genotypes.vcf.gz (old index removed), tabix it if asked."""
+    plain = tmp / "plain.vcf"
+    plain.write_text("\n".join(lines) + "\n")
+    out = site / "genotypes.vcf.gz"
+    for old in (out, Path(f"{out}.tbi"), Path(f"{out}.csi")):
+        old.unlink(missing_ok=True)
+    pysam.tabix_compress(str(plain), str(out), force=True)
+    if index:
+        pysam.tabix_index(str(out), preset="vcf", force=True)
+    return out

@@ -10,7 +10,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from client.settings import SiteSettings
 from shared.cli import main
 from shared.cohort import read_cohort
 from shared.errors import InputError
+from tests.helpers import header_end, site_files, vcf_lines, write_vcf
 
 Breaker = Callable[[Path, Path], tuple[Path, str | None, str]]
 
@@ -31,54 +31,8 @@ Breaker = Callable[[Path, Path], tuple[Path, str | None, str]]
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture()
-def site(tiny_cohort: Path, tmp_path: Path) -> Path:
-    """A private copy of site-1 (the large reference hard-linked: no test modifies it)."""
-    dst = tmp_path / "site"
-    dst.mkdir()
-    for src in (tiny_cohort / "site-1").iterdir():
-        if src.is_dir():  # the site's state (its keys): not data
-            continue
-        if src.name.startswith("reference.fa"):
-            try:
-                os.link(src, dst / src.name)
-                continue
-            except OSError:
-                pass
-        shutil.copy2(src, dst / src.name)
-    return dst
-
-
-def site_files(site: Path, vcf: str = "genotypes.vcf.gz") -> dict[str, Path]:
-    return {"vcf": site / vcf, "cohort": site / "cohort.tsv", "panel": site / "panel.tsv",
-            "reference": site / "reference.fa"}
-
-
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
-
-
-def vcf_lines(path: Path) -> list[str]:
-    with pysam.BGZFile(str(path), "rb") as fh:
-        return fh.read().decode().splitlines()
-
-
-def header_end(lines: list[str]) -> int:
-    """Index of the #CHROM line."""
-    return next(i for i, line in enumerate(lines) if line.startswith("#CHROM"))
-
-
-def write_vcf(site: Path, lines: list[str], tmp: Path, *, index: bool = True) -> Path:
-    """bgzip `lines` into the site's genotypes.vcf.gz (old index removed), tabix it if asked."""
-    plain = tmp / "plain.vcf"
-    plain.write_text("\n".join(lines) + "\n")
-    out = site / "genotypes.vcf.gz"
-    for old in (out, Path(f"{out}.tbi"), Path(f"{out}.csi")):
-        old.unlink(missing_ok=True)
-    pysam.tabix_compress(str(plain), str(out), force=True)
-    if index:
-        pysam.tabix_index(str(out), preset="vcf", force=True)
-    return out
 
 
 def panel_positions(site: Path) -> set[int]:
