@@ -71,7 +71,7 @@ from client.identity import AUTH_KEY, AUTH_PUB, IDENTITY, RECEIPT_PUB
 from deploy.federation import CONNECTION, connection_toml
 from server.outdir import RunFolder
 from shared.errors import GenofedError, InputError
-from shared.fsio import atomic_write, fsync_dir
+from shared.fsio import atomic_write, fsync_dir, read_input
 from shared.ledger import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
@@ -615,14 +615,7 @@ def _key_kind(key: object) -> str:
 
 def _read_public_file(path: Path, what: str) -> bytes:
     """The bytes of a site's public key file; a private key is refused before anything else."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, f"no such file (expected the site's {what})") from None
-    except IsADirectoryError:
-        raise InputError(path, f"is a folder, expected the site's {what}") from None
-    except OSError as err:
-        raise InputError(path, f"cannot read it: {err.strerror}") from None
+    data = read_input(path, f"the site's {what}")
     if b"PRIVATE KEY" in data:
         raise InputError(path, f"is a PRIVATE key: give only the site's {what}; private keys "
                          "never leave the site (if it was sent, the site makes new keys)")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from shared.errors import GenofedError
+from shared.errors import GenofedError, InputError
 
 
 @contextlib.contextmanager
@@ -87,3 +87,16 @@ def fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_input(path: str | Path, what: str) -> bytes:
+    """The bytes of a file a user named as `what`; one `InputError` naming it otherwise."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, f"no such file (expected {what})") from None
+    except IsADirectoryError:
+        raise InputError(path, f"is a folder, expected {what}") from None
+    except OSError as err:
+        raise InputError(path, f"cannot read {what}: {err.strerror}") from None

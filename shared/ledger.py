@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shared.errors import GenofedError, InputError
-from shared.fsio import create_exclusive, fsync_dir
+from shared.fsio import create_exclusive, fsync_dir, read_input
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first record."""
@@ -198,20 +198,9 @@ def ensure_signing_key(private_path: Path, public_path: Path) -> bool:
     return False
 
 
-def _read_key_file(path: Path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, f"no such {what} file") from None
-    except IsADirectoryError:
-        raise InputError(path, f"is a directory, expected a {what} file") from None
-    except OSError as err:
-        raise InputError(path, f"cannot read {what} file: {err.strerror}") from None
-
-
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load the coordinator's unencrypted PEM Ed25519 key; one-line InputError otherwise."""
-    data = _read_key_file(path, "private key")
+    data = read_input(path, "a private key file")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -225,7 +214,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Load a PEM Ed25519 public key; one-line InputError otherwise."""
-    data = _read_key_file(path, "public key")
+    data = read_input(path, "a public key file")
     if b"PRIVATE KEY" in data:
         raise InputError(path, "is a private key; verify with the public key (ledger.pub)")
     try:
@@ -357,17 +346,6 @@ def _verify_bytes(
     return VerifyResult(True, len(lines), None, None, kid, prev_hash), bodies
 
 
-def _read_ledger_bytes(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "no such ledger file") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, expected a ledger file") from None
-    except OSError as err:
-        raise InputError(path, f"cannot read ledger: {err.strerror}") from None
-
-
 def verify_ledger(path: Path, public_key: Ed25519PublicKey) -> VerifyResult:
     """Check every record of the ledger at `path` against `public_key`; stop at the first bad one.
 
@@ -375,7 +353,7 @@ def verify_ledger(path: Path, public_key: Ed25519PublicKey) -> VerifyResult:
     not evidence about the ledger). An empty file is a valid ledger of 0 records: the coordinator
     may have started but not finished a round.
     """
-    result, _ = _verify_bytes(_read_ledger_bytes(path), public_key)
+    result, _ = _verify_bytes(read_input(path, "a ledger file"), public_key)
     return result
 
 
@@ -384,7 +362,7 @@ def verify_with_records(
 ) -> tuple[VerifyResult, list[dict[str, Any]]]:
     """The verdict and the bodies of the records before any bad one, from one read: a report
     shows what verified and says where verification stopped."""
-    return _verify_bytes(_read_ledger_bytes(path), public_key)
+    return _verify_bytes(read_input(path, "a ledger file"), public_key)
 
 
 def read_verified(path: Path, public_key: Ed25519PublicKey) -> list[dict[str, Any]]:
@@ -409,7 +387,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
     Raises ``InputError`` naming the record for a line that is not a ledger record at all.
     """
-    data = _read_ledger_bytes(path)
+    data = read_input(path, "a ledger file")
     bodies: list[dict[str, Any]] = []
     lines = data.split(b"\n")
     if lines and not lines[-1]:
@@ -453,7 +431,7 @@ class Ledger:
         self._public = private_key.public_key()
         self.key_id = key_id(self._public)
         if self.path.exists():
-            data = _read_ledger_bytes(self.path)
+            data = read_input(self.path, "a ledger file")
             result, _ = _verify_bytes(data, self._public)
             if not result.ok:
                 raise GenofedError(

@@ -127,9 +127,9 @@ def test_empty_file_is_zero_records(tmp_path: Path, key: Ed25519PrivateKey) -> N
 
 
 def test_missing_file_is_input_error(tmp_path: Path, key: Ed25519PrivateKey) -> None:
-    with pytest.raises(InputError, match="no such ledger file"):
+    with pytest.raises(InputError, match=r"nope.jsonl: no such file \(expected a ledger file\)"):
         verify_ledger(tmp_path / "nope.jsonl", key.public_key())
-    with pytest.raises(InputError, match="directory"):
+    with pytest.raises(InputError, match="is a folder, expected a ledger file"):
         verify_ledger(tmp_path, key.public_key())
 
 
