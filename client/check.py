@@ -56,6 +56,9 @@ from shared.cohort import read_cohort
 from shared.errors import InputError
 from shared.genotypes import canonical_contig, contig_alias, is_gvcf, require_calls
 from shared.panel import Panel, read_panel
+from shared.plink import PlinkFiles, is_plink
+from shared.plink import read_samples as read_plink_samples
+from shared.plink import read_variants as read_plink_variants
 
 LEVELS = ("error", "warning", "info")
 MISSING_THRESHOLD = 0.10  # share of missing calls above which a sample or site is flagged
@@ -226,6 +229,7 @@ class _SiteCheck:
         self.fasta: pysam.FastaFile | None = None
         self.fa_lengths: dict[str, int] = {}
         self.vcf_samples: list[str] | None = None
+        self.plink = False  # the genotypes are a PLINK fileset (no VCF scan)
         self.vcf_readable = False  # opened and read to the end without an htslib error
         self.index_usable = False
         self.scan: _Scan | None = None
@@ -408,6 +412,9 @@ class _SiteCheck:
         path = self.vcf_path
         info: dict[str, Any] = {}
         self.summary["vcf"] = info
+        if is_plink(path):
+            self._check_plink(info)
+            return
         if not path.is_file():
             self.error(path, None, other_format(path.parent) or "VCF/BCF file not found")
             return
@@ -426,6 +433,23 @@ class _SiteCheck:
             with contextlib.suppress(OSError, ValueError):
                 vf.close()
         self._check_index(info)
+
+    def _check_plink(self, info: dict[str, Any]) -> None:
+        """A PLINK fileset: its three files and its people; the panel's genotypes are then read
+        by the same reader as training's (`check_panel_genotypes`)."""
+        try:
+            files = PlinkFiles.of(self.vcf_path)
+            self.vcf_samples = read_plink_samples(files)
+            variants = read_plink_variants(files)
+        except InputError as err:
+            self.from_input_error(err, self.vcf_path)
+            return
+        except (OSError, UnicodeDecodeError) as err:
+            self.error(self.vcf_path, None, f"cannot read the PLINK fileset ({err})")
+            return
+        info.update(format="PLINK 1" if self.vcf_path.suffix == ".bed" else "PLINK 2",
+                    samples=len(self.vcf_samples), records=len(variants.pos))
+        self.plink = True
 
     def _unreadable_header(self, err: Exception) -> None:
         lines = _raw_header(self.vcf_path)
@@ -668,9 +692,10 @@ class _SiteCheck:
 
     def check_panel_genotypes(self) -> None:
         """Coverage, per-site missingness and per-ancestry allele frequencies at the panel."""
-        if self.panel is None or self.vcf_samples is None or self.scan is None:
+        if self.panel is None or self.vcf_samples is None or (self.scan is None
+                                                              and not self.plink):
             return
-        if not self.vcf_readable or self.scan.n_records == 0:
+        if not self.plink and (not self.vcf_readable or self.scan.n_records == 0):
             if self.vcf_readable is False and self.scan.n_records:
                 self.add("info", self.vcf_path, None, "panel coverage not computed: the VCF "
                          "could not be read to its end")
@@ -680,7 +705,7 @@ class _SiteCheck:
         self.summary.setdefault("panel", {})["coverage"] = cov
         codes = found = None
         matched: list[str] = []
-        if self.index_usable:
+        if self.index_usable or self.plink:
             from shared.genotypes import read_panel_genotypes
             in_vcf = set(self.vcf_samples)
             if self.cohort is not None:
@@ -696,6 +721,8 @@ class _SiteCheck:
                 self.error(self.vcf_path, None, f"reading the panel genotypes through the index "
                            f"failed ({err})")
         if found is None:
+            if self.scan is None:  # a PLINK fileset pgenlib could not read: named above
+                return
             found = self.scan.panel_found
             codes = None
             cov["source"] = "full scan, exact or swapped alleles (index unusable)"

@@ -21,8 +21,10 @@ from shared.errors import InputError
 from shared.genotypes import harmonize_panel_genotypes, require_calls
 from shared.model import PanelFeatures
 from shared.panel import Panel, read_panel
+from shared.plink import PlinkFiles, is_plink
 
-VCF_NAMES = ("genotypes.vcf.gz", "genotypes.bcf")
+# A site's genotypes: the first of these its folder holds (PLINK: with its two companions).
+VCF_NAMES = ("genotypes.vcf.gz", "genotypes.bcf", "genotypes.pgen", "genotypes.bed")
 
 
 @dataclass(frozen=True)
@@ -48,19 +50,29 @@ class SitePaths:
         for p in (self.reference, self.panel, *((self.cohort,) if cohort else ())):
             if not p.exists():
                 raise InputError(p, "required site file not found")
-        if index_path(self.vcf) is None:
+        if is_plink(self.vcf):
+            PlinkFiles.of(self.vcf)
+        elif index_path(self.vcf) is None:
             raise InputError(self.vcf, "no .tbi or .csi index next to the VCF/BCF")
+
+    def genotype_inputs(self) -> list[Path | None]:
+        """The files the genotypes are read from (a cache is valid while they are unchanged)."""
+        if is_plink(self.vcf):
+            return list(PlinkFiles.of(self.vcf).inputs)
+        return [self.vcf, index_path(self.vcf)]
 
 
 # Genotype files genofed does not read itself, and the command that makes one it reads.
 _CONVERSIONS = (
     ("genotypes.vcf", "an uncompressed VCF: `bgzip genotypes.vcf && tabix -p vcf "
                       "genotypes.vcf.gz`"),
-    ("*.pgen", "PLINK 2 files ({stem}.pgen/.pvar/.psam): `plink2 --pfile {stem} --export vcf "
-               "bgz id-paste=iid --out genotypes && tabix -p vcf genotypes.vcf.gz`"),
-    ("*.bed", "PLINK 1 files ({stem}.bed/.bim/.fam): `plink2 --bfile {stem} --ref-from-fa "
-              "--fa reference.fa --export vcf bgz id-paste=iid --out genotypes && tabix -p vcf "
-              "genotypes.vcf.gz`"),
+    ("*.pgen", "PLINK 2 files ({stem}.pgen/.pvar/.psam): name them genotypes.pgen, "
+               "genotypes.pvar and genotypes.psam (read as they are), or convert: `plink2 "
+               "--pfile {stem} --export vcf bgz id-paste=iid --out genotypes && tabix -p vcf "
+               "genotypes.vcf.gz`"),
+    ("*.bed", "PLINK 1 files ({stem}.bed/.bim/.fam): name them genotypes.bed, genotypes.bim "
+              "and genotypes.fam (read as they are), or convert: `plink2 --bfile {stem} "
+              "--export vcf bgz id-paste=iid --out genotypes && tabix -p vcf genotypes.vcf.gz`"),
     ("*.bgen", "BGEN ({stem}.bgen): `plink2 --bgen {stem}.bgen ref-first --sample {stem}.sample "
                "--export vcf bgz vcf-dosage=DS id-paste=iid --out genotypes && tabix -p vcf "
                "genotypes.vcf.gz`"),
@@ -135,7 +147,8 @@ def load_site(
     """
     paths = SitePaths.in_folder(root)
     paths.require()
-    key = tuple(_stamp(p) for p in (paths.vcf, paths.reference, paths.cohort, paths.panel))
+    key = tuple(_stamp(p) for p in (*paths.genotype_inputs(), paths.reference, paths.cohort,
+                                     paths.panel) if p is not None)
     cache = Path(cache_dir) if cache_dir is not None else None
     if spec is None:
         from client.settings import SiteSettings
@@ -157,7 +170,7 @@ def _load(
         genotypes = harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference)
     else:
         fai = Path(f"{paths.reference}.fai")
-        inputs = [paths.vcf, index_path(paths.vcf), paths.panel, paths.cohort,
+        inputs = [*paths.genotype_inputs(), paths.panel, paths.cohort,
                   fai if fai.exists() else None]
         genotypes = GenotypeCache(cache).get_or_build(
             inputs, encoder, samples,

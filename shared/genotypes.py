@@ -32,6 +32,7 @@ import pysam
 
 from shared.errors import InputError
 from shared.panel import Panel
+from shared.plink import harmonize_plink, is_plink
 from shared.tokenizer import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 
 _COMPLEMENT = str.maketrans("ACGT", "TGCA")
@@ -310,9 +311,17 @@ def harmonize_panel_genotypes(
 
     Panel variants absent from the VCF are all-missing (code 3). Sample order follows
     `samples`, which must all be in the VCF header. A contig with many panel variants is read
-    in one pass over the panel's span; a sparse one with a region fetch per variant.
+    in one pass over the panel's span; a sparse one with a region fetch per variant. A PLINK
+    fileset (`vcf_path` ending .bed or .pgen) is read by `shared.plink`, harmonized alike.
     """
     vcf_path = Path(vcf_path)
+    if is_plink(vcf_path):
+        fasta = open_reference(fasta_path) if fasta_path else None
+        try:
+            return harmonize_plink(vcf_path, panel, samples, fasta)
+        finally:
+            if fasta is not None:
+                fasta.close()
     try:
         vf = pysam.VariantFile(str(vcf_path))
     except (OSError, ValueError) as err:
