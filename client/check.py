@@ -52,6 +52,7 @@ import numpy as np
 import pysam
 
 from client.data import other_format
+from shared.builds import detect_build, require_build
 from shared.cohort import read_cohort
 from shared.errors import InputError
 from shared.genotypes import canonical_contig, contig_alias, is_gvcf, require_calls
@@ -362,11 +363,17 @@ class _SiteCheck:
             self.error(path, None, f"cannot open the reference FASTA ({err})")
             return
         self.fa_lengths = dict(zip(self.fasta.references, self.fasta.lengths, strict=True))
-        self.summary["reference"] = {"contigs": dict(self.fa_lengths)}
+        self.summary["reference"] = {"contigs": dict(self.fa_lengths),
+                                     "build": detect_build(self.fa_lengths)[0]}
 
     def check_panel_against_reference(self) -> None:
         """The panel's contigs and REF alleles must match the site's FASTA (as training needs)."""
         if self.panel is None or self.fasta is None:
+            return
+        try:  # a panel on another build than the reference: one line naming both
+            require_build(self.panel.build, self.fa_lengths, self.reference_path)
+        except InputError as err:
+            self.from_input_error(err, self.reference_path)
             return
         p = self.panel
         mismatches: list[tuple[str, str, str]] = []

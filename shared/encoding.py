@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.builds import require_build
 from shared.errors import InputError
 from shared.genotypes import contig_alias, open_reference
 from shared.model import ModelConfig, PanelFeatures
@@ -48,6 +49,7 @@ def encode_panel(panel: Panel, fasta_path: str | Path, settings: EncoderSettings
     contexts = []
     with fasta:
         lengths = dict(zip(fasta.references, fasta.lengths, strict=True))
+        require_build(panel.build, lengths, fasta_path)
         for chrom, pos, ref in zip(panel.chrom, panel.pos, panel.ref, strict=True):
             record = f"{chrom}:{pos}"
             contig = contig_alias(str(chrom), lengths)  # chr1 and 1 alike (also MT/chrM)

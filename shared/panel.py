@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.builds import canonical_build
 from shared.errors import InputError
 from shared.fsio import sha256_file
 
@@ -29,6 +30,7 @@ class Panel:
     alt: np.ndarray  # [T] str
     sha256: str
     af: np.ndarray | None = None  # [T] float64 in [0, 1], public alt-allele frequency
+    build: str | None = None  # declared in a `#genome_build=GRCh38` header line
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -37,8 +39,9 @@ class Panel:
 def read_panel(path: str | Path) -> Panel:
     """Read and validate a panel TSV; one clear InputError naming the row for anything wrong."""
     path = Path(path)
+    meta = _header_lines(path)
     try:
-        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, skiprows=len(meta))
     except FileNotFoundError as err:
         raise InputError(path, "panel file not found") from err
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
@@ -48,7 +51,8 @@ def read_panel(path: str | Path) -> Panel:
         raise InputError(path, f"panel lacks column(s) {', '.join(missing)}")
     if df.empty:
         raise InputError(path, "panel has no variants")
-    for i, row in enumerate(df[list(PANEL_COLUMNS)].itertuples(index=False), start=2):
+    first = 2 + len(meta)  # the file line of the table's first row
+    for i, row in enumerate(df[list(PANEL_COLUMNS)].itertuples(index=False), start=first):
         record = f"line {i}"
         if not row.chrom:
             raise InputError(path, "empty chrom", record)
@@ -59,7 +63,7 @@ def read_panel(path: str | Path) -> Panel:
                 raise InputError(path, f"{name} allele {allele!r} is not A/C/G/T", record)
         if row.ref.upper() == row.alt.upper():
             raise InputError(path, "ref and alt alleles are identical", record)
-    af = _alt_frequencies(df, path) if AF_COLUMN in df.columns else None
+    af = _alt_frequencies(df, path, first) if AF_COLUMN in df.columns else None
     keys = list(zip(df.chrom, df.pos.astype(np.int64), strict=True))
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -71,10 +75,33 @@ def read_panel(path: str | Path) -> Panel:
         alt=df.alt.str.upper().to_numpy(dtype=str),
         sha256=sha256_file(path),
         af=af,
+        build=_declared_build(meta, path),
     )
 
 
-def _alt_frequencies(df: pd.DataFrame, path: Path) -> np.ndarray:
+def _header_lines(path: Path) -> list[str]:
+    """The `#key=value` lines above the table (PGS Catalog style)."""
+    lines: list[str] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.startswith("#"):
+                    break
+                lines.append(line.rstrip("\r\n"))
+    except (OSError, UnicodeDecodeError):
+        return []  # read_csv names the problem
+    return lines
+
+
+def _declared_build(meta: list[str], path: Path) -> str | None:
+    for line in meta:
+        key, _, value = line.lstrip("#").partition("=")
+        if key.strip().lower() in ("genome_build", "genome-build", "build"):
+            return canonical_build(value, path) if value.strip() else None
+    return None
+
+
+def _alt_frequencies(df: pd.DataFrame, path: Path, first: int) -> np.ndarray:
     """The `af` column as floats; a blank, non-numeric or out-of-range value names its line.
 
     The frequencies are part of the model's input (they standardize the additive read-out), so
@@ -85,6 +112,6 @@ def _alt_frequencies(df: pd.DataFrame, path: Path) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
-            path, f"af {df[AF_COLUMN].iloc[i]!r} is not a frequency in [0, 1]", f"line {i + 2}"
+            path, f"af {df[AF_COLUMN].iloc[i]!r} is not a frequency in [0, 1]", f"line {i + first}"
         )
     return values

@@ -3,6 +3,7 @@ multi-allelic records, indel representations, ploidy, phasing, VCF/BCF with TBI/
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,37 @@ def test_alt_counts_equal_an_independent_reading_of_bcftools_norm_test_data(
             assert got.how[j] == "same", (key, got.how[j])
             expected = [GT_MISSING if c < 0 else c for c in truth[key]]
             assert got.codes[:, j].tolist() == expected, key
+
+
+def test_a_panel_on_another_build_than_the_reference_is_one_clear_line(tmp_path: Path) -> None:
+    """The panel declares its build (PGS Catalog's `#genome_build=`); the site's reference shows
+    its own by its contig lengths; a mismatch names both, in training and in the check."""
+    from client.check import check_site
+    from shared.encoding import EncoderSettings, encode_panel
+
+    ref = tmp_path / "reference.fa"
+    ref.write_text(f">chr22\n{SEQ}\n")
+    # The .fai states GRCh37's chr22 length, as a real GRCh37 reference's would.
+    Path(f"{ref}.fai").write_text(f"chr22\t51304566\t7\t{len(SEQ)}\t{len(SEQ) + 1}\n")
+    rows = "chrom\tpos\tref\talt\nchr22\t20\tG\tA\n"
+    (tmp_path / "p38.tsv").write_text("#genome_build=GRCh38\n" + rows)
+    (tmp_path / "p37.tsv").write_text("#genome_build=hg19\n" + rows)
+    (tmp_path / "plain.tsv").write_text(rows)
+    assert read_panel(tmp_path / "p37.tsv").build == "GRCh37"
+    assert read_panel(tmp_path / "plain.tsv").build is None
+    line = "the panel is on GRCh38 but this reference FASTA is GRCh37 (chr22 is 51,304,566 bp)"
+    with pytest.raises(InputError, match=re.escape(line)):
+        encode_panel(read_panel(tmp_path / "p38.tsv"), ref, EncoderSettings(context_bases=2))
+    for ok in ("p37.tsv", "plain.tsv"):
+        encode_panel(read_panel(tmp_path / ok), ref, EncoderSettings(context_bases=2))
+    vcf = write_vcf(tmp_path / "g.vcf.gz", "chr22",
+                    [(20, "G", ("A",), [((0, 1), True), ((0, 0), True), ((1, 1), True)])])
+    cohort = tmp_path / "cohort.tsv"
+    cohort.write_text("sample_id\tancestry\tphenotype\n" + "".join(
+        f"{s}\tCEU\t{i % 2}\n" for i, s in enumerate(SAMPLES)))
+    report = check_site(vcf, cohort, tmp_path / "p38.tsv", ref)
+    assert any(line in f.problem for f in report.errors), [f.line() for f in report.findings]
+    assert report.summary["reference"]["build"] == "GRCh37"
+    with pytest.raises(InputError, match="genome build 'hg18' is not one of"):
+        (tmp_path / "bad.tsv").write_text("#genome_build=hg18\n" + rows)
+        read_panel(tmp_path / "bad.tsv")
