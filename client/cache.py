@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +22,9 @@ from shared.encoding import EncoderSettings
 from shared.fsio import atomic_write, sha256_file
 from shared.genotypes import PanelGenotypes
 
-CACHE_FORMAT = 1
+# Bumped whenever the same files would be read into different codes (harmonization rules,
+# dosage reading, PLINK): an entry of another format is never reused.
+CACHE_FORMAT = 2
 
 
 class GenotypeCache:
@@ -30,9 +32,11 @@ class GenotypeCache:
         self.directory = Path(directory)
 
     def key(
-        self, inputs: Sequence[Path | None], encoder: EncoderSettings, samples: Sequence[str]
+        self, inputs: Sequence[Path | None], encoder: EncoderSettings, samples: Sequence[str],
+        reading: Mapping[str, object] | None = None,
     ) -> str:
         doc = {
+            "reading": dict(reading or {}),  # the site's reading options (quality filter)
             "format": CACHE_FORMAT,
             "inputs": [sha256_file(p) if p is not None else None for p in inputs],
             "encoder": asdict(encoder),
@@ -60,9 +64,9 @@ class GenotypeCache:
 
     def get_or_build(
         self, inputs: Sequence[Path | None], encoder: EncoderSettings, samples: Sequence[str],
-        build: Callable[[], PanelGenotypes],
+        build: Callable[[], PanelGenotypes], reading: Mapping[str, object] | None = None,
     ) -> PanelGenotypes:
-        key = self.key(inputs, encoder, samples)
+        key = self.key(inputs, encoder, samples, reading)
         cached = self.load(key)
         if cached is not None:
             return cached

@@ -127,6 +127,7 @@ def check_site(
     reference: str | Path,
     *,
     cohort_spec: Any = None,
+    min_quality: float = 0.0,
 ) -> CheckReport:
     """Check a site's VCF/BCF, cohort table, panel and reference FASTA; never raises for bad data.
 
@@ -134,6 +135,7 @@ def check_site(
     phenotype coding).
     """
     check = _SiteCheck(Path(vcf), Path(cohort), Path(panel), Path(reference), cohort_spec)
+    check.min_quality = min_quality
     previous = pysam.set_verbosity(0)  # htslib's own messages become Findings instead
     try:
         with warnings.catch_warnings():
@@ -231,6 +233,7 @@ class _SiteCheck:
         self.fa_lengths: dict[str, int] = {}
         self.vcf_samples: list[str] | None = None
         self.plink = False  # the genotypes are a PLINK fileset (no VCF scan)
+        self.min_quality = 0.0  # the site's imputation-quality filter (as training applies)
         self.vcf_readable = False  # opened and read to the end without an htslib error
         self.index_usable = False
         self.scan: _Scan | None = None
@@ -712,15 +715,26 @@ class _SiteCheck:
         self.summary.setdefault("panel", {})["coverage"] = cov
         codes = found = None
         matched: list[str] = []
+        low_at: set[str] = set()  # panel variants left out for their imputation quality
         if self.index_usable or self.plink:
-            from shared.genotypes import read_panel_genotypes
+            from shared.genotypes import harmonize_panel_genotypes
             in_vcf = set(self.vcf_samples)
             if self.cohort is not None:
                 matched = [str(s) for s in self.cohort.sample_id if str(s) in in_vcf]
             try:
                 # With the reference, as training reads it (indels left-aligned against it).
                 fasta = self.reference_path if self.fasta is not None else None
-                codes, found = read_panel_genotypes(self.vcf_path, p, matched, fasta)
+                read = harmonize_panel_genotypes(self.vcf_path, p, matched, fasta,
+                                                 self.min_quality)
+                codes, found = read.codes, read.found
+                low_at = {f"{c}:{q}" for c, q, h in zip(p.chrom, p.pos, read.how, strict=True)
+                          if h == "low-quality"}
+                low = len(low_at)
+                if low:
+                    cov["low_quality"] = low
+                    self.warning(self.vcf_path, None, f"{low} panel variant(s) imputed with a "
+                                 f"quality below the site's {self.min_quality:g} are read as "
+                                 "missing")
                 cov["source"] = "read through the index, harmonized as for training"
             except InputError as err:
                 self.from_input_error(err, self.vcf_path)
@@ -736,7 +750,8 @@ class _SiteCheck:
         found = np.asarray(found, dtype=bool)
         n_found = int(found.sum())
         missing_ids = [f"{c}:{q}:{r}>{a}" for c, q, r, a, f in
-                       zip(p.chrom, p.pos, p.ref, p.alt, found, strict=True) if not f]
+                       zip(p.chrom, p.pos, p.ref, p.alt, found, strict=True)
+                       if not f and f"{c}:{q}" not in low_at]
         cov.update(found=n_found, missing=len(p) - n_found, missing_variants=missing_ids[:50])
         if n_found == 0:
             self.error(self.vcf_path, None,

@@ -32,12 +32,13 @@ def _check(args: argparse.Namespace) -> int:
     from client.check import check_site, format_report
     from shared.fsio import write_json
 
-    spec = None
-    if args.data is not None:  # the folder's site.toml says how to read its cohort table
+    spec, quality = None, 0.0
+    if args.data is not None:  # the folder's site.toml says how to read it, as for training
         from client.settings import SiteSettings
 
-        spec = SiteSettings.load(Path(args.data)).cohort
-    report = check_site(**_site_files(args), cohort_spec=spec)
+        own = SiteSettings.load(Path(args.data))
+        spec, quality = own.cohort, own.genotypes.min_imputation_quality
+    report = check_site(**_site_files(args), cohort_spec=spec, min_quality=quality)
     for line in format_report(report):
         print(line)
     if args.json:

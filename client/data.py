@@ -18,7 +18,7 @@ from client.release import ALL, cohort_fingerprint
 from shared.cohort import Cohort, CohortSpec, read_cohort
 from shared.encoding import EncoderSettings, encode_panel
 from shared.errors import InputError
-from shared.genotypes import harmonize_panel_genotypes, require_calls
+from shared.genotypes import PanelGenotypes, harmonize_panel_genotypes, require_calls
 from shared.model import PanelFeatures
 from shared.panel import Panel, read_panel
 from shared.plink import PlinkFiles, is_plink
@@ -137,10 +137,10 @@ def index_path(vcf: Path) -> Path | None:
 
 def load_site(
     root: str | Path, encoder: EncoderSettings, cache_dir: str | Path | None = None,
-    spec: CohortSpec | None = None,
+    spec: CohortSpec | None = None, min_quality: float | None = None,
 ) -> SiteData:
-    """Load and encode a site folder (its cohort table read as `spec`, by default as its
-    `site.toml` says).
+    """Load and encode a site folder (its cohort table read as `spec`, imputed variants below
+    `min_quality` left missing; by default both as its `site.toml` says).
 
     Cached in memory per process while its files are unchanged, and, with `cache_dir`, on the
     site's disk keyed by the content of its inputs, so the next process skips the VCF.
@@ -150,32 +150,35 @@ def load_site(
     key = tuple(_stamp(p) for p in (*paths.genotype_inputs(), paths.reference, paths.cohort,
                                      paths.panel) if p is not None)
     cache = Path(cache_dir) if cache_dir is not None else None
-    if spec is None:
+    if spec is None or min_quality is None:
         from client.settings import SiteSettings
 
-        spec = SiteSettings.load(paths.root).cohort
-    return _load(paths, encoder, spec, cache, key)
+        own = SiteSettings.load(paths.root)
+        spec = own.cohort if spec is None else spec
+        min_quality = own.genotypes.min_imputation_quality if min_quality is None else min_quality
+    return _load(paths, encoder, spec, min_quality, cache, key)
 
 
 @functools.lru_cache(maxsize=4)
 def _load(
-    paths: SitePaths, encoder: EncoderSettings, spec: CohortSpec, cache: Path | None,
-    _key: tuple,
+    paths: SitePaths, encoder: EncoderSettings, spec: CohortSpec, min_quality: float,
+    cache: Path | None, _key: tuple,
 ) -> SiteData:
     panel = read_panel(paths.panel)
     cohort = read_cohort(paths.cohort, spec)
     features = encode_panel(panel, paths.reference, encoder)
     samples = list(cohort.sample_id)
+    def read() -> PanelGenotypes:
+        return harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference, min_quality)
+
     if cache is None:
-        genotypes = harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference)
+        genotypes = read()
     else:
         fai = Path(f"{paths.reference}.fai")
         inputs = [*paths.genotype_inputs(), paths.panel, paths.cohort,
                   fai if fai.exists() else None]
         genotypes = GenotypeCache(cache).get_or_build(
-            inputs, encoder, samples,
-            lambda: harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference),
-        )
+            inputs, encoder, samples, read, reading={"min_imputation_quality": min_quality})
     require_calls(genotypes.codes, genotypes.found, paths.vcf)
     vocabulary = tuple(spec.ancestries) if spec.ancestries else (ALL,)
     return SiteData(panel, features, cohort, genotypes.codes, genotypes.found, genotypes.how,

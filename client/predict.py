@@ -32,9 +32,11 @@ def predict_site(checkpoint: Path, data: Path, out: Path, people: Path | None = 
     panel = read_panel(paths.panel)
     if ckpt.panel_sha256 and panel.sha256 != ckpt.panel_sha256:
         raise InputError(paths.panel, "panel differs from the checkpoint's")
-    ids = read_people(people or paths.cohort, SiteSettings.load(paths.root).cohort)
+    own = SiteSettings.load(paths.root)
+    ids = read_people(people or paths.cohort, own.cohort)
     features = encode_panel(panel, paths.reference, ckpt.encoder)
-    genotypes = harmonize_panel_genotypes(paths.vcf, panel, list(ids), paths.reference)
+    genotypes = harmonize_panel_genotypes(paths.vcf, panel, list(ids), paths.reference,
+                                          own.genotypes.min_imputation_quality)
     require_calls(genotypes.codes, genotypes.found, paths.vcf)
     logits = predict_logits(ckpt.model(), genotypes.codes, features, pick_device())
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

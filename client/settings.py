@@ -9,6 +9,7 @@ so they all see the same cohort columns, phenotype coding and budget.
     [privacy]   the budget (`client.budget.SiteBudget`); bare top-level keys are read as these
     [cohort]    how to read the cohort table (`shared.cohort.CohortSpec`)
     [training]  balance = "none" | "reweight"
+    [genotypes] min-imputation-quality = 0.3 (imputed variants below it are read as missing)
 
 A file saved with a byte-order mark (Windows editors) reads the same; an unknown table or key is
 one error naming the file, never silently ignored.
@@ -28,7 +29,7 @@ from shared.errors import InputError
 
 SITE_CONFIG = "site.toml"
 BALANCE_MODES = ("none", "reweight")
-TABLES = ("privacy", "cohort", "training")
+TABLES = ("privacy", "cohort", "training", "genotypes")
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,32 @@ class TrainingOptions:
 
 
 @dataclass(frozen=True)
+class GenotypeOptions:
+    # Imputed variants whose record states a quality (INFO R2, DR2 or INFO) below this are
+    # read as missing (0: every variant is used).
+    min_imputation_quality: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object], where: Path | None) -> GenotypeOptions:
+        unknown = sorted(set(values) - {"min-imputation-quality"})
+        if unknown:
+            raise InputError(where, f"unknown genotypes setting {unknown[0]!r} "
+                                    "(known: min-imputation-quality)")
+        try:
+            quality = float(values.get("min-imputation-quality", 0.0))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InputError(where, "min-imputation-quality must be a number") from None
+        if not 0.0 <= quality <= 1.0:
+            raise InputError(where, "min-imputation-quality must be in [0, 1]")
+        return cls(quality)
+
+
+@dataclass(frozen=True)
 class SiteSettings:
     privacy: SiteBudget = field(default_factory=SiteBudget)
     cohort: CohortSpec = field(default_factory=CohortSpec)
     training: TrainingOptions = field(default_factory=TrainingOptions)
+    genotypes: GenotypeOptions = field(default_factory=GenotypeOptions)
 
     @classmethod
     def load(cls, data_path: str | Path,
@@ -70,7 +93,7 @@ class SiteSettings:
         bare = {k: v for k, v in doc.items() if not isinstance(v, dict)}
         if bare and "privacy" in tables:
             raise InputError(path, f"setting {next(iter(bare))!r} outside a table; put it "
-                                   "under [privacy], [cohort] or [training]")
+                                   "under one of " + ", ".join(f"[{t}]" for t in TABLES))
         node = dict(node_config or {})
         privacy = dict(tables.get("privacy", bare))
         names = {f.replace("_", "-") for f in SiteBudget.__dataclass_fields__}
@@ -82,6 +105,7 @@ class SiteSettings:
             privacy=SiteBudget.from_mapping(privacy, path),
             cohort=CohortSpec.from_mapping(tables.get("cohort", {}), path),
             training=TrainingOptions.from_mapping(training, path),
+            genotypes=GenotypeOptions.from_mapping(tables.get("genotypes", {}), path),
         )
 
 

@@ -103,7 +103,8 @@ class Site:
         """The site's encoded data; refuses a panel other than the coordinator's."""
         try:
             data = load_site(self.data_path, self.settings.encoder(), self.state_path / "cache",
-                             spec=self.own.cohort)
+                             spec=self.own.cohort,
+                             min_quality=self.own.genotypes.min_imputation_quality)
         except GenofedError as err:
             raise SiteFailure("data-error", str(err)) from err
         if panel_sha256 and data.panel.sha256 != panel_sha256:

@@ -238,10 +238,27 @@ def require_calls(codes: np.ndarray, found: np.ndarray, vcf_path: Path) -> None:
                                    "found is missing (FORMAT without GT, DS or GP?)")
 
 
-MATCH_KINDS = ("same", "swapped", "strand-flipped", "strand-flipped+swapped", "missing")
+MATCH_KINDS = ("same", "swapped", "strand-flipped", "strand-flipped+swapped", "low-quality",
+               "missing")
 # When several records or alleles could describe a panel variant, the exact match wins, then the
 # fallbacks in this order.
-_RANK = {kind: rank for rank, kind in enumerate(MATCH_KINDS[:-1])}
+_RANK = {kind: rank for rank, kind in enumerate(MATCH_KINDS[:4])}
+# INFO keys of imputation quality: minimac's R2, Beagle's DR2, IMPUTE's INFO.
+QUALITY_KEYS = ("R2", "DR2", "INFO")
+
+
+def imputation_quality(rec: pysam.VariantRecord, alt_index: int) -> float | None:
+    """The record's imputation quality for this ALT allele; None when it states none."""
+    for key in QUALITY_KEYS:
+        if key in rec.header.info and key in rec.info:
+            value = rec.info[key]
+            if isinstance(value, tuple):
+                value = value[alt_index - 1] if len(value) >= alt_index else None
+            try:
+                return None if value is None else float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 def _match(
@@ -306,6 +323,7 @@ def harmonize_panel_genotypes(
     panel: Panel,
     samples: list[str],
     fasta_path: str | Path | None = None,
+    min_quality: float = 0.0,
 ) -> PanelGenotypes:
     """Genotype codes of `samples` at every panel variant, harmonized to the panel's alleles.
 
@@ -313,6 +331,8 @@ def harmonize_panel_genotypes(
     `samples`, which must all be in the VCF header. A contig with many panel variants is read
     in one pass over the panel's span; a sparse one with a region fetch per variant. A PLINK
     fileset (`vcf_path` ending .bed or .pgen) is read by `shared.plink`, harmonized alike.
+    With `min_quality`, a variant whose record states an imputation quality (INFO R2, DR2 or
+    INFO) below it is left missing ("low-quality"); PLINK files state none.
     """
     vcf_path = Path(vcf_path)
     if is_plink(vcf_path):
@@ -348,6 +368,11 @@ def harmonize_panel_genotypes(
             else:
                 hits = _fetch_each(vf, contig, targets, ref_fa, fa_contig)
             for j, (rec, alt_index, kind) in hits.items():
+                if min_quality > 0:  # the site's filter on imputation quality
+                    quality = imputation_quality(rec, alt_index)
+                    if quality is not None and quality < min_quality:
+                        result.how[j] = "low-quality"
+                        continue
                 try:
                     codes = record_codes(rec, alt_index=alt_index)[cols]
                 except ValueError as err:
@@ -467,8 +492,9 @@ def _best_match(
 
 
 def read_panel_genotypes(
-    vcf_path: str | Path, panel: Panel, samples: list[str], fasta_path: str | Path | None = None
+    vcf_path: str | Path, panel: Panel, samples: list[str], fasta_path: str | Path | None = None,
+    min_quality: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Genotype codes [len(samples), len(panel)] int8 and a [len(panel)] bool 'found' mask."""
-    result = harmonize_panel_genotypes(vcf_path, panel, samples, fasta_path)
+    result = harmonize_panel_genotypes(vcf_path, panel, samples, fasta_path, min_quality)
     return result.codes, result.found

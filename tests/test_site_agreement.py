@@ -166,3 +166,36 @@ def test_check_training_and_scoring_agree(case: str, site: Path, tmp_path: Path,
         assert plain is not None
         np.testing.assert_array_equal(load_site(site, EncoderSettings()).genotypes,
                                       plain.genotypes)
+
+
+def test_the_sites_imputation_quality_filter_is_applied_by_every_reader(
+    site: Path, tmp_path: Path, checkpoint: Path
+) -> None:
+    """An imputation server's VCF states R2 per variant; the site's `min-imputation-quality`
+    leaves the poorly imputed ones missing in the check, in training and in scoring alike."""
+    lines = vcf_lines(site / "genotypes.vcf.gz")
+    end = header_end(lines)
+    out = lines[:end] + ['##INFO=<ID=R2,Number=1,Type=Float,Description="Imputation quality">',
+                         lines[end]]
+    for k, line in enumerate(lines[end + 1:]):
+        f = line.split("\t")
+        f[7] = f"R2={0.1 if k % 2 else 0.9}"  # every other variant poorly imputed
+        out.append("\t".join(f))
+    write_vcf(site, out, tmp_path)
+    plain = load_site(site, EncoderSettings())
+    predict_site(checkpoint, site, tmp_path / "all.tsv")
+    toml = site / "site.toml"
+    toml.write_text(toml.read_text() + "\n[genotypes]\nmin-imputation-quality = 0.3\n")
+    own = SiteSettings.load(site)
+    assert own.genotypes.min_imputation_quality == 0.3
+    filtered = load_site(site, EncoderSettings())
+    low = [h == "low-quality" for h in filtered.how]
+    assert 0 < sum(low) < len(low) and not filtered.found[low].any()
+    kept = ~np.array(low)
+    np.testing.assert_array_equal(filtered.genotypes[:, kept], plain.genotypes[:, kept])
+    report = check_site(**site_files(site), cohort_spec=own.cohort,
+                        min_quality=own.genotypes.min_imputation_quality)
+    assert report.ok and report.summary["panel"]["coverage"]["low_quality"] == sum(low)
+    assert report.summary["panel"]["coverage"]["found"] == int(filtered.found.sum())
+    predict_site(checkpoint, site, tmp_path / "filtered.tsv")  # scored without them too
+    assert (tmp_path / "all.tsv").read_text() != (tmp_path / "filtered.tsv").read_text()
