@@ -17,5 +17,8 @@ DP_STEP_RATIO = 1.3
 COORDINATOR_OVERHEAD = 0.10
 # A loss-threshold membership attack on the DP model stays within this of guessing (AUROC 0.5).
 MIA_TOLERANCE = 0.05
+# The coordinator's noise-aware AUROC interval (from the sites' DP evaluation histograms) holds
+# the exact pooled AUROC in at least this share of simulated releases, in every population.
+EVALUATION_COVERAGE = 0.8
 # `make bench` finishes within this many seconds on the development machine.
 BENCH_BUDGET_S = 3600.0
