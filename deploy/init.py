@@ -24,11 +24,12 @@ authentication key ``auth.pub``, OpenSSH EC P-384, and its receipt key ``receipt
 Ed25519 PEM), checks them, keeps copies in ``coordinator/sites/NAME/``, adds the receipt key to
 the site registry and returns the ``flwr supernode register`` command for the auth key.
 
-All cryptography goes through ``cryptography``. Files are first written into a staging folder
-inside ``out`` (temporary names, exclusive create, private keys 0600 from the first byte, fsync)
-and then moved into place: without ``force`` by hard link, which fails on an existing name, so
-an existing key is never replaced, and any refusal or error leaves no new file behind; with
-``force`` by rename over the old file.
+The CA, the server certificate and the checks on the sites' public keys live in
+``deploy.pki``. Files are first written into a staging folder inside ``out`` (temporary names,
+exclusive create, private keys 0600 from the first byte, fsync) and then moved into place:
+without ``force`` by hard link, which fails on an existing name, so an existing key is never
+replaced, and any refusal or error leaves no new file behind; with ``force`` by rename over the
+old file.
 
 Flower 1.42 facts this relies on (``flower-superlink --help``, ``flower-supernode --help``, and
 ``flwr/superlink/main.py``): one HTTP port (``--host``/``--port``, default 127.0.0.1:8000)
@@ -44,7 +45,6 @@ SuperLink with ``--isolation process`` and a SuperExec shared secret, and start 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import hashlib
 import ipaddress
@@ -60,18 +60,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client.identity import AUTH_KEY, AUTH_PUB, IDENTITY, RECEIPT_PUB
 from deploy.federation import CONNECTION, connection_toml
+from deploy.pki import (
+    DEFAULT_DAYS,
+    cert_info,
+    make_ca,
+    make_server_cert,
+    pem_key,
+    read_auth_pub,
+    read_receipt_pub,
+    utc_now,
+)
 from server.outdir import RunFolder
 from shared.errors import GenofedError, InputError
-from shared.fsio import atomic_write, fsync_dir, read_input
+from shared.fsio import atomic_write, fsync_dir
 from shared.ledger import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
@@ -90,13 +96,11 @@ SUPERNODE_RUNTIME_PORT = 9094  # flower-supernode's default Runtime API port
 DEFAULT_BIND = "0.0.0.0"
 DEFAULT_DATA_PATH = "/srv/genofed/data"
 DEFAULT_STATE_PATH = "/srv/genofed/state"
-DEFAULT_DAYS = 3650
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _UNSAFE_IN_NODE_CONFIG = set("\"'\n\r\t")
 REGISTRY = "coordinator/site-registry.json"
 SITE_KEYS = "coordinator/sites"  # the public keys each site sent: SITE_KEYS/NAME/auth.pub ...
-AUTH_KEY_TYPE = "ecdsa-sha2-nistp384"  # what `genofed site keygen` writes (OpenSSH EC P-384)
 
 # Every folder we create gets one of these modes with os.chmod, whatever the umask: a umask of
 # 000 must never leave a folder others can write to (swap a key, plant a command file).
@@ -196,99 +200,6 @@ def host_port(host: str, port: int) -> str:
         if ipaddress.ip_address(host).version == 6:
             return f"[{host}]:{port}"
     return f"{host}:{port}"
-
-
-# --------------------------------------------------------------------------------------------
-# Keys and certificates
-# --------------------------------------------------------------------------------------------
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def make_ca(
-    days: int = DEFAULT_DAYS, name: str = "genofed consortium CA"
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A self-signed EC P-384 CA: CA:true (pathlen 0), keyCertSign + cRLSign, `days` valid."""
-    key = ec.generate_private_key(ec.SECP384R1())
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "genofed consortium"),
-        x509.NameAttribute(NameOID.COMMON_NAME, name),
-    ])
-    start = _now() - dt.timedelta(minutes=5)  # tolerate a little clock skew at the sites
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA384())
-    )
-    return key, cert
-
-
-def make_server_cert(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, dns: Sequence[str],
-    addrs: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address], days: int = DEFAULT_DAYS,
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """The SuperLink's EC P-384 server certificate, signed by the CA (never outliving it)."""
-    key = ec.generate_private_key(ec.SECP384R1())
-    start = _now() - dt.timedelta(minutes=5)
-    end = min(start + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    sans += [x509.IPAddress(a) for a in addrs]
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "genofed consortium"),
-            x509.NameAttribute(NameOID.COMMON_NAME, dns[0] if dns else str(addrs[0])),
-        ]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA384())
-    )
-    return key, cert
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,95 +498,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _cert_info(cert: x509.Certificate) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-        "sha256_fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
-    }
-    with contextlib.suppress(x509.ExtensionNotFound):
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        info["san_dns"] = san.get_values_for_type(x509.DNSName)
-        info["san_ip"] = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-    return info
-
-
-# --------------------------------------------------------------------------------------------
-# The sites' public keys
-# --------------------------------------------------------------------------------------------
-
-
-def _key_kind(key: object) -> str:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"EC {key.curve.name}"
-    return type(key).__name__.removeprefix("_").replace("PublicKey", "") or "unknown"
-
-
-def _read_public_file(path: Path, what: str) -> bytes:
-    """The bytes of a site's public key file; a private key is refused before anything else."""
-    data = read_input(path, f"the site's {what}")
-    if b"PRIVATE KEY" in data:
-        raise InputError(path, f"is a PRIVATE key: give only the site's {what}; private keys "
-                         "never leave the site (if it was sent, the site makes new keys)")
-    if len(data) > 16384:
-        raise InputError(path, f"too large for a {what}")
-    return data
-
-
-def read_auth_pub(path: Path) -> bytes:
-    """A site's SuperNode public key as one ``ecdsa-sha2-nistp384 AAAA... comment`` line
-    (newline-terminated), checked as `flwr supernode register` checks it; InputError if not."""
-    path = Path(path)
-    what = "SuperNode public key (auth.pub)"
-    data = _read_public_file(path, what)
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise InputError(path, f"not an OpenSSH public key line (binary data); expected {what}"
-                         ) from None
-    if "-----BEGIN" in text:
-        raise InputError(path, f"is a PEM key, expected one OpenSSH line '{AUTH_KEY_TYPE} "
-                         "AAAA...' (auth.pub; were auth.pub and receipt.pub swapped?)")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) != 1:
-        raise InputError(path, f"must hold exactly one OpenSSH public key line, not "
-                         f"{len(lines)}")
-    kind = lines[0].split(None, 1)[0]
-    if kind != AUTH_KEY_TYPE:
-        raise InputError(path, f"is a {kind[:40]!r} key, expected {AUTH_KEY_TYPE} (OpenSSH EC "
-                         "P-384, as genofed site keygen writes)")
-    try:
-        key = serialization.load_ssh_public_key(lines[0].encode())
-    except (ValueError, UnsupportedAlgorithm):
-        raise InputError(path, f"not a valid {AUTH_KEY_TYPE} public key") from None
-    if not (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP384R1)):
-        raise InputError(path, f"is a {_key_kind(key)} key, expected EC P-384")
-    return (lines[0] + "\n").encode()
-
-
-def read_receipt_pub(path: Path) -> tuple[bytes, Ed25519PublicKey]:
-    """A site's receipt public key: (its canonical PEM, the key); InputError if it is not an
-    Ed25519 PEM public key."""
-    path = Path(path)
-    what = "receipt public key (receipt.pub)"
-    data = _read_public_file(path, what)
-    if data.lstrip().startswith((b"ssh-", b"ecdsa-")):
-        raise InputError(path, "is an OpenSSH key line, expected the Ed25519 PEM receipt key "
-                         "(receipt.pub; were auth.pub and receipt.pub swapped?)")
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm):
-        raise InputError(path, f"not a PEM public key; expected the site's {what}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise InputError(path, f"is a {_key_kind(key)} key, expected an Ed25519 public key "
-                         "(receipt.pub, as genofed site keygen writes)")
-    pem = key.public_bytes(serialization.Encoding.PEM,
-                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, key
-
-
 def _keys_entry(name: str, auth: bytes, receipt: Ed25519PublicKey) -> dict[str, str]:
     """deployment.json's ``sites.NAME.keys`` for a registered site."""
     base = f"{SITE_KEYS}/{name}"
@@ -903,10 +725,10 @@ def init_deployment(
     sl_key, sl_cert = make_server_cert(ca_key, ca_cert, dns, addrs, days)
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     plan.add("certs/ca.crt", ca_pem, "ca-certificate", "coordinator")
-    plan.add("certs/ca.key", _pem_key(ca_key), "ca-private-key", "coordinator", secret=True)
+    plan.add("certs/ca.key", pem_key(ca_key), "ca-private-key", "coordinator", secret=True)
     plan.add("certs/superlink.crt", sl_cert.public_bytes(serialization.Encoding.PEM),
              "superlink-certificate", "coordinator")
-    plan.add("certs/superlink.key", _pem_key(sl_key), "superlink-private-key", "coordinator",
+    plan.add("certs/superlink.key", pem_key(sl_key), "superlink-private-key", "coordinator",
              secret=True)
 
     # --- coordinator ---------------------------------------------------------------------
@@ -1049,7 +871,7 @@ def init_deployment(
         doc: dict[str, Any] = {
             "format": FORMAT,
             "flwr_version": FLOWER_VERSION,
-            "created": _now().isoformat(),
+            "created": utc_now().isoformat(),
             "root": str(root),
             "connection": CONNECTION,
             "superlink": {
@@ -1099,7 +921,7 @@ def init_deployment(
                 {"component": "supernode", "port": SUPERNODE_RUNTIME_PORT, "bind": "127.0.0.1",
                  "protocol": "HTTP", "apis": ["runtime"], "reached_by": "its own ClientApp"},
             ],
-            "certificates": {"ca": _cert_info(ca_cert), "superlink": _cert_info(sl_cert)},
+            "certificates": {"ca": cert_info(ca_cert), "superlink": cert_info(sl_cert)},
             "files": files,
         }
         body = json.dumps(doc, indent=2, sort_keys=True) + "\n"
