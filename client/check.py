@@ -41,7 +41,6 @@ Panel genotypes (coverage, per-site missingness, per-ancestry allele frequencies
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -55,7 +54,13 @@ from client.data import other_format
 from shared.builds import detect_build, require_build
 from shared.cohort import read_cohort
 from shared.errors import InputError
-from shared.genotypes import canonical_contig, contig_alias, is_gvcf, require_calls
+from shared.genotypes import (
+    canonical_contig,
+    contig_alias,
+    is_gvcf,
+    parse_gt,
+    require_calls,
+)
 from shared.panel import Panel, read_panel
 from shared.plink import PlinkFiles, is_plink
 from shared.plink import read_samples as read_plink_samples
@@ -71,7 +76,6 @@ _MAX_INDEX_PROBES = 64
 _PROBE_EVERY = 5000  # records between index probes within a contig
 _N = ord("N")
 _BGZF_COMPRESSION = "BGZF"
-_SPLIT_GT = re.compile(r"[/|]")
 # Fewer training cases (or controls) than this is worth a warning: the DP noise then drowns
 # what one class can teach.
 MIN_TRAINING_CLASS = 20
@@ -173,13 +177,17 @@ def _gt_table(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     missing = np.zeros(len(uniq), dtype=bool)
     bad = np.zeros(len(uniq), dtype=bool)
     for k, gt in enumerate(uniq.tolist()):
-        alleles = _SPLIT_GT.split(gt)
-        missing[k] = any(a == "." for a in alleles)
-        called = [a for a in alleles if a != "."]
-        if not all(a.isdigit() for a in called):
+        try:
+            alleles = parse_gt(gt)  # as training reads it (shared.genotypes)
+        except ValueError:
+            bad[k] = True
+            continue
+        missing[k] = None in alleles
+        called = [a for a in alleles if a is not None]
+        if any(a < 0 for a in called):
             bad[k] = True
         elif called:
-            top[k] = max(int(a) for a in called)
+            top[k] = max(called)
     return top, missing, bad
 
 

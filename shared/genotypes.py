@@ -40,19 +40,26 @@ _FLIP = np.array([GT_HOM_ALT, GT_HET, GT_HOM_REF, GT_MISSING], dtype=np.int8)
 _INDEL_WINDOW = 50  # bp searched around a panel indel for other representations
 
 
+def parse_gt(gt: str) -> list[int | None]:
+    """The allele indices of one GT string ("0|1", "1/1", "./.", "1", VCF 4.4's "|0|1"); None
+    for a missing allele. ValueError for anything else."""
+    alleles = gt.lstrip("|/").replace("|", "/").split("/")
+    try:
+        return [None if a == "." else int(a) for a in alleles]
+    except ValueError:
+        raise ValueError(f"malformed genotype {gt!r}") from None
+
+
 def gt_code(gt: str, n_alleles: int, alt_index: int) -> int:
     """Genotype code of one GT string (e.g. '0|1', './.', '1') counting allele `alt_index`.
 
     Haploid calls count as homozygous. Other ALT alleles of a multi-allelic record count as
     not-this-allele, as after `bcftools norm -m-`.
     """
-    alleles = gt.replace("|", "/").split("/")
-    if any(a == "." for a in alleles):
+    alleles = parse_gt(gt)
+    if None in alleles:
         return GT_MISSING
-    try:
-        idx = [int(a) for a in alleles]
-    except ValueError as err:
-        raise ValueError(f"malformed genotype {gt!r}") from err
+    idx = [int(a) for a in alleles if a is not None]
     if any(i < 0 or i >= n_alleles for i in idx):
         raise ValueError(f"genotype {gt!r} has an allele index out of range")
     n_alt = sum(i == alt_index for i in idx)
