@@ -756,6 +756,14 @@ def test_compose_images_ports_and_networks(compose: dict) -> None:
         assert "FROM flwr/superexec:1.42.0" in app["build"]["dockerfile_inline"]
         # The process that reads genotypes sits on its site's internal network only.
         assert app["networks"] == [name]
+        # ... and runs only approved code: its `flwr-clientapp` is genofed's launcher, reading
+        # the approvals in the site's state folder (mounted read-write for the site's tools).
+        assert ('exec python -m client.launcher "$@"' in app["build"]["dockerfile_inline"]
+                and '> "$(command -v flwr-clientapp)"' in app["build"]["dockerfile_inline"])
+        approvals = app["environment"]["GENOFED_APPROVALS"]
+        state = next(v["target"] for v in app["volumes"] if v["target"].endswith("/state"))
+        assert approvals == f"{state}/approved-code.json"
+        assert app["environment"]["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
         assert compose["networks"][name] == {"internal": True}
     assert "FROM flwr/superexec:1.42.0" in services["serverapp"]["build"]["dockerfile_inline"]
     published = {n: s["ports"] for n, s in services.items() if "ports" in s}
