@@ -34,6 +34,7 @@ from client.release import (
     COUNT_SENSITIVITY,
     CohortCounts,
     balancing_weights,
+    public_center,
     release_counts,
     release_scores,
 )
@@ -279,7 +280,9 @@ class Site:
         except Refused as why:
             return self._declined(ledger, why)
         g, y, groups = data.split("test")
-        logits = predict_logits(self.model(data, weights), g, data.features, self.device)
+        model = self.model(data, weights)
+        logits = predict_logits(model, g, data.features, self.device)
+        center = self._bin_center(model, data, center)
         floor = max(self.budget.min_group_size, float(min_group))
         rng = DPRandomness.for_release(f"{self.name}/evaluate/{len(ledger.history)}")
         scores = release_scores(logits, y, groups, counts, floor, sigma, center,
@@ -291,6 +294,16 @@ class Site:
                            withheld=sorted(set(counts.groups) - set(scores.groups)))
         return {"site": self.name, "version": site_version(), "declined": 0,
                 "epsilon": epsilon, "delta": delta, "scores": scores.to_json()}
+
+    def _bin_center(self, model: RiskTransformer, data: SiteData, configured: float) -> float:
+        """Where the evaluation histograms' bins go: around the model's median logit over
+        people drawn under Hardy-Weinberg from the panel's public allele frequencies, with a
+        seed everyone knows. Public inputs only (the weights, the panel, the reference), so it
+        costs no budget and every site gets the same centre, which travels in the payload.
+        Fixed bins around `configured` cannot rank a model whose scores sit outside them."""
+        if self.settings.score_centering != "panel" or data.features.alt_freq is None:
+            return configured
+        return public_center(model, data.features, self.device)
 
     def _log_activity(self, **event: Any) -> None:
         """The site's own record of its work (exact, local, never sent)."""

@@ -272,6 +272,9 @@ class GenofedStrategy(FedAvg):
         or, with `evaluate-rounds = all`, the next round's training replies), then sign the
         round into the ledger: such a round is complete once it is trained and evaluated."""
         rec = self._record(server_round)
+        # With `panel` centring the sites chose the bins' centre from public inputs: any on the
+        # grid is accepted, and the first accepted reply's is the one the others must share.
+        fixed = self.settings.score_centering == "fixed"
         merged = GroupedScores(groups={}, center=self.settings.score_center)
         seen: set[str] = set()
         for proxy, res in results:
@@ -284,12 +287,13 @@ class GenofedStrategy(FedAvg):
                 self._check_identity(reply, receipt_text, proxy, seen, "evaluate", server_round,
                                      rec.weights_sha256 or weights_sha256(self.current),
                                      check_epsilon=not from_fit)
-                scores = GroupedScores.from_json(reply.scores, center=self.settings.score_center)
+                scores = GroupedScores.from_json(
+                    reply.scores, center=self.settings.score_center if fixed else None)
+                merged = merged.merge(scores)  # refuses a centre other than the first's
             except ValueError as err:  # ProtocolError is a ValueError
                 log(WARNING, "round %d: evaluation from %s rejected: %s", server_round,
                     res.metrics.get("site", proxy.cid), err)
                 continue
-            merged = merged.merge(scores)
             rec.evaluated_by.append(reply.site)
             rec.evaluation_receipts[reply.site] = json.loads(str(receipt_text))
             # A training reply's epsilon is after that round's training: the next round's.

@@ -80,6 +80,18 @@ def logit_to_bin(logits: np.ndarray, center: float = 0.0) -> np.ndarray:
                            side="right").astype(np.int64)
 
 
+
+# Bin centres the sites choose themselves (`score-centering = "panel"`) lie on this grid, so
+# sites computing the same public quantity on different hardware agree exactly.
+CENTER_STEP = 0.25
+MAX_CENTER = 20.0
+
+
+def snap_center(logit: float) -> float:
+    """A bin centre on the agreed grid, within +-MAX_CENTER."""
+    return float(min(MAX_CENTER, max(-MAX_CENTER, round(logit / CENTER_STEP) * CENTER_STEP)))
+
+
 @dataclass(eq=False)
 class GroupStats:
     """One ancestry group's histograms at one site, or merged over sites.
@@ -215,7 +227,7 @@ class GroupedScores:
         return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str | bytes, center: float = 0.0) -> GroupedScores:
+    def from_json(cls, text: str | bytes, center: float | None = 0.0) -> GroupedScores:
         """Coordinator side: parse a site's payload, rejecting anything malformed.
 
         The payload comes from another institution, so nothing is trusted: size first, then
@@ -232,7 +244,13 @@ class GroupedScores:
             raise ValueError(f"grouped scores: n_bins must be {N_BINS}")
         if not _is_number(payload["bin_width"]) or float(payload["bin_width"]) != BIN_WIDTH:
             raise ValueError(f"grouped scores: bin_width must be {BIN_WIDTH}")
-        if not _is_number(payload["center"]) or float(payload["center"]) != float(center):
+        if center is None:  # the sites chose it from public inputs: on the grid, in range
+            if (not _is_number(payload["center"]) or abs(float(payload["center"])) > MAX_CENTER
+                    or snap_center(float(payload["center"])) != float(payload["center"])):
+                raise ValueError(f"grouped scores: center must be a multiple of {CENTER_STEP} "
+                                 f"within +-{MAX_CENTER:g}")
+            center = float(payload["center"])
+        elif not _is_number(payload["center"]) or float(payload["center"]) != float(center):
             raise ValueError(f"grouped scores: center must be {center}")
         sd = payload["noise_sd"]
         if not _is_number(sd) or not 0 <= float(sd) <= MAX_NOISE_SD:

@@ -22,6 +22,9 @@ OPTIMIZERS = ("sgd", "adam")  # a site's local DP-SGD update rule (client.train.
 # Which rounds' global models the sites score on their held-out people. Every evaluation is a
 # DP release the sites pay for, so by default only the final model is scored.
 EVALUATE_ROUNDS = ("last", "all")
+# Where the sites' evaluation histograms put their bins (shared.metrics): fixed bins cannot rank
+# a model whose scores sit outside them, so by default they follow the model (public inputs).
+SCORE_CENTERINGS = ("panel", "fixed")
 
 
 def setting(default: object, doc: str) -> Any:
@@ -56,7 +59,11 @@ class RunSettings:
     kmer_size: int = setting(3, "k of the context's k-mer tokens")
     # Evaluation (each a DP release the sites pay for)
     evaluate_rounds: str = setting("last", "rounds whose model the sites score: `last` or `all`")
-    score_center: float = setting(0.0, "logit the evaluation histograms are binned around")
+    score_centering: str = setting(
+        "panel", "`panel`: the sites bin scores around the model's median logit over people drawn "
+        "from the panel's public allele frequencies; `fixed`: around `score-center`")
+    score_center: float = setting(0.0, "logit the evaluation histograms are binned around "
+                                       "(`fixed`, or a panel without allele frequencies)")
     suppression_k: int = setting(10, "withhold smaller groups (raises each site's floor)")
     # Aggregation
     aggregation: str = setting(
@@ -94,6 +101,8 @@ class RunSettings:
             raise ValueError("max-steps-per-epoch must be 0 (no cap) or more")
         if settings.evaluate_rounds not in EVALUATE_ROUNDS:
             raise ValueError(f"evaluate-rounds must be one of {', '.join(EVALUATE_ROUNDS)}")
+        if settings.score_centering not in SCORE_CENTERINGS:
+            raise ValueError(f"score-centering must be one of {', '.join(SCORE_CENTERINGS)}")
         if not abs(settings.score_center) <= 20:
             raise ValueError("score-center must be a logit within +-20")
         if settings.optimizer not in OPTIMIZERS:

@@ -855,3 +855,25 @@ def test_undefined_metric_becomes_null() -> None:
     assert report["difference"]["ppv"] is None and report["ratio"]["ppv"] is None
     assert report["vs_reference"] == {}
     json.dumps(report, allow_nan=False)
+
+
+def test_bins_around_the_scores_keep_the_ranking_fixed_bins_lose() -> None:
+    """A model whose logits sit far below the bins' centre (a DP model's intercept drifts)
+    ranks nobody in fixed bins; bins centred on its median logit keep its AUROC."""
+    from sklearn.metrics import roc_auc_score
+
+    from shared.metrics import snap_center
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 4000)
+    logits = rng.normal(1.2 * y, 1.0) - 7.0
+    exact = roc_auc_score(y, logits)
+    groups = np.array(["G"] * len(y))
+    fixed = GroupedScores.from_predictions(logits, y, groups, center=0.0)
+    moved = GroupedScores.from_predictions(logits, y, groups,
+                                           center=snap_center(float(np.median(logits))))
+    binned_fixed = MetricFrame.from_scores(fixed, k=1).by_group["G"]["auroc"]
+    binned_moved = MetricFrame.from_scores(moved, k=1).by_group["G"]["auroc"]
+    assert binned_fixed < 0.55 < exact - 0.1
+    assert abs(binned_moved - exact) < 0.02
+    assert snap_center(-7.13) == -7.25 and snap_center(99.0) == 20.0

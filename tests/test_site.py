@@ -12,7 +12,7 @@ import torch
 from client.budget import SiteBudget
 from client.settings import SiteSettings
 from client.site import Site
-from client.train import DPPlan, pick_device, train_dp
+from client.train import DPPlan, pick_device, predict_logits, train_dp
 from deploy.demo import fresh_copy
 from server.strategy import initial_weights
 from shared.errors import InputError
@@ -308,3 +308,33 @@ def test_the_optimizer_is_the_coordinators_choice_and_costs_no_privacy(
     for key in ("epsilon", "noise_multiplier"):
         assert sgd.metrics[key] == adam.metrics[key]
     assert any(not np.allclose(a, b) for a, b in zip(sgd.weights, adam.weights, strict=True))
+
+
+def test_evaluation_bins_follow_the_model_from_public_inputs_alone(tiny_cohort: Path,
+                                                                   tmp_path: Path) -> None:
+    """Two sites with the same weights centre their bins alike, on the model's median logit
+    over a public sample drawn from the panel's allele frequencies; the centre travels in the
+    payload; `fixed` centring keeps the configured one."""
+    from shared.metrics import snap_center
+
+    a = Site(copy_site(tiny_cohort, tmp_path / "a"), RunSettings(**SMALL, target_epsilon=50.0),
+             budget=GENEROUS)
+    b = Site(fresh_copy(tiny_cohort / "site-2", tmp_path / "b"),
+             RunSettings(**SMALL, target_epsilon=50.0), budget=GENEROUS)
+    data_a, data_b = a.data(), b.data()
+    shifted = a.model(data_a, fresh_weights(a))
+    with torch.no_grad():
+        shifted.head.bias -= 6.0  # every logit far below the fixed bins, as a drifted intercept
+    w = get_weights(shifted)
+    centre = a._bin_center(a.model(data_a, w), data_a, 0.0)
+    assert centre == b._bin_center(b.model(data_b, w), data_b, 0.0) < -4
+    rng = np.random.default_rng(0)
+    af = data_a.features.alt_freq.numpy().astype(np.float64)
+    people = rng.binomial(2, af, size=(512, len(af))).astype(np.int8)
+    logits = predict_logits(a.model(data_a, w), people, data_a.features, a.device)
+    assert centre == snap_center(float(np.median(logits)))
+    sent = json.loads(a.evaluate(w, "run", 1, min_group=1).metrics["scores"])
+    assert sent["center"] == centre
+    fixed = Site(a.data_path, RunSettings(**SMALL, target_epsilon=50.0,
+                                          score_centering="fixed"), budget=GENEROUS)
+    assert fixed._bin_center(fixed.model(data_a, w), data_a, 0.5) == 0.5

@@ -262,8 +262,10 @@ def canary_people_audit(
                                               reduction="none").numpy()
     released = GroupedScores()
     if "scores" in evaluation:
-        released = GroupedScores.from_json(str(evaluation["scores"]), settings.score_center)
-    bins = logit_to_bin(logits, settings.score_center)
+        released = GroupedScores.from_json(
+            str(evaluation["scores"]),
+            settings.score_center if settings.score_centering == "fixed" else None)
+    bins = logit_to_bin(logits, released.center)  # the bins the site actually used
     cell = np.array([_cell(released, g, y, b) for g, y, b in zip(groups, labels, bins,
                                                                    strict=True)])
     train_side, test_side = ~held_out, held_out

@@ -100,13 +100,13 @@ def by_population(logits: np.ndarray, labels: np.ndarray, ancestry: np.ndarray,
 
 def measure(
     logits: np.ndarray, labels: np.ndarray, ancestry: np.ndarray, sites: np.ndarray,
-    n_train_largest: int, settings: RunSettings, draws: int, seed: int,
+    n_train_largest: int, settings: RunSettings, draws: int, seed: int, center: float,
 ) -> dict[str, Any]:
-    """The section's `evaluation_noise` measurements for one trained model's held-out scores."""
+    """The section's `evaluation_noise` measurements for one trained model's held-out scores,
+    binned around `center` (where the sites bin them: `client.release.public_center`)."""
     rng = np.random.default_rng(seed)
     budget = SiteBudget()
     epsilon, delta = budget.effective(settings.target_epsilon, settings.target_delta)
-    center = settings.score_center
     default_sigma = sigma_for_share(budget.evaluation_share, epsilon, delta)
     default = by_population(logits, labels, ancestry, sites, default_sigma, draws, rng,
                             center=center)
@@ -140,7 +140,8 @@ def measure(
     return {
         "default": {"evaluation_share": budget.evaluation_share, "count_share":
                     budget.count_share, "sigma": default_sigma, "n_bins": N_BINS,
-                    "bin_width": BIN_WIDTH, "by_population": default},
+                    "bin_width": BIN_WIDTH, "bin_center": center, "centering":
+                    settings.score_centering, "by_population": default},
         "budget_split": split,
         "training_alone_noise_multiplier": training_alone,
         "plan": {"n_train": n_train_largest, "sample_rate": plan.sample_rate,

@@ -505,7 +505,7 @@ def render(doc: dict[str, Any]) -> str:
         lines += ["", "## What the DP noise on evaluations costs per-ancestry AUROC "
                       f"(evaluation share {noise.get('evaluation_share')}, σ "
                       f"{_fmt(noise.get('sigma'), 2)} per bin and site, {noise.get('n_bins')} "
-                      "bins)", "",
+                      f"bins centred at logit {_fmt(noise.get('bin_center'), 2)})", "",
                   "| population | exact | binned | error RMSE | bias | interval covers | "
                   "interval width (DeLong alone) |", "|---|---|---|---|---|---|---|"]
         for pop, e in noise["by_population"].items():

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from client.data import load_site
+from client.release import public_center
 from client.train import DPPlan, pick_device, predict_logits, train_dp
 from deploy.bench.common import say
 from deploy.bench.evaluation_noise import measure as measure_evaluation_noise
@@ -546,8 +547,10 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     }
     scores: dict[str, list[np.ndarray]] = {"oracle": [oracle], "federated_dp": [],
                                            "centralized": []}
+    fed_models = []
     for r in fed_runs:
         fed = federated_model(r["run_dir"])
+        fed_models.append(fed)
         scores["federated_dp"].append(
             predict_logits(fed, data.test.genotypes, data.features, device))
         r["auroc"] = auroc_by_population(scores["federated_dp"][-1], data.test)
@@ -612,9 +615,12 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     say("utility", "evaluation noise: the sites' DP evaluation releases of the federated model")
     began = time.perf_counter()
     largest = max(int((data.train.site == s).sum()) for s in data.sites)
+    centre = (public_center(fed_models[0], data.features, device)
+              if settings.score_centering == "panel" and data.features.alt_freq is not None
+              else settings.score_center)
     evaluation = measure_evaluation_noise(
         scores["federated_dp"][0], data.test.labels, data.test.ancestry, data.test.site,
-        largest, settings, QUICK_DRAWS if quick else FULL_DRAWS, settings.seed)
+        largest, settings, QUICK_DRAWS if quick else FULL_DRAWS, settings.seed, centre)
     timings["evaluation_noise_s"] = time.perf_counter() - began
 
     resamples = QUICK_RESAMPLES if quick else FULL_RESAMPLES
