@@ -30,6 +30,7 @@ import torch
 from client.train import predict_logits
 from shared.metrics import GroupedScores, snap_center
 from shared.model import PanelFeatures, RiskTransformer
+from shared.panel import public_sample
 
 ALL = "ALL"  # the one group of a site that declares no ancestry vocabulary
 SPLITS = ("train", "test")
@@ -133,18 +134,11 @@ def release_scores(
     return noisy.keep(counts.evaluable(floor))
 
 
-# The public sample evaluation bins are centred on (`public_center`): its size and seed.
-PUBLIC_SAMPLE = 512
-PUBLIC_SAMPLE_SEED = 0
-
-
 def public_center(model: RiskTransformer, features: PanelFeatures, device: torch.device) -> float:
     """The model's median logit over people drawn under Hardy-Weinberg from the panel's public
     allele frequencies, with a seed everyone knows, on the grid of bin centres: where a site's
     evaluation histograms put their bins. Public inputs only (weights, panel, reference), so it
     costs no budget and every site computes the same centre."""
     assert features.alt_freq is not None
-    rng = np.random.default_rng(PUBLIC_SAMPLE_SEED)  # not DP randomness: a public sample
-    p = features.alt_freq.numpy().astype(np.float64)
-    people = rng.binomial(2, p, size=(PUBLIC_SAMPLE, len(p))).astype(np.int8)
+    people = public_sample(features.alt_freq.numpy())
     return snap_center(float(np.median(predict_logits(model, people, features, device))))

@@ -115,3 +115,16 @@ def _alt_frequencies(df: pd.DataFrame, path: Path, first: int) -> np.ndarray:
             path, f"af {df[AF_COLUMN].iloc[i]!r} is not a frequency in [0, 1]", f"line {i + first}"
         )
     return values
+
+
+# The public sample: people drawn under Hardy-Weinberg from the panel's allele frequencies with
+# a seed everyone knows. Anyone holding the panel draws the same people: no site's data in it.
+PUBLIC_SAMPLE = 512
+PUBLIC_SAMPLE_SEED = 0
+
+
+def public_sample(alt_freq: np.ndarray, n: int = PUBLIC_SAMPLE) -> np.ndarray:
+    """Genotype codes [n, T] int8 of the public sample (alt-allele counts 0/1/2)."""
+    rng = np.random.default_rng(PUBLIC_SAMPLE_SEED)
+    return rng.binomial(2, np.asarray(alt_freq, dtype=np.float64),
+                        size=(n, len(alt_freq))).astype(np.int8)

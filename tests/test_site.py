@@ -316,6 +316,7 @@ def test_evaluation_bins_follow_the_model_from_public_inputs_alone(tiny_cohort: 
     over a public sample drawn from the panel's allele frequencies; the centre travels in the
     payload; `fixed` centring keeps the configured one."""
     from shared.metrics import snap_center
+    from shared.panel import public_sample
 
     a = Site(copy_site(tiny_cohort, tmp_path / "a"), RunSettings(**SMALL, target_epsilon=50.0),
              budget=GENEROUS)
@@ -328,9 +329,9 @@ def test_evaluation_bins_follow_the_model_from_public_inputs_alone(tiny_cohort: 
     w = get_weights(shifted)
     centre = a._bin_center(a.model(data_a, w), data_a, 0.0)
     assert centre == b._bin_center(b.model(data_b, w), data_b, 0.0) < -4
-    rng = np.random.default_rng(0)
     af = data_a.features.alt_freq.numpy().astype(np.float64)
-    people = rng.binomial(2, af, size=(512, len(af))).astype(np.int8)
+    people = np.random.default_rng(0).binomial(2, af, size=(512, len(af))).astype(np.int8)
+    np.testing.assert_array_equal(public_sample(af), people)  # anyone can draw it again
     logits = predict_logits(a.model(data_a, w), people, data_a.features, a.device)
     assert centre == snap_center(float(np.median(logits)))
     sent = json.loads(a.evaluate(w, "run", 1, min_group=1).metrics["scores"])
