@@ -13,10 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
-from client.identity import IDENTITY, RECEIPT_PUB, keygen
-from client.privacy_state import BINDING
 from deploy.federation import run_simulation
-from deploy.simulate import SimulationConfig, simulate_cohort
+from deploy.simulate import SimulationConfig, register_sites, simulate_cohort
 from server.outdir import RunFolder
 from shared.audit.page import write_html
 from shared.audit.report import build_report
@@ -24,7 +22,6 @@ from shared.errors import FederationError
 from shared.fsio import write_json
 from shared.ledger import PUBLIC_KEY_NAME
 from shared.protocol import latest_privacy, read_rounds
-from shared.receipts import SiteRegistry
 
 log = logging.getLogger(__name__)
 
@@ -57,37 +54,6 @@ def format_table(summary: dict, oracle: dict[str, float] | None = None) -> str:
     for name, p in summary["sites"].items():
         lines.append(f"  {name:<10}{p['epsilon']:>9.3f}{p['delta']:>10.0e}")
     return "\n".join(lines)
-
-
-def fresh_copy(cohort: Path, dst: Path) -> Path:
-    """A copy of a cohort without any site state (privacy spent, its binding, caches): a run
-    on it starts afresh, as privacy spent is persisted per site folder. Each site keeps its
-    identity (its keys), so the cohort's site registry still names them."""
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        if Path(folder).name == ".genofed-state":
-            return {n for n in names if n != IDENTITY}
-        return {n for n in names if n == BINDING}
-
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(cohort, dst, ignore=ignore)
-    return dst
-
-
-def register_sites(cohort: Path) -> Path:
-    """Every simulated site makes its own keys (in its state folder, as `genofed site keygen`
-    does at a hospital) and the coordinator's registry of their public receipt keys is written
-    where the run config looks by default (`<data-root>/site-registry.json`)."""
-    pems = {}
-    for site in sorted(p for p in cohort.glob("site-*") if p.is_dir()):
-        folder = site / ".genofed-state" / IDENTITY
-        if not (folder / RECEIPT_PUB).exists():
-            keygen(folder, site.name)
-        pems[site.name] = (folder / RECEIPT_PUB).read_bytes()
-    path = cohort / "site-registry.json"
-    SiteRegistry.from_pem(pems).save(path)
-    return path
 
 
 def fresh_cohort(out: Path, sites: int, seed: int, people: int) -> dict:

@@ -28,8 +28,11 @@ import numpy as np
 import pandas as pd
 import pysam
 
+from client.identity import IDENTITY, RECEIPT_PUB, keygen
+from client.privacy_state import BINDING
 from shared.errors import GenofedError, InputError
 from shared.fsio import atomic_write, write_json
+from shared.receipts import SiteRegistry
 
 POPULATIONS = ("YRI", "CEU", "CHB")
 CHROM = "chr22"
@@ -689,6 +692,40 @@ def _run(args: argparse.Namespace) -> int:
     metadata = simulate_cohort(Path(args.out), config, force=args.force)
     print(_summary(metadata, Path(args.out), time.perf_counter() - began))
     return 0
+
+
+# --------------------------------------------------------------------------- using a cohort
+
+
+def fresh_copy(cohort: Path, dst: Path) -> Path:
+    """A copy of a cohort without any site state (privacy spent, its binding, caches): a run
+    on it starts afresh, as privacy spent is persisted per site folder. Each site keeps its
+    identity (its keys), so the cohort's site registry still names them."""
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        if Path(folder).name == ".genofed-state":
+            return {n for n in names if n != IDENTITY}
+        return {n for n in names if n == BINDING}
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(cohort, dst, ignore=ignore)
+    return dst
+
+
+def register_sites(cohort: Path) -> Path:
+    """Every simulated site makes its own keys (in its state folder, as `genofed site keygen`
+    does at a hospital) and the coordinator's registry of their public receipt keys is written
+    where the run config looks by default (`<data-root>/site-registry.json`)."""
+    pems = {}
+    for site in sorted(p for p in cohort.glob("site-*") if p.is_dir()):
+        folder = site / ".genofed-state" / IDENTITY
+        if not (folder / RECEIPT_PUB).exists():
+            keygen(folder, site.name)
+        pems[site.name] = (folder / RECEIPT_PUB).read_bytes()
+    path = cohort / "site-registry.json"
+    SiteRegistry.from_pem(pems).save(path)
+    return path
 
 
 def register(subparsers) -> None:

@@ -19,7 +19,7 @@ TINY = SimulationConfig(
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-site cohort (450 people, 48 panel variants) written as real VCF/FASTA/TSV files."""
-    from deploy.demo import register_sites
+    from deploy.simulate import register_sites
 
     out = tmp_path_factory.mktemp("cohort") / "cohort"
     simulate_cohort(out, TINY)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from deploy.demo import fresh_copy
 from deploy.federation import ProcessGroup, flower_env, kill_tree, run_status, stop_run
 from deploy.init import init_deployment
 from deploy.local import start_local
+from deploy.simulate import fresh_copy
 from server.coordinator import Coordinator
 from shared.errors import FederationError, GenofedError, InputError
 from shared.ledger import load_public_key, read_records, round_records, verify_ledger

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import deploy.federation
-from deploy.demo import fresh_copy
 from deploy.federation import run_simulation
+from deploy.simulate import fresh_copy
 from shared.cli import main as cli_main
 from shared.errors import FederationError
 from shared.ledger import load_public_key, read_records, round_records, verify_ledger

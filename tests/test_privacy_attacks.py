@@ -26,7 +26,7 @@ from client.release import (
     release_scores,
 )
 from client.site import Site
-from deploy.demo import fresh_copy
+from deploy.simulate import fresh_copy
 from server.strategy import initial_weights
 from shared.metrics import logit_to_bin
 from shared.privacy import epsilon_for, gaussian_release

@@ -17,7 +17,7 @@ from deploy.bench.canary_audit import (
     epsilon_lower_bound,
     gradient_canary_audit,
 )
-from deploy.demo import fresh_copy
+from deploy.simulate import fresh_copy
 from shared.runconfig import RunSettings
 
 SMALL = dict(batch_size=32, local_epochs=1, model_dim=16, model_layers=1, suppression_k=5,

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from client.randomness import SIMULATION_SEED_ENV
-from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
+from deploy.simulate import fresh_copy, register_sites
 from tests.helpers import generous
 
 pytestmark = pytest.mark.integration

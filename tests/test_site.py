@@ -13,7 +13,7 @@ from client.budget import SiteBudget
 from client.settings import SiteSettings
 from client.site import Site
 from client.train import DPPlan, pick_device, predict_logits, train_dp
-from deploy.demo import fresh_copy
+from deploy.simulate import fresh_copy
 from server.strategy import initial_weights
 from shared.errors import InputError
 from shared.model import RiskTransformer, get_weights

@@ -50,9 +50,8 @@ from typing import Any
 import numpy as np
 
 from deploy.bench.common import say
-from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
-from deploy.simulate import SimulationConfig, simulate_cohort
+from deploy.simulate import SimulationConfig, fresh_copy, register_sites, simulate_cohort
 from server.outdir import RunFolder
 from server.strategy import initial_weights
 from shared.runconfig import RunSettings

@@ -28,8 +28,7 @@ from client.budget import SiteBudget
 from client.site import Site
 from deploy.bench.canary_audit import AuditSetup, canary_people_audit, gradient_canary_audit
 from deploy.bench.common import say
-from deploy.demo import fresh_copy
-from deploy.simulate import SimulationConfig, simulate_cohort
+from deploy.simulate import SimulationConfig, fresh_copy, simulate_cohort
 from shared.runconfig import RunSettings
 
 FULL = SimulationConfig(seed=23, sites=1, people_per_population=300)

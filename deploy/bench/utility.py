@@ -62,9 +62,14 @@ from client.train import DPPlan, pick_device, predict_logits, train_dp
 from deploy.bench.common import say
 from deploy.bench.evaluation_noise import measure as measure_evaluation_noise
 from deploy.bench.goals import FEDERATED_VS_CENTRALIZED, WORST_VS_BEST
-from deploy.demo import fresh_copy, register_sites
 from deploy.federation import run_simulation
-from deploy.simulate import POPULATIONS, SimulationConfig, simulate_cohort
+from deploy.simulate import (
+    POPULATIONS,
+    SimulationConfig,
+    fresh_copy,
+    register_sites,
+    simulate_cohort,
+)
 from server.outdir import RunFolder
 from server.strategy import initial_weights
 from shared.checkpoint import load_checkpoint
