@@ -283,6 +283,7 @@ def _flwr_config(address: str, ca_path: Path) -> str:
 
 def _site_toml(site: str) -> str:
     from client.budget import SiteBudget
+    from client.settings import GenotypeOptions, TrainingOptions
     from shared.cohort import CohortSpec
 
     budget, spec = SiteBudget(), CohortSpec()
@@ -321,6 +322,15 @@ def _site_toml(site: str) -> str:
         "# (the site's releases are broken down by these labels: list only the ones you hold)",
         f"# test-fraction = {spec.test_fraction!r}",
         f"# seed = {spec.seed!r}",
+        "",
+        "[training]",
+        "# \"reweight\": equal loss weight per ancestry group (from the DP-released counts).",
+        f"# balance = {_toml_str(TrainingOptions().balance)}",
+        "",
+        "[genotypes]",
+        "# Imputed variants whose record states a quality (INFO R2, DR2 or INFO) below this are",
+        "# read as missing (0: use every variant).",
+        f"# min-imputation-quality = {GenotypeOptions().min_imputation_quality!r}",
         "",
     ])
 
