@@ -349,10 +349,13 @@ def harmonize_panel_genotypes(
         finally:
             if fasta is not None:
                 fasta.close()
+    previous = pysam.set_verbosity(0)  # htslib's warnings would leak past our one-line errors
     try:
         vf = pysam.VariantFile(str(vcf_path))
     except (OSError, ValueError) as err:
         raise InputError(vcf_path, f"cannot open VCF/BCF ({err})") from err
+    finally:
+        pysam.set_verbosity(previous)
     fasta = open_reference(fasta_path) if fasta_path else None
     try:
         if is_gvcf(vf):

@@ -190,8 +190,10 @@ def test_a_long_panel_deletion_is_checked_against_its_whole_ref(tmp_path: Path) 
         encode_panel(bad, ref, settings)
 
 
-def test_a_malformed_vcf_line_is_one_clear_error(tmp_path: Path) -> None:
-    """A record htslib cannot parse: one line naming the file and the record, no traceback."""
+def test_a_malformed_vcf_line_is_one_clear_error(tmp_path: Path,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    """A record htslib cannot parse: one line naming the file and the record, no traceback,
+    and nothing of htslib's own on stderr."""
     from shared.errors import InputError
 
     ref = write_reference(tmp_path / "ref.fa")
@@ -207,6 +209,7 @@ def test_a_malformed_vcf_line_is_one_clear_error(tmp_path: Path) -> None:
         harmonize_panel_genotypes(bad, panel, SAMPLES, ref)
     line = str(caught.value)
     assert line.startswith(f"{bad}: chr1:") and "\n" not in line and "cannot parse" in line
+    assert capfd.readouterr().err == ""
 
 
 def write_text_vcf(path: Path, fmt: str, cells: list[str], extra_header: str = "") -> Path:
@@ -356,3 +359,4 @@ def test_a_panel_on_another_build_than_the_reference_is_one_clear_line(tmp_path:
     with pytest.raises(InputError, match="genome build 'hg18' is not one of"):
         (tmp_path / "bad.tsv").write_text("#genome_build=hg18\n" + rows)
         read_panel(tmp_path / "bad.tsv")
+
