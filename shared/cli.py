@@ -29,6 +29,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     for name in LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(level)
+        logger.propagate = False  # Flower and Ray configure the root logger: print once
         if not any(getattr(h, "genofed", False) for h in logger.handlers):
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(message)s"))
