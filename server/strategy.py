@@ -41,7 +41,8 @@ from flwr.server.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
 from server.outdir import RunFolder
 from server.signer import RemoteLedger
 from shared import protocol
-from shared.checkpoint import Checkpoint
+from shared.calibration import Recalibration
+from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.fsio import write_json
 from shared.ledger import Ledger
 from shared.metrics import GroupedScores, MetricFrame
@@ -301,6 +302,7 @@ class GenofedStrategy(FedAvg):
                 rec.privacy[reply.site] = {"epsilon": reply.epsilon, "delta": reply.delta}
         frame = MetricFrame.from_scores(merged, k=self.settings.suppression_k)
         rec.metrics = frame.to_dict()
+        self._recalibrate(server_round, rec.metrics)
         rec.weights_sha256 = rec.weights_sha256 or weights_sha256(self.current)
         self._append_ledger(rec)
         self._write_results()
@@ -317,6 +319,19 @@ class GenofedStrategy(FedAvg):
         folder = RunFolder(self.out_dir)
         for path in (folder.checkpoint(server_round), folder.latest):
             ckpt.save(path)
+
+    def _recalibrate(self, server_round: int, metrics: dict) -> None:
+        """The evaluated round's checkpoint gets the per-ancestry recalibration its DP
+        evaluation supports, so a site scoring with it reports calibrated risk."""
+        recalibration = Recalibration.from_metrics(metrics)
+        folder = RunFolder(self.out_dir)
+        path = folder.checkpoint(server_round)
+        if not recalibration or not path.exists():
+            return
+        ckpt = load_checkpoint(path).recalibrated(recalibration)
+        ckpt.save(path)
+        if folder.latest.exists() and load_checkpoint(folder.latest).round == server_round:
+            ckpt.save(folder.latest)
 
     def _check_identity(
         self, reply: protocol.SiteReply, receipt_text: str | None, proxy: ClientProxy,

@@ -10,13 +10,14 @@ settings, and the hashes of the panel and run config it belongs to.
 from __future__ import annotations
 
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from shared.calibration import Recalibration
 from shared.encoding import EncoderSettings
 from shared.errors import InputError
 from shared.fsio import atomic_write
@@ -31,6 +32,9 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     run_config_sha256: str
     panel_sha256: str
+    # Per-ancestry recalibration fitted from the DP evaluation of exactly these weights
+    # (`shared.calibration`); empty until the sites have scored them.
+    recalibration: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, model: RiskTransformer, server_round: int, encoder: EncoderSettings,
@@ -47,6 +51,12 @@ class Checkpoint:
     def weights(self, cfg: ModelConfig | None = None) -> list[np.ndarray]:
         return get_weights(self.model(cfg))
 
+    def recalibrated(self, recalibration: Recalibration) -> Checkpoint:
+        return replace(self, recalibration=recalibration.to_dict())
+
+    def calibration(self) -> Recalibration:
+        return Recalibration.from_dict(self.recalibration)
+
     def save(self, path: Path) -> None:
         """Atomically: a reader never sees half a checkpoint."""
         doc: dict[str, Any] = {
@@ -56,6 +66,7 @@ class Checkpoint:
             "state_dict": self.state_dict,
             "run_config_sha256": self.run_config_sha256,
             "panel_sha256": self.panel_sha256,
+            "recalibration": self.recalibration,
         }
         with atomic_write(path, "wb") as fh:
             torch.save(doc, fh)
@@ -73,6 +84,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             state_dict=dict(doc["state_dict"]),
             run_config_sha256=str(doc.get("run_config_sha256", "")),
             panel_sha256=str(doc.get("panel_sha256", "")),
+            recalibration=dict(doc.get("recalibration") or {}),
         )
     except FileNotFoundError as err:
         raise InputError(path, "checkpoint not found") from err

@@ -652,6 +652,19 @@ def read_people(path: str | Path, spec: CohortSpec | None = None) -> np.ndarray:
     return _sample_ids(path, df, spec).to_numpy(dtype=str)
 
 
+def read_people_ancestry(path: str | Path, spec: CohortSpec | None = None) -> np.ndarray | None:
+    """The ancestry label of everyone `read_people` lists, in the same order ("" where the cell
+    is empty), or None when the table has no ancestry column: what `site predict` picks each
+    person's recalibration by."""
+    path = Path(path)
+    spec = DEFAULT_SPEC if spec is None else spec
+    df, _ = _read_table(path, {spec.sample_col})
+    if spec.ancestry_col not in [str(c) for c in df.columns]:
+        return None
+    labels = df[spec.ancestry_col].astype("string").fillna("").str.strip()
+    return labels.to_numpy(dtype=str)
+
+
 __all__ = [
     "COHORT_COLUMNS",
     "DEFAULT_ANCESTRIES",
@@ -666,4 +679,5 @@ __all__ = [
     "assign_split",
     "read_cohort",
     "read_people",
+    "read_people_ancestry",
 ]

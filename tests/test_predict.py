@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from client.predict import predict_site
+from shared.calibration import Recalibration
 from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.cohort import read_cohort
 from shared.encoding import EncoderSettings, model_config
@@ -53,9 +54,47 @@ def test_predict_writes_one_score_per_person(tiny_cohort: Path, tmp_path: Path) 
     n = predict_site(ckpt, site, out)
     table = pd.read_csv(out, sep="\t")
     assert n == len(table) == len(read_cohort(site / "cohort.tsv"))
-    assert list(table.columns) == ["sample_id", "risk_probability"]
+    assert list(table.columns) == ["sample_id", "risk_probability", "calibration"]
     assert table.risk_probability.between(0, 1).all()
     assert table.risk_probability.nunique() > 1
+    assert set(table.calibration) == {"none"}  # a checkpoint no site has evaluated yet
+
+
+def test_predict_applies_the_checkpoints_recalibration_by_ancestry(
+    tiny_cohort: Path, tmp_path: Path
+) -> None:
+    """A checkpoint carrying per-ancestry fits: each person's risk is sigmoid(a + b * logit)
+    with their ancestry's fit, the pooled fit for an ancestry without one, and the same risk
+    whether the full cohort table or a `--people` list without the ancestry column named them."""
+    site = tiny_cohort / "site-2"
+    raw_ckpt = tmp_path / "raw.pt"
+    ckpt = write_checkpoint(raw_ckpt, site, read_panel(site / "panel.tsv").sha256)
+    raw_out = tmp_path / "raw.tsv"
+    predict_site(raw_ckpt, site, raw_out)
+    raw = pd.read_csv(raw_out, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    cohort = read_cohort(site / "cohort.tsv")
+    groups = sorted(set(cohort.ancestry))
+    fitted, pooled = groups[0], (-0.7, 0.5)
+    recal = Recalibration({fitted: (1.5, 2.0)}, pooled)
+    cal_ckpt = tmp_path / "cal.pt"
+    ckpt.recalibrated(recal).save(cal_ckpt)
+    assert load_checkpoint(cal_ckpt).calibration() == recal
+    out = tmp_path / "cal.tsv"
+    predict_site(cal_ckpt, site, out)
+    cal = pd.read_csv(out, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    logit = np.log(raw.risk_probability / (1 - raw.risk_probability))
+    ancestry = pd.Series(cohort.ancestry, index=cohort.sample_id.astype(str))
+    for sid in cal.index:
+        a, b = (1.5, 2.0) if ancestry[sid] == fitted else pooled
+        assert cal.calibration[sid] == (fitted if ancestry[sid] == fitted else "overall")
+        assert cal.risk_probability[sid] == pytest.approx(
+            1 / (1 + np.exp(-(a + b * logit[sid]))), abs=2e-6)
+    wanted = list(cal.index[::-2])
+    (tmp_path / "people.csv").write_text("sample_id\n" + "\n".join(wanted) + "\n")
+    predict_site(cal_ckpt, site, out, people=tmp_path / "people.csv")
+    listed = pd.read_csv(out, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    assert np.allclose(listed.risk_probability, cal.risk_probability.loc[wanted], atol=2e-6)
+    assert (listed.calibration == cal.calibration.loc[wanted]).all()
 
 
 def test_predict_refuses_other_panel_and_bad_checkpoint(tiny_cohort: Path, tmp_path: Path) -> None:

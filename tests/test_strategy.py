@@ -31,6 +31,8 @@ from server.strategy import (
     weights_sha256,
 )
 from shared import protocol
+from shared.calibration import Recalibration
+from shared.checkpoint import load_checkpoint
 from shared.ledger import round_records
 from shared.protocol import RoundRecord
 from shared.receipts import verify_receipt
@@ -623,3 +625,31 @@ def test_sites_bin_centres_are_taken_when_on_the_grid_and_shared(tmp_path: Path)
     fixed.aggregate_evaluate(1, [evaluation(fixed, 1, "good-1", site_scores(1, centre)),
                                  evaluation(fixed, 1, "good-2", site_scores(2, 0.0))], [])
     assert fixed.rounds[1].evaluated_by == ["good-2"]
+
+
+def test_each_evaluated_checkpoint_carries_the_recalibration_its_dp_evaluation_fits(
+    tmp_path: Path,
+) -> None:
+    """Round 1's model, scored on round 2's training replies, gets its per-ancestry fits in
+    round 1's checkpoint only; the latest checkpoint gets round 2's once round 2 is scored."""
+    strat = make_strategy(tmp_path, num_server_rounds=2, suppression_k=2, evaluate_rounds="all")
+    folder = RunFolder(tmp_path)
+    g = strat.current
+    strat.aggregate_fit(1, [result(strat, 1, "s1", shifted(g, 0.01), epsilon=1.0)], [])
+    assert not load_checkpoint(folder.checkpoint(1)).calibration()
+    g = strat.current
+    strat.aggregate_fit(2, [result(strat, 2, "s1", shifted(g, 0.01), epsilon=2.0,
+                                   scores=site_scores(1))], [])
+    first = ledger_bodies(tmp_path)[0]
+    expected = Recalibration.from_metrics(first["metrics"])
+    assert set(expected.by_group) == {"A", "B"} and expected.overall is not None
+    assert load_checkpoint(folder.checkpoint(1)).calibration() == expected
+    assert not load_checkpoint(folder.latest).calibration()
+    strat.aggregate_evaluate(2, [evaluation(strat, 2, "s1", site_scores(3), epsilon=2.2)], [])
+    second = Recalibration.from_metrics(ledger_bodies(tmp_path)[1]["metrics"])
+    latest = load_checkpoint(folder.latest)
+    assert latest.round == 2 and latest.calibration() == second != expected
+    # The fits are the ledger's own numbers: intercept and slope per shown group.
+    for name, (a, b) in second.by_group.items():
+        shown = ledger_bodies(tmp_path)[1]["metrics"]["by_group"][name]
+        assert (a, b) == (shown["calibration_intercept"], shown["calibration_slope"])
