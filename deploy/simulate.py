@@ -41,6 +41,13 @@ _DOMINANT_CYCLE = ("CEU", "YRI", "CHB")
 # A dominant site takes this many people of each other ancestry per person of its own (80/10/10).
 _MINORITY_RATIO = 1 / 8
 _MIN_SITE_PEOPLE = 10
+DESIGNS = ("skewed", "spread")
+# The spread design's site sizes run from the smallest to the largest of these, in proportion
+# (scaled to the people simulated), and no ancestry exceeds SPREAD_MAX_SHARE of a site.
+SPREAD_SIZES = (400, 1500)
+# With three populations one must hold at least a third of a site; this is as even as the
+# sites can be while differing.
+SPREAD_MAX_SHARE = 0.4
 _NUCLEOTIDES = frozenset("ACGT")
 _FASTA_WIDTH = 60
 _VCF_CHUNK = 2048  # variants rendered at once: bounds the (variants x samples x 4) byte buffer
@@ -65,6 +72,10 @@ class SimulationConfig:
     prevalence: float = 0.2
     test_fraction: float = 0.25
     missing_rate: float = 0.002  # fraction of genotype calls written as missing ./.
+    # How people are spread over sites: "skewed" (each hospital mostly one ancestry, 80/10/10,
+    # the last one mixed) or "spread" (sites of SPREAD_SIZES-like unequal sizes, every ancestry
+    # near a third of every site: where pooling matters most).
+    design: str = "skewed"
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,7 @@ def _validate(config: SimulationConfig) -> None:
         (0 < config.prevalence < 1, "prevalence must be in (0, 1)"),
         (0 <= config.test_fraction < 1, "test-fraction must be in [0, 1)"),
         (0 <= config.missing_rate < 1, "missing-rate must be in [0, 1)"),
+        (config.design in DESIGNS, f"design must be one of {', '.join(DESIGNS)}"),
     ]
     for ok, problem in checks:
         if not ok:
@@ -336,10 +348,34 @@ def _trait(
 # --------------------------------------------------------------------------- sites
 
 
+def _spread_counts(n_sites: int, available: dict[str, int]) -> np.ndarray:
+    """People per (site, population) for the spread design: site sizes spaced evenly between
+    SPREAD_SIZES (in proportion), each site's mix a rotation of slightly unequal shares, fitted
+    to the populations' totals by iterative proportional fitting and rounded so that every
+    person lands in exactly one site."""
+    sizes = np.array([available[pop] for pop in POPULATIONS], dtype=np.float64)
+    rows = np.linspace(*SPREAD_SIZES, n_sites)
+    rows *= sizes.sum() / rows.sum()
+    base = np.array([0.37, 0.33, 0.30])
+    m = np.array([np.roll(base, k) for k in range(n_sites)]) * rows[:, None]
+    for _ in range(200):  # raking: rows to the site sizes, columns to the populations
+        m *= (sizes / m.sum(axis=0))[None, :]
+        m *= (rows / m.sum(axis=1))[:, None]
+    counts = np.floor(m).astype(np.int64)
+    for j, pop in enumerate(POPULATIONS):  # hand out the rounding remainders, largest first
+        short = available[pop] - counts[:, j].sum()
+        order = np.argsort(-(m[:, j] - counts[:, j]), kind="stable")
+        counts[order[:short], j] += 1
+    return counts
+
+
 def _site_counts(config: SimulationConfig, available: dict[str, int]) -> np.ndarray:
     """People per (site, population): dominant sites (80/10/10) of shrinking size, the last
-    site mixed and taking everyone left, so each person lands in exactly one site."""
+    site mixed and taking everyone left, so each person lands in exactly one site (the
+    skewed design), or `_spread_counts`."""
     n_sites = config.sites
+    if config.design == "spread":
+        return _spread_counts(n_sites, available)
     counts = np.zeros((n_sites, len(POPULATIONS)), dtype=np.int64)
     dominant = [_DOMINANT_CYCLE[k % len(_DOMINANT_CYCLE)] for k in range(n_sites - 1)]
     if dominant:
@@ -757,6 +793,7 @@ def register(subparsers) -> None:
         ("--prevalence", float, d.prevalence, "fraction of cases"),
         ("--test-fraction", float, d.test_fraction, "fraction of each stratum held out"),
         ("--missing-rate", float, d.missing_rate, "fraction of calls written as missing"),
+        ("--design", str, d.design, "site design: skewed (one ancestry per hospital) or spread"),
     ]
     for flag, kind, default, text in options:
         sim.add_argument(flag, type=kind, default=default, help=text)

@@ -190,6 +190,33 @@ def test_sites_differ_in_ancestry_mix_and_size(cohort: tuple[Path, dict]) -> Non
     assert max(mix["site-3"].values()) < 0.7 * sites["site-3"]["n"]
 
 
+def test_the_spread_design_has_unequal_sites_with_every_ancestry_near_a_third(
+    tmp_path: Path,
+) -> None:
+    """8 sites from the smallest to the largest of SPREAD_SIZES (in proportion), no ancestry
+    above SPREAD_MAX_SHARE of any site, everyone in exactly one site."""
+    from deploy.simulate import SPREAD_MAX_SHARE, SPREAD_SIZES, _spread_counts
+
+    available = {"CEU": 2600, "CHB": 2500, "YRI": 2700}
+    counts = _spread_counts(8, available)
+    assert counts.sum(axis=0).tolist() == [available[p] for p in POPULATIONS]
+    sizes = counts.sum(axis=1)
+    assert np.all(np.diff(sizes) > 0)
+    assert sizes.max() / sizes.min() == pytest.approx(SPREAD_SIZES[1] / SPREAD_SIZES[0], rel=0.02)
+    assert (counts / sizes[:, None]).max() <= SPREAD_MAX_SHARE
+    assert (counts / sizes[:, None]).min() > 0.25
+    _, meta = cohort_of(tmp_path, dataclasses.replace(SMALL, sites=4, design="spread"))
+    for info in meta["sites"].values():
+        assert max(info["by_ancestry"].values()) <= SPREAD_MAX_SHARE * info["n"] + 1
+    with pytest.raises(InputError, match="design must be one of"):
+        simulate_cohort(tmp_path / "bad", dataclasses.replace(SMALL, design="even"))
+
+
+def cohort_of(tmp_path: Path, config: SimulationConfig) -> tuple[Path, dict]:
+    out = tmp_path / "spread"
+    return out, simulate_cohort(out, config)
+
+
 def test_phenotype_prevalence_split_and_signal(cohort: tuple[Path, dict]) -> None:
     out, meta = cohort
     truth = _read_tsv(out / "truth.tsv")
