@@ -23,7 +23,7 @@ flip cannot be told from a swap there.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,7 +326,7 @@ def is_gvcf(vf: pysam.VariantFile) -> bool:
 
 
 def harmonize_panel_genotypes(
-    vcf_path: str | Path,
+    vcf_path: str | Path | Sequence[Path],
     panel: Panel,
     samples: list[str],
     fasta_path: str | Path | None = None,
@@ -339,8 +339,14 @@ def harmonize_panel_genotypes(
     in one pass over the panel's span; a sparse one with a region fetch per variant. A PLINK
     fileset (`vcf_path` ending .bed or .pgen) is read by `shared.plink`, harmonized alike.
     With `min_quality`, a variant whose record states an imputation quality (INFO R2, DR2 or
-    INFO) below it is left missing ("low-quality"); PLINK files state none.
+    INFO) below it is left missing ("low-quality"); PLINK files state none. Several files
+    (per-chromosome VCF/BCFs) are read as one by `shared.per_chromosome`.
     """
+    if not isinstance(vcf_path, str | Path):
+        from shared.per_chromosome import harmonize_files
+
+        return harmonize_files([Path(p) for p in vcf_path], panel, samples, fasta_path,
+                               min_quality)
     vcf_path = Path(vcf_path)
     if is_plink(vcf_path):
         fasta = open_reference(fasta_path) if fasta_path else None
