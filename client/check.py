@@ -385,12 +385,15 @@ class _SiteCheck:
         """The panel's contigs and REF alleles must match the site's FASTA (as training needs)."""
         if self.panel is None or self.fasta is None:
             return
+        # A panel with positions for the reference's build is looked up at those.
+        p, _ = self.panel.on_build(detect_build(self.fa_lengths)[0])
+        if p is not self.panel:
+            self.summary.setdefault("panel", {})["positions"] = p.build
         try:  # a panel on another build than the reference: one line naming both
-            require_build(self.panel.build, self.fa_lengths, self.reference_path)
+            require_build(p.build, self.fa_lengths, self.reference_path)
         except InputError as err:
             self.from_input_error(err, self.reference_path)
             return
-        p = self.panel
         mismatches: list[tuple[str, str, str]] = []
         absent: dict[str, list[str]] = {}
         renamed: dict[str, str] = {}

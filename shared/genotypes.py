@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -340,8 +340,17 @@ def harmonize_panel_genotypes(
     fileset (`vcf_path` ending .bed or .pgen) is read by `shared.plink`, harmonized alike.
     With `min_quality`, a variant whose record states an imputation quality (INFO R2, DR2 or
     INFO) below it is left missing ("low-quality"); PLINK files state none. Several files
-    (per-chromosome VCF/BCFs) are read as one by `shared.per_chromosome`.
+    (per-chromosome VCF/BCFs) are read as one by `shared.per_chromosome`. A panel with
+    positions for several builds is looked up at the reference's build's (`Panel.on_build`).
     """
+    if panel.build_pos and fasta_path is not None:
+        from shared.builds import reference_build
+
+        lookup, swapped = panel.on_build(reference_build(fasta_path))
+        result = harmonize_panel_genotypes(vcf_path, replace(lookup, build_pos=None), samples,
+                                           fasta_path, min_quality)
+        result.codes[:, swapped] = _FLIP[result.codes[:, swapped]]  # counts of the panel's ALT
+        return result
     if not isinstance(vcf_path, str | Path):
         from shared.per_chromosome import harmonize_files
 

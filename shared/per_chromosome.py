@@ -113,5 +113,9 @@ def harmonize_files(files: Sequence[Path], panel: Panel, samples: list[str],
 
 
 def _subset(panel: Panel, cols: np.ndarray) -> Panel:
+    def each(by_build: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+        return None if by_build is None else {b: v[cols] for b, v in by_build.items()}
+
     return replace(panel, chrom=panel.chrom[cols], pos=panel.pos[cols], ref=panel.ref[cols],
-                   alt=panel.alt[cols], af=None if panel.af is None else panel.af[cols])
+                   alt=panel.alt[cols], af=None if panel.af is None else panel.af[cols],
+                   build_pos=each(panel.build_pos), build_ref=each(panel.build_ref))
