@@ -28,7 +28,7 @@ from shared.plink import PlinkFiles, is_plink
 VCF_NAMES = ("genotypes.vcf.gz", "genotypes.bcf", "genotypes.pgen", "genotypes.bed")
 # Else per-chromosome files, named as imputation servers write them (chr1.dose.vcf.gz, 22.bcf),
 # or those its site.toml lists (`[genotypes] files`), read as one source.
-CHROMOSOME_FILE = re.compile(r"^(chr)?([0-9]{1,2}|X|Y|M|MT)[._-].*\.(vcf\.gz|bcf)$", re.I)
+CHROMOSOME_FILE = re.compile(r"^(chr)?([0-9]{1,2}|X|Y|M|MT)([._-].*)?\.(vcf\.gz|bcf)$", re.I)
 
 
 @dataclass(frozen=True)

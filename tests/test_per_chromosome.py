@@ -77,10 +77,11 @@ def test_per_chromosome_files_read_as_the_concatenated_vcf(folder: Path) -> None
     site.mkdir()
     _vcf(site / "chr1.dose.vcf.gz", RECORDS[:2])
     _vcf(site / "chr2.dose.bcf", RECORDS[2:], bcf=True)
-    _vcf(site / "chr10.dose.vcf.gz", [])  # a chromosome without panel variants
+    _vcf(site / "chr10.vcf.gz", [])  # a chromosome without panel variants
+    (site / "chr1_notes.txt").write_text("not genotypes")
     paths = SitePaths.in_folder(site)
     assert [p.name for p in paths.genotypes] == ["chr1.dose.vcf.gz", "chr2.dose.bcf",
-                                                 "chr10.dose.vcf.gz"]
+                                                 "chr10.vcf.gz"]
     assert len([p for p in paths.genotype_inputs() if p is not None]) == 6  # each with its index
     panel = read_panel(folder / "panel.tsv")
     people = ["p3", "p1", "p4"]

@@ -17,7 +17,7 @@ import pysam.bcftools
 import pytest
 import torch
 
-from client.check import check_site
+from client.check import check_site, format_report
 from client.data import SitePaths, load_site
 from client.predict import predict_site
 from client.settings import SiteSettings
@@ -212,6 +212,8 @@ def test_check_training_and_scoring_agree(case: str, site: Path, tmp_path: Path,
     if case == "per_chromosome":
         assert len(files["vcf"]) == 2 and report.summary["vcf"]["records_per_contig"].keys() \
             == {"chr21", "chr22"}
+        assert f"VCF        {site / 'chr21.dose.vcf.gz'} and 1 more: VCF" in format_report(
+            report)[0]
     if case == "per_chromosome_samples_reordered":  # one line naming the file that differs
         assert [f.file for f in report.errors] == [str(site / "chr22.dose.vcf.gz")]
         with pytest.raises(GenofedError, match="chr22.dose.vcf.gz: per-chromosome files must "
