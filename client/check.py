@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -125,7 +126,7 @@ class CheckReport:
 
 
 def check_site(
-    vcf: str | Path,
+    vcf: str | Path | Sequence[Path],
     cohort: str | Path,
     panel: str | Path,
     reference: str | Path,
@@ -136,9 +137,11 @@ def check_site(
     """Check a site's VCF/BCF, cohort table, panel and reference FASTA; never raises for bad data.
 
     `cohort_spec` is passed to `read_cohort` when given (default: its default column names and
-    phenotype coding).
+    phenotype coding). Several `vcf` files are per-chromosome files, checked as one source.
     """
-    check = _SiteCheck(Path(vcf), Path(cohort), Path(panel), Path(reference), cohort_spec)
+    files = [Path(vcf)] if isinstance(vcf, str | Path) else [Path(p) for p in vcf]
+    check = _SiteCheck(files[0], Path(cohort), Path(panel), Path(reference), cohort_spec)
+    check.vcf_files = files
     check.min_quality = min_quality
     previous = pysam.set_verbosity(0)  # htslib's own messages become Findings instead
     try:
@@ -245,6 +248,7 @@ class _SiteCheck:
         self.vcf_readable = False  # opened and read to the end without an htslib error
         self.index_usable = False
         self.scan: _Scan | None = None
+        self.vcf_files = [vcf]  # several: per-chromosome files (check_vcf_files)
 
     # ---- findings
 
@@ -287,7 +291,7 @@ class _SiteCheck:
             self.check_cohort()
             self.check_reference()
             self.check_panel_against_reference()
-            self.check_vcf()
+            self.check_vcf_files()
             self.check_samples()
             self.check_panel_genotypes()
         finally:
@@ -381,12 +385,15 @@ class _SiteCheck:
         """The panel's contigs and REF alleles must match the site's FASTA (as training needs)."""
         if self.panel is None or self.fasta is None:
             return
+        # A panel with positions for the reference's build is looked up at those.
+        p, _ = self.panel.on_build(detect_build(self.fa_lengths)[0])
+        if p is not self.panel:
+            self.summary.setdefault("panel", {})["positions"] = p.build
         try:  # a panel on another build than the reference: one line naming both
-            require_build(self.panel.build, self.fa_lengths, self.reference_path)
+            require_build(p.build, self.fa_lengths, self.reference_path)
         except InputError as err:
             self.from_input_error(err, self.reference_path)
             return
-        p = self.panel
         mismatches: list[tuple[str, str, str]] = []
         absent: dict[str, list[str]] = {}
         renamed: dict[str, str] = {}
@@ -451,6 +458,48 @@ class _SiteCheck:
             with contextlib.suppress(OSError, ValueError):
                 vf.close()
         self._check_index(info)
+
+    def check_vcf_files(self) -> None:
+        """One VCF/BCF, or per-chromosome files: each checked as a VCF is, then as one source
+        (the same samples in the same order; what each pass learnt summed up)."""
+        if len(self.vcf_files) == 1:
+            self.check_vcf()
+            return
+        from shared.per_chromosome import samples_differ
+
+        first: tuple[Path, list[str]] | None = None
+        merged: _Scan | None = None
+        per_file: dict[str, Any] = {}
+        readable = usable = True
+        for path in self.vcf_files:
+            self.vcf_path, self.scan, self.vcf_samples = path, None, None
+            self.vcf_readable = self.index_usable = False
+            self.check_vcf()
+            per_file[str(path)] = self.summary["vcf"]
+            readable, usable = readable and self.vcf_readable, usable and self.index_usable
+            if self.vcf_samples is not None and first is None:
+                first = (path, self.vcf_samples)
+            elif self.vcf_samples is not None and first is not None:
+                why = samples_differ(first[0], first[1], path, self.vcf_samples)
+                if why is not None:
+                    self.error(path, None, why)
+                    usable = False
+            merged = _merge_scans(merged, self.scan)
+        self.vcf_path = self.vcf_files[0]
+        self.vcf_samples = first[1] if first is not None else None
+        self.scan, self.vcf_readable, self.index_usable = merged, readable, usable
+        head = per_file[str(self.vcf_path)]
+        self.summary["files"]["vcf"] = [str(p) for p in self.vcf_files]
+        self.summary["vcf"] = {
+            "format": head.get("format"), "compression": head.get("compression"),
+            "index": head.get("index"), "files": per_file,
+            "samples": len(self.vcf_samples or []),
+            "records": sum(f.get("records", 0) for f in per_file.values()),
+            "records_per_contig": {c: n for f in per_file.values()
+                                   for c, n in (f.get("records_per_contig") or {}).items()},
+            "ref_check": {k: sum((f.get("ref_check") or {}).get(k, 0) for f in per_file.values())
+                          for k in ("checked", "mismatches", "swapped")},
+        }
 
     def _check_plink(self, info: dict[str, Any]) -> None:
         """A PLINK fileset: its three files and its people; the panel's genotypes are then read
@@ -732,8 +781,8 @@ class _SiteCheck:
             try:
                 # With the reference, as training reads it (indels left-aligned against it).
                 fasta = self.reference_path if self.fasta is not None else None
-                read = harmonize_panel_genotypes(self.vcf_path, p, matched, fasta,
-                                                 self.min_quality)
+                files = self.vcf_files if len(self.vcf_files) > 1 else self.vcf_path
+                read = harmonize_panel_genotypes(files, p, matched, fasta, self.min_quality)
                 codes, found = read.codes, read.found
                 low_at = {f"{c}:{q}" for c, q, h in zip(p.chrom, p.pos, read.how, strict=True)
                           if h == "low-quality"}
@@ -1147,6 +1196,21 @@ class _Scan:
         check.summary["vcf"]["genotype_errors"] = self.gt_bad_count
 
 
+def _merge_scans(into: _Scan | None, scan: _Scan | None) -> _Scan | None:
+    """What the checks after the pass need from several files' passes, summed into one."""
+    if into is None or scan is None:
+        return into or scan
+    into.n_records += scan.n_records
+    into.n_gt_records += scan.n_gt_records
+    into.panel_found |= scan.panel_found
+    if into.sample_missing is not None and scan.sample_missing is not None and \
+            into.sample_missing.shape == scan.sample_missing.shape:
+        into.sample_missing += scan.sample_missing
+    else:
+        into.sample_missing = None
+    return into
+
+
 # --------------------------------------------------------------------------- printing
 
 
@@ -1157,6 +1221,8 @@ def format_report(report: CheckReport) -> list[str]:
     files = s.get("files", {})
     vcf = s.get("vcf") or {}
     if vcf.get("format"):
+        if isinstance(files.get("vcf"), list):  # per-chromosome files
+            files = {**files, "vcf": f"{files['vcf'][0]} and {len(files['vcf']) - 1} more"}
         index = vcf.get("index") or {}
         idx = f"{index['type']} index" if index.get("type") else "no index"
         contigs = vcf.get("records_per_contig") or {}

@@ -10,7 +10,7 @@ from shared.errors import InputError
 _FILES = ("vcf", "cohort", "panel", "reference")
 
 
-def _site_files(args: argparse.Namespace) -> dict[str, Path]:
+def _site_files(args: argparse.Namespace) -> dict[str, Path | tuple[Path, ...]]:
     """The four files to check: the data folder's, overridden by any explicit flag."""
     explicit = {name: getattr(args, name) for name in _FILES}
     files: dict[str, Path] = {}
@@ -19,6 +19,7 @@ def _site_files(args: argparse.Namespace) -> dict[str, Path]:
 
         paths = SitePaths.in_folder(args.data)
         files = {name: getattr(paths, name) for name in _FILES}
+        files["vcf"] = paths.genotypes  # per-chromosome files: all of them
     files.update({name: Path(value) for name, value in explicit.items() if value is not None})
     missing = [name for name in _FILES if name not in files]
     if missing:

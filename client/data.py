@@ -1,7 +1,8 @@
 """A site's data folder, loaded and encoded for the model. Nothing here leaves the site.
 
-Layout (what a hospital holds): `genotypes.vcf.gz` (or `.bcf`) with its index, `reference.fa`
-with `.fai`, `cohort.tsv` and the coordinator's `panel.tsv`.
+Layout (what a hospital holds): `genotypes.vcf.gz` (or `.bcf`, a PLINK fileset, or one indexed
+file per chromosome) with its index, `reference.fa` with `.fai`, `cohort.tsv` and the
+coordinator's `panel.tsv`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from shared.plink import PlinkFiles, is_plink
 
 # A site's genotypes: the first of these its folder holds (PLINK: with its two companions).
 VCF_NAMES = ("genotypes.vcf.gz", "genotypes.bcf", "genotypes.pgen", "genotypes.bed")
+# Else per-chromosome files, named as imputation servers write them (chr1.dose.vcf.gz, 22.bcf),
+# or those its site.toml lists (`[genotypes] files`), read as one source.
+CHROMOSOME_FILE = re.compile(r"^(chr)?([0-9]{1,2}|X|Y|M|MT)([._-].*)?\.(vcf\.gz|bcf)$", re.I)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class SitePaths:
     reference: Path
     cohort: Path
     panel: Path
+    chromosome_files: tuple[Path, ...] = ()  # several per-chromosome files (vcf: the first)
 
     @classmethod
     def in_folder(cls, root: str | Path) -> SitePaths:
@@ -41,7 +46,14 @@ class SitePaths:
         if not root.is_dir():
             raise InputError(root, "site data folder not found")
         vcf = next((root / n for n in VCF_NAMES if (root / n).exists()), root / VCF_NAMES[0])
-        return cls(root, vcf, root / "reference.fa", root / "cohort.tsv", root / "panel.tsv")
+        files = genotype_files(root, default=vcf)
+        return cls(root, files[0], root / "reference.fa", root / "cohort.tsv",
+                   root / "panel.tsv", files if len(files) > 1 else ())
+
+    @property
+    def genotypes(self) -> Path | tuple[Path, ...]:
+        """What every reader reads the genotypes from: one file, or the per-chromosome files."""
+        return self.chromosome_files or self.vcf
 
     def require(self, cohort: bool = True) -> None:
         """Refuse a folder that lacks a file or an index (genofed never writes into it)."""
@@ -52,14 +64,48 @@ class SitePaths:
                 raise InputError(p, "required site file not found")
         if is_plink(self.vcf):
             PlinkFiles.of(self.vcf)
-        elif index_path(self.vcf) is None:
-            raise InputError(self.vcf, "no .tbi or .csi index next to the VCF/BCF")
+            return
+        for vcf in self.chromosome_files or (self.vcf,):
+            if index_path(vcf) is None:
+                raise InputError(vcf, "no .tbi or .csi index next to the VCF/BCF")
 
     def genotype_inputs(self) -> list[Path | None]:
         """The files the genotypes are read from (a cache is valid while they are unchanged)."""
         if is_plink(self.vcf):
             return list(PlinkFiles.of(self.vcf).inputs)
-        return [self.vcf, index_path(self.vcf)]
+        return [p for vcf in self.chromosome_files or (self.vcf,) for p in (vcf, index_path(vcf))]
+
+
+def genotype_files(root: Path, default: Path) -> tuple[Path, ...]:
+    """The genotype files of a site folder: those its site.toml lists (names or globs), else
+    `default` when it exists, else the per-chromosome files its folder holds (chromosome order),
+    else `default` (named as missing by `require`)."""
+    from client.settings import SITE_CONFIG, SiteSettings
+
+    listed = SiteSettings.load(root).genotypes.files if (root / SITE_CONFIG).exists() else ()
+    if listed:
+        found: list[Path] = []
+        for pattern in listed:
+            hits = sorted((p for p in root.glob(pattern) if p.is_file()), key=_chromosome_order)
+            if not hits:
+                raise InputError(root / SITE_CONFIG, f"[genotypes] files: {pattern!r} names no "
+                                                     f"file in {root}")
+            found += [p for p in hits if p not in found]
+        if len(found) > 1 and any(is_plink(p) for p in found):
+            raise InputError(root / SITE_CONFIG, "[genotypes] files: per-chromosome files must "
+                                                 "be VCF/BCF (convert PLINK filesets first)")
+        return tuple(found)
+    if default.exists():
+        return (default,)
+    found = sorted((p for p in root.iterdir() if p.is_file() and CHROMOSOME_FILE.match(p.name)),
+                   key=_chromosome_order)
+    return tuple(found) or (default,)
+
+
+def _chromosome_order(path: Path) -> tuple[int, str]:
+    """chr1 < chr2 < chr10 < chrX: the number a name starts with, then the name."""
+    match = re.match(r"(?:chr)?([0-9]+)", path.name, re.I)
+    return (int(match.group(1)) if match else 1000, path.name)
 
 
 # Genotype files genofed does not read itself, and the command that makes one it reads.
@@ -76,8 +122,10 @@ _CONVERSIONS = (
     ("*.bgen", "BGEN ({stem}.bgen): `plink2 --bgen {stem}.bgen ref-first --sample {stem}.sample "
                "--export vcf bgz vcf-dosage=DS id-paste=iid --out genotypes && tabix -p vcf "
                "genotypes.vcf.gz`"),
-    ("*.vcf.gz", "per-chromosome VCFs ({n} files, e.g. {name}): `bcftools concat -Oz -o "
-                 "genotypes.vcf.gz {pattern} && tabix -p vcf genotypes.vcf.gz`"),
+    ("*.vcf.gz", "VCFs named otherwise ({n} files, e.g. {name}): list them in site.toml "
+                 "(`[genotypes] files = [\"{pattern}\"]`, per-chromosome files read as one), "
+                 "or `bcftools concat -Oz -o genotypes.vcf.gz {pattern} && tabix -p vcf "
+                 "genotypes.vcf.gz`"),
 )
 
 
@@ -88,7 +136,7 @@ def other_format(root: Path) -> str | None:
         found = sorted(p for p in Path(root).glob(pattern) if p.is_file())
         if found:
             stem = found[0].name.split(".")[0]
-            many = (re.sub(r"^(chr)?([0-9]+|[XYM]|MT)", r"\1*", found[0].name, count=1)
+            many = (re.sub(r"[0-9]+", "*", found[0].name, count=1)
                     if len(found) > 1 else found[0].name)
             return ("no genotypes.vcf.gz or genotypes.bcf, but " + text.format(
                 stem=stem, n=len(found), name=found[0].name, pattern=many))
@@ -169,7 +217,8 @@ def _load(
     features = encode_panel(panel, paths.reference, encoder)
     samples = list(cohort.sample_id)
     def read() -> PanelGenotypes:
-        return harmonize_panel_genotypes(paths.vcf, panel, samples, paths.reference, min_quality)
+        return harmonize_panel_genotypes(paths.genotypes, panel, samples, paths.reference,
+                                         min_quality)
 
     if cache is None:
         genotypes = read()

@@ -40,7 +40,7 @@ def predict_site(checkpoint: Path, data: Path, out: Path, people: Path | None = 
     ids = read_people(table_path, own.cohort)
     ancestry = _ancestry(ids, table_path, paths.cohort, own.cohort)
     features = encode_panel(panel, paths.reference, ckpt.encoder)
-    genotypes = harmonize_panel_genotypes(paths.vcf, panel, list(ids), paths.reference,
+    genotypes = harmonize_panel_genotypes(paths.genotypes, panel, list(ids), paths.reference,
                                           own.genotypes.min_imputation_quality)
     require_calls(genotypes.codes, genotypes.found, paths.vcf)
     logits = predict_logits(ckpt.model(), genotypes.codes, features, pick_device())

@@ -9,7 +9,8 @@ so they all see the same cohort columns, phenotype coding and budget.
     [privacy]   the budget (`client.budget.SiteBudget`); bare top-level keys are read as these
     [cohort]    how to read the cohort table (`shared.cohort.CohortSpec`)
     [training]  balance = "none" | "reweight"
-    [genotypes] min-imputation-quality = 0.3 (imputed variants below it are read as missing)
+    [genotypes] min-imputation-quality = 0.3 (imputed variants below it are read as missing);
+                files = ["chr*.dose.vcf.gz"] (the genotype files, globs in the data folder)
 
 A file saved with a byte-order mark (Windows editors) reads the same; an unknown table or key is
 one error naming the file, never silently ignored.
@@ -56,20 +57,30 @@ class GenotypeOptions:
     # Imputed variants whose record states a quality (INFO R2, DR2 or INFO) below this are
     # read as missing (0: every variant is used).
     min_imputation_quality: float = 0.0
+    # The genotype files (names or globs in the data folder; several: per-chromosome files
+    # read as one). Empty: genotypes.vcf.gz and the like, or files named chr1.*, chr2.*, ...
+    files: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object], where: Path | None) -> GenotypeOptions:
-        unknown = sorted(set(values) - {"min-imputation-quality"})
+        unknown = sorted(set(values) - {"min-imputation-quality", "files"})
         if unknown:
             raise InputError(where, f"unknown genotypes setting {unknown[0]!r} "
-                                    "(known: min-imputation-quality)")
+                                    "(known: min-imputation-quality, files)")
+        files = values.get("files", [])
+        if isinstance(files, str):
+            files = [files]
+        if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+            raise InputError(where, "files must be a list of file names or globs")
+        if any(Path(f).is_absolute() or ".." in Path(f).parts for f in files):
+            raise InputError(where, "files must name files inside the data folder")
         try:
             quality = float(values.get("min-imputation-quality", 0.0))  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise InputError(where, "min-imputation-quality must be a number") from None
         if not 0.0 <= quality <= 1.0:
             raise InputError(where, "min-imputation-quality must be in [0, 1]")
-        return cls(quality)
+        return cls(quality, tuple(files))
 
 
 @dataclass(frozen=True)

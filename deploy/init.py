@@ -331,6 +331,9 @@ def _site_toml(site: str) -> str:
         "# Imputed variants whose record states a quality (INFO R2, DR2 or INFO) below this are",
         "# read as missing (0: use every variant).",
         f"# min-imputation-quality = {GenotypeOptions().min_imputation_quality!r}",
+        "# The genotype files, when not genotypes.vcf.gz (or .bcf, .pgen, .bed) or chr1.*.vcf.gz",
+        "# ...: names or globs in the data folder; several are per-chromosome files read as one.",
+        f"# files = {list(GenotypeOptions().files)!r}",
         "",
     ])
 

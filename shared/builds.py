@@ -64,3 +64,17 @@ def require_build(panel_build: str | None, lengths: Mapping[str, int], reference
                                     f"is {build} ({contig} is {lengths[contig]:,} bp): use a "
                                     f"{panel_build} reference and genotypes, or the panel's "
                                     f"{build} positions")
+
+
+def reference_build(fasta: Path | str) -> str | None:
+    """The build a reference FASTA is on, from the contig lengths its .fai states (None when
+    there is no .fai or no contig has a known length)."""
+    fai = Path(f"{fasta}.fai")
+    if not fai.is_file():
+        return None
+    lengths = {}
+    for line in fai.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) > 1 and fields[1].isdigit():
+            lengths[fields[0]] = int(fields[1])
+    return detect_build(lengths)[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.builds import require_build
+from shared.builds import detect_build, require_build
 from shared.errors import InputError
 from shared.genotypes import contig_alias, open_reference
 from shared.model import ModelConfig, PanelFeatures
@@ -40,7 +40,9 @@ def encode_panel(panel: Panel, fasta_path: str | Path, settings: EncoderSettings
     """Context k-mers, allele ids and coordinates for every panel variant.
 
     REF is checked against the FASTA: a panel built on another reference build would silently
-    misalign every variant otherwise.
+    misalign every variant otherwise. A panel with positions for the FASTA's build is read at
+    those (`Panel.on_build`); coordinates, alleles and the variant's own bases in its context
+    stay the panel's, so every site's model input is the same whatever its build.
     """
     fasta_path = Path(fasta_path)
     tok = settings.tokenizer()
@@ -49,8 +51,10 @@ def encode_panel(panel: Panel, fasta_path: str | Path, settings: EncoderSettings
     contexts = []
     with fasta:
         lengths = dict(zip(fasta.references, fasta.lengths, strict=True))
-        require_build(panel.build, lengths, fasta_path)
-        for chrom, pos, ref in zip(panel.chrom, panel.pos, panel.ref, strict=True):
+        lookup, swapped = panel.on_build(detect_build(lengths)[0])
+        require_build(lookup.build, lengths, fasta_path)
+        for j, (chrom, pos, ref) in enumerate(zip(lookup.chrom, lookup.pos, lookup.ref,
+                                                  strict=True)):
             record = f"{chrom}:{pos}"
             contig = contig_alias(str(chrom), lengths)  # chr1 and 1 alike (also MT/chrM)
             if contig is None:
@@ -62,7 +66,11 @@ def encode_panel(panel: Panel, fasta_path: str | Path, settings: EncoderSettings
             if genome != ref and "N" not in genome:  # the whole REF, however long
                 raise InputError(fasta_path, f"REF {ref} disagrees with the FASTA's {genome}",
                                  record)
-            contexts.append(tok.encode(fasta.fetch(contig, start, end).upper()))
+            window = fasta.fetch(contig, start, end).upper()
+            if swapped[j]:  # this build's REF is the panel's ALT: the panel's bases instead
+                window = (window[:w] + panel.ref[j] + window[w + len(ref):])[:2 * w + 1]
+                window += fasta.fetch(contig, end, end + 2 * w + 1 - len(window)).upper()
+            contexts.append(tok.encode(window))
     return PanelFeatures(
         context=torch.tensor(np.array(contexts), dtype=torch.long),
         ref=torch.tensor([allele_id(a) for a in panel.ref], dtype=torch.long),

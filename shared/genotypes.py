@@ -23,8 +23,8 @@ flip cannot be told from a swap there.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -326,7 +326,7 @@ def is_gvcf(vf: pysam.VariantFile) -> bool:
 
 
 def harmonize_panel_genotypes(
-    vcf_path: str | Path,
+    vcf_path: str | Path | Sequence[Path],
     panel: Panel,
     samples: list[str],
     fasta_path: str | Path | None = None,
@@ -339,8 +339,23 @@ def harmonize_panel_genotypes(
     in one pass over the panel's span; a sparse one with a region fetch per variant. A PLINK
     fileset (`vcf_path` ending .bed or .pgen) is read by `shared.plink`, harmonized alike.
     With `min_quality`, a variant whose record states an imputation quality (INFO R2, DR2 or
-    INFO) below it is left missing ("low-quality"); PLINK files state none.
+    INFO) below it is left missing ("low-quality"); PLINK files state none. Several files
+    (per-chromosome VCF/BCFs) are read as one by `shared.per_chromosome`. A panel with
+    positions for several builds is looked up at the reference's build's (`Panel.on_build`).
     """
+    if panel.build_pos and fasta_path is not None:
+        from shared.builds import reference_build
+
+        lookup, swapped = panel.on_build(reference_build(fasta_path))
+        result = harmonize_panel_genotypes(vcf_path, replace(lookup, build_pos=None), samples,
+                                           fasta_path, min_quality)
+        result.codes[:, swapped] = _FLIP[result.codes[:, swapped]]  # counts of the panel's ALT
+        return result
+    if not isinstance(vcf_path, str | Path):
+        from shared.per_chromosome import harmonize_files
+
+        return harmonize_files([Path(p) for p in vcf_path], panel, samples, fasta_path,
+                               min_quality)
     vcf_path = Path(vcf_path)
     if is_plink(vcf_path):
         fasta = open_reference(fasta_path) if fasta_path else None

@@ -476,8 +476,8 @@ def test_a_cohort_without_cases_or_with_few_is_named(site: Path) -> None:
     (["biobank.bed", "biobank.bim", "biobank.fam"], "plink2 --bfile biobank"),
     (["biobank.pgen", "biobank.pvar", "biobank.psam"], "plink2 --pfile biobank"),
     (["ukb.bgen", "ukb.sample"], "plink2 --bgen ukb.bgen ref-first --sample ukb.sample"),
-    (["chr21.dose.vcf.gz", "chr22.dose.vcf.gz"], "bcftools concat -Oz -o genotypes.vcf.gz "
-                                                 "chr*.dose.vcf.gz"),
+    (["biobank_part1.vcf.gz", "biobank_part2.vcf.gz"], '[genotypes] files = ["biobank_part*'
+                                                       '.vcf.gz"]'),
 ])
 def test_other_genotype_formats_are_named_with_their_conversion(
     site: Path, files: list[str], command: str, capfd: pytest.CaptureFixture[str]

@@ -17,8 +17,8 @@ import pysam.bcftools
 import pytest
 import torch
 
-from client.check import check_site
-from client.data import load_site
+from client.check import check_site, format_report
+from client.data import SitePaths, load_site
 from client.predict import predict_site
 from client.settings import SiteSettings
 from shared.checkpoint import Checkpoint
@@ -112,6 +112,45 @@ def settings_with_bom(site: Path, tmp: Path) -> None:
     toml.write_bytes(b"\xef\xbb\xbf" + toml.read_bytes())
 
 
+def _per_chromosome(site: Path, tmp: Path, reorder: bool) -> None:
+    """The site's VCF as an imputation server writes it: one indexed file per chromosome.
+    chr22.dose.vcf.gz holds its records; chr21.dose.vcf.gz the same people's records on a
+    second contig (the reference gains a chr21 with chr22's sequence, so their REF agree)."""
+    ref = site / "reference.fa"
+    text = ref.read_text()
+    ref.unlink()  # hard-linked from the shared cohort: replace, never edit in place
+    Path(f"{ref}.fai").unlink()
+    ref.write_text(text + text.replace(">chr22", ">chr21", 1))
+    pysam.faidx(str(ref))
+    lines = vcf_lines(site / "genotypes.vcf.gz")
+    end = header_end(lines)
+    contig = next(x for x in lines if x.startswith("##contig=<ID=chr22"))
+    for chrom in ("chr22", "chr21"):
+        head = [x for x in lines[:end] if not x.startswith("##contig")]
+        head.append(contig.replace("chr22", chrom))
+        body = [x.replace("chr22", chrom, 1) for x in lines[end + 1:]]
+        names = lines[end]
+        if reorder and chrom == "chr21":  # the same people, two of them swapped
+            f = names.split("\t")
+            f[9], f[10] = f[10], f[9]
+            names = "\t".join(f)
+        plain = tmp / f"{chrom}.vcf"
+        plain.write_text("\n".join([*head, names, *body]) + "\n")
+        out = site / f"{chrom}.dose.vcf.gz"
+        pysam.tabix_compress(str(plain), str(out), force=True)
+        pysam.tabix_index(str(out), preset="vcf", force=True)
+    for name in ("genotypes.vcf.gz", "genotypes.vcf.gz.tbi"):
+        (site / name).unlink()
+
+
+def per_chromosome(site: Path, tmp: Path) -> None:
+    _per_chromosome(site, tmp, reorder=False)
+
+
+def per_chromosome_samples_reordered(site: Path, tmp: Path) -> None:
+    _per_chromosome(site, tmp, reorder=True)
+
+
 # name: (turn the site into it, check/training pass, scoring passes)
 CASES: dict[str, tuple[Callable[[Path, Path], None], bool, bool]] = {
     f.__name__: (f, ok, scored) for f, ok, scored in (
@@ -122,6 +161,8 @@ CASES: dict[str, tuple[Callable[[Path, Path], None], bool, bool]] = {
         (dosages_only, True, True),
         (bcf_with_csi, True, True),
         (settings_with_bom, True, True),
+        (per_chromosome, True, True),
+        (per_chromosome_samples_reordered, False, False),
         (no_index, False, False),
         (gvcf, False, False),
         (all_calls_missing, False, False),
@@ -154,18 +195,30 @@ def _reads(action: Callable[[], object]) -> bool:
 def test_check_training_and_scoring_agree(case: str, site: Path, tmp_path: Path,
                                           checkpoint: Path) -> None:
     turn, ok, scored = CASES[case]
-    plain = load_site(site, EncoderSettings()) if case in ("as_is", "dosages_only") else None
+    same = ("as_is", "dosages_only", "per_chromosome")  # read as the same genotypes
+    plain = load_site(site, EncoderSettings()) if case in same else None
     turn(site, tmp_path)
-    files = site_files(site, "genotypes.bcf" if case == "bcf_with_csi" else "genotypes.vcf.gz")
-    checked = check_site(**files, cohort_spec=SiteSettings.load(site).cohort).ok
+    files = {**site_files(site), "vcf": SitePaths.in_folder(site).genotypes}
+    report = check_site(**files, cohort_spec=SiteSettings.load(site).cohort)
+    checked = report.ok
     trained = _reads(lambda: load_site(site, EncoderSettings()))
     out = tmp_path / "scores.tsv"
     predicted = _reads(lambda: predict_site(checkpoint, site, out))
-    assert (checked, trained, predicted) == (ok, ok, scored)
-    if case == "dosages_only":  # dosages near the calls read as the same genotypes
+    assert (checked, trained, predicted) == (ok, ok, scored), [f.line() for f in report.errors]
+    if case in same[1:]:  # dosages near the calls, or the calls split by chromosome
         assert plain is not None
         np.testing.assert_array_equal(load_site(site, EncoderSettings()).genotypes,
                                       plain.genotypes)
+    if case == "per_chromosome":
+        assert len(files["vcf"]) == 2 and report.summary["vcf"]["records_per_contig"].keys() \
+            == {"chr21", "chr22"}
+        assert f"VCF        {site / 'chr21.dose.vcf.gz'} and 1 more: VCF" in format_report(
+            report)[0]
+    if case == "per_chromosome_samples_reordered":  # one line naming the file that differs
+        assert [f.file for f in report.errors] == [str(site / "chr22.dose.vcf.gz")]
+        with pytest.raises(GenofedError, match="chr22.dose.vcf.gz: per-chromosome files must "
+                                               "list the same samples in the same order"):
+            load_site(site, EncoderSettings())
 
 
 def test_the_sites_imputation_quality_filter_is_applied_by_every_reader(
