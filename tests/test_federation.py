@@ -15,6 +15,8 @@ import pytest
 import deploy.federation
 from deploy.federation import run_simulation
 from deploy.simulate import fresh_copy
+from shared.calibration import Recalibration
+from shared.checkpoint import load_checkpoint
 from shared.cli import main as cli_main
 from shared.errors import FederationError
 from shared.ledger import load_public_key, read_records, round_records, verify_ledger
@@ -77,6 +79,13 @@ def test_two_sites_two_rounds(
     assert all(e[1] > e[0] for e in eps.values())  # cumulative, never reset
     assert all(e[-1] <= 50.0 for e in eps.values())
     assert (out / "checkpoints" / "round-002.pt").exists()
+    # The final model carries the recalibration its DP evaluation fits (what `site predict`
+    # turns into calibrated risk), the ledger's own numbers.
+    latest = load_checkpoint(out / "checkpoints" / "latest.pt")
+    assert latest.round == 2
+    assert latest.calibration() == Recalibration.from_metrics(rounds[1]["metrics"])
+    shown = [g for g, m in rounds[1]["metrics"]["by_group"].items() if not m.get("suppressed")]
+    assert sorted(latest.calibration().by_group) == sorted(shown)
     key = load_public_key(out / "keys" / "ledger.pub")
     ledger = verify_ledger(out / "ledger.jsonl", key)
     # genesis (ledger id, site registry), this run's record, then one record per round

@@ -57,6 +57,7 @@ def _lazy(module: str, attr: str = "run") -> Section:
 SECTIONS: dict[str, Section] = {
     "data_path": _lazy("deploy.bench.data_path"),
     "utility": _lazy("deploy.bench.utility"),
+    "designs": _lazy("deploy.bench.designs"),
     "dp_cost": _lazy("deploy.bench.dp_cost"),
     "membership_attack": _lazy("deploy.bench.membership_attack"),
     "privacy_audit": _lazy("deploy.bench.privacy_audit"),
