@@ -3,11 +3,22 @@ weights are set by hand, and from a known function of the genotypes."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from deploy.simulate import PUBLIC_LABELS, PUBLIC_VCF
+from shared import cli
+from shared.checkpoint import Checkpoint, load_checkpoint
+from shared.encoding import EncoderSettings, model_config
 from shared.explain import (
+    EXPLANATION_JSON,
+    PAIRS_TSV,
+    VARIANTS_TSV,
     explain,
     integrated_gradients,
     model_scorer,
@@ -15,7 +26,10 @@ from shared.explain import (
     patient_reasons,
     swap_effects,
 )
+from shared.fsio import sha256_file
 from shared.model import ModelConfig, PanelFeatures, RiskTransformer
+from shared.panel import read_panel
+from shared.protocol import weights_sha256
 
 T = 7
 
@@ -153,3 +167,79 @@ def test_patient_reasons_name_the_variants_that_moved_each_score_most() -> None:
         assert table.at[person, "logit_1"] == pytest.approx(moved[person, best[0]], abs=1e-5)
         g = codes[person, best[0]]
         assert table.at[person, "genotype_1"] == ("." if g == 3 else str(g))
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def additive_checkpoint(path: Path, panel_path: Path, w: np.ndarray) -> None:
+    """A checkpoint on the panel whose logit is w . a(g): every other weight zero."""
+    panel = read_panel(panel_path)
+    encoder = EncoderSettings()
+    cfg = model_config(len(panel), encoder, dim=8, layers=1, heads=2)
+    model = RiskTransformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.additive.weight.copy_(torch.as_tensor(w, dtype=torch.float32)[None, :])
+    Checkpoint.of(model, 3, encoder, "run-config-hash", panel.sha256).save(path)
+
+
+def _explain_argv(cohort: Path, ckpt: Path, out: Path, labels: Path | None = None) -> list[str]:
+    return ["model", "explain", "--model", str(ckpt), "--reference",
+            str(cohort / PUBLIC_VCF), "--populations", str(labels or cohort / PUBLIC_LABELS),
+            "--panel", str(cohort / "panel.tsv"), "--fasta", str(cohort / "reference.fa"),
+            "--out", str(out), "--per-population", "20", "--top", "6", "--ig-steps", "4"]
+
+
+def test_model_explain_on_the_public_reference_recovers_the_set_effects(
+    tiny_cohort: Path, tmp_path: Path, capsys
+) -> None:
+    panel = read_panel(tiny_cohort / "panel.tsv")
+    w = np.zeros(len(panel))
+    w[[3, 17, 30]] = [1.5, -0.8, 0.4]
+    ckpt, out = tmp_path / "model.pt", tmp_path / "explained"
+    additive_checkpoint(ckpt, tiny_cohort / "panel.tsv", w)
+    assert cli.main(_explain_argv(tiny_cohort, ckpt, out)) == 0
+    assert "explained" in capsys.readouterr().out
+    doc = json.loads((out / EXPLANATION_JSON).read_text())
+    p = np.clip(panel.af, 0.01, 0.99)
+    per_allele = w / np.sqrt(2 * p * (1 - p))
+    effects = np.array([v["effect"] for v in doc["variants"]], dtype=float)
+    assert np.allclose(effects, per_allele, atol=1e-5)
+    for pop in ("YRI", "CEU", "CHB"):
+        assert doc["people"][pop] == 20
+        rows = [v["by_population"][pop] for v in doc["variants"]]
+        by_pop = np.array([r["effect"] for r in rows], float)  # None: everyone there hom-alt
+        swapped = np.array([r["n"] for r in rows]) > 0
+        assert np.isnan(by_pop[~swapped]).all()
+        assert np.allclose(by_pop[swapped], per_allele[swapped], atol=1e-5)
+    top3 = sorted(doc["variants"], key=lambda v: v["rank"])[:3]
+    assert {v["index"] for v in top3} == {3, 17, 30}
+    assert len(doc["pairs"]) == 15 and all(abs(q["interaction"]) < 1e-5 for q in doc["pairs"])
+    assert doc["ig_max_gap"] < 1e-4
+    # Provenance: the files an auditor needs to reproduce it, by hash.
+    assert doc["checkpoint"]["sha256"] == sha256_file(ckpt)
+    assert doc["checkpoint"]["weights_sha256"] == weights_sha256(load_checkpoint(ckpt).weights())
+    assert doc["checkpoint"]["round"] == 3
+    assert doc["reference"]["genotypes"]["sha256"] == sha256_file(tiny_cohort / PUBLIC_VCF)
+    assert doc["reference"]["labels"]["sha256"] == sha256_file(tiny_cohort / PUBLIC_LABELS)
+    assert doc["reference"]["panel_sha256"] == panel.sha256
+    variants = pd.read_csv(out / VARIANTS_TSV, sep="\t")
+    assert len(variants) == len(panel) and variants["variant"].iloc[0] == (
+        f"{panel.chrom[0]}:{panel.pos[0]}:{panel.ref[0]}:{panel.alt[0]}")
+    assert len(pd.read_csv(out / PAIRS_TSV, sep="\t")) == 15
+
+
+def test_model_explain_refuses_a_table_without_the_population_column(
+    tiny_cohort: Path, tmp_path: Path, capsys
+) -> None:
+    panel_path = tiny_cohort / "panel.tsv"
+    ckpt, out = tmp_path / "model.pt", tmp_path / "explained"
+    additive_checkpoint(ckpt, panel_path, np.ones(len(read_panel(panel_path))))
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("sample\tsuper_pop\nPUB00000\tAFR\n")
+    assert cli.main(_explain_argv(tiny_cohort, ckpt, out, labels)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"genofed: error: {labels}: population table lacks column 'pop'"]
+    assert not out.exists()
