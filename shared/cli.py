@@ -1,8 +1,8 @@
 """The one `genofed` command, with a sub-command group per role.
 
 `audit` and `model` belong to `shared`. The role groups (`site`, `coordinator`, `deploy`, and
-`cohort`, the simulator in `deploy`) are found through the `genofed.commands` entry points, so `shared`
-never imports `client`, `server` or `deploy`. Each group module exposes
+`cohort`, the simulator in `deploy`) are found through the `genofed.commands` entry points, so
+`shared` never imports `client`, `server` or `deploy`. Each group module exposes
 `register(subparsers)`, adding one parser whose sub-commands set `func(args) -> int`.
 """
 
