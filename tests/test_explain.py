@@ -13,8 +13,7 @@ import torch
 
 from deploy.simulate import PUBLIC_LABELS, PUBLIC_VCF
 from shared import cli
-from shared.checkpoint import Checkpoint, load_checkpoint
-from shared.encoding import EncoderSettings, model_config
+from shared.checkpoint import load_checkpoint
 from shared.explain import (
     EXPLANATION_JSON,
     PAIRS_TSV,
@@ -30,6 +29,7 @@ from shared.fsio import sha256_file
 from shared.model import ModelConfig, PanelFeatures, RiskTransformer
 from shared.panel import read_panel
 from shared.protocol import weights_sha256
+from tests.helpers import additive_checkpoint
 
 T = 7
 
@@ -170,19 +170,6 @@ def test_patient_reasons_name_the_variants_that_moved_each_score_most() -> None:
 
 
 # --------------------------------------------------------------------------- the command
-
-
-def additive_checkpoint(path: Path, panel_path: Path, w: np.ndarray) -> None:
-    """A checkpoint on the panel whose logit is w . a(g): every other weight zero."""
-    panel = read_panel(panel_path)
-    encoder = EncoderSettings()
-    cfg = model_config(len(panel), encoder, dim=8, layers=1, heads=2)
-    model = RiskTransformer(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.additive.weight.copy_(torch.as_tensor(w, dtype=torch.float32)[None, :])
-    Checkpoint.of(model, 3, encoder, "run-config-hash", panel.sha256).save(path)
 
 
 def _explain_argv(cohort: Path, ckpt: Path, out: Path, labels: Path | None = None) -> list[str]:
