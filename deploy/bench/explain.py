@@ -62,8 +62,8 @@ from shared.runconfig import RunSettings
 FULL = SimulationConfig(seed=0)  # the demo's cohort
 FULL_ROUNDS = 5
 FULL_RUN: dict[str, object] = {}
-FULL_PER_POPULATION = 100  # the whole public sample
-FULL_TOP = 60  # 1,770 pairs: every causal variant and partner can be among them
+FULL_PER_POPULATION = 50  # of the 100 public people per population: pairs cost N forwards each
+FULL_TOP = 40  # 780 pairs
 QUICK = SimulationConfig(
     seed=3, sites=2, people_per_population=120, sequence_length=200_000, panel_size=32,
     n_causal=8, n_interactions=2, prevalence=0.3, public_people_per_population=30,
