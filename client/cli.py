@@ -52,8 +52,10 @@ def _predict(args: argparse.Namespace) -> int:
     from client.predict import predict_site
 
     n = predict_site(checkpoint=Path(args.model), data=Path(args.data), out=Path(args.out),
-                     people=Path(args.people) if args.people else None)
-    print(f"wrote {n} risk scores to {args.out}")
+                     people=Path(args.people) if args.people else None,
+                     explain=args.explain)
+    why = f", each with its {args.explain} strongest variants" if args.explain else ""
+    print(f"wrote {n} risk scores{why} to {args.out}")
     return 0
 
 
@@ -145,6 +147,10 @@ def register(groups: argparse._SubParsersAction) -> None:
     predict.add_argument("--people", metavar="TABLE",
                          help="score the people this table lists (its sample column only is "
                               "needed) instead of the cohort table's")
+    predict.add_argument("--explain", type=int, nargs="?", const=3, default=0, metavar="K",
+                         help="add each person's K (default 3) variants that moved their score "
+                              "most (integrated gradients from the all-hom-ref genotype), in "
+                              "the same local file: nothing leaves the site")
     predict.set_defaults(func=_predict)
 
     keys = sub.add_parser(

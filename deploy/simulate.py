@@ -185,12 +185,12 @@ def _biallelic_snv_sites(ts) -> np.ndarray:
     return keep
 
 
-def _extract_genotypes(ts, public_per_population: int) -> tuple[_Genotypes, np.ndarray]:
+def _extract_genotypes(ts, public_per_population: int) -> tuple[_Genotypes, _Genotypes]:
     """Pull int8 haplotypes variant by variant, never materialising tskit's int32 matrix.
 
     The first `public_per_population` people of each population are set aside as the public
     reference sample (coalescent samples are exchangeable, so that is as good as a random draw):
-    returns (the cohort, the public sample's haplotypes at the cohort's variants). Variants
+    returns (the cohort, the public sample at the cohort's variants). Variants
     monomorphic in the cohort are dropped, as a caller on the cohort would never emit them.
     """
     nodes = np.array([ind.nodes for ind in ts.individuals()], dtype=np.int64)
@@ -224,7 +224,9 @@ def _extract_genotypes(ts, public_per_population: int) -> tuple[_Genotypes, np.n
     alt = np.array([ts.site(s).mutations[0].derived_state for s in sites], dtype="<U1")
     cohort = _Genotypes(positions, ref, alt, haplotypes[np.ix_(polymorphic, ~public_haps)],
                         ancestry[~public])
-    return cohort, haplotypes[np.ix_(polymorphic, public_haps)]
+    public_sample = _Genotypes(positions, ref, alt, haplotypes[np.ix_(polymorphic, public_haps)],
+                               ancestry[public])
+    return cohort, public_sample
 
 
 # --------------------------------------------------------------------------- reference
@@ -536,6 +538,24 @@ def _write_site(
     (folder / "site.toml").write_text(f"[cohort]\nancestries = [{labels}]\n")
 
 
+# The public reference sample behind the panel's `af` column, at the panel's variants, laid out
+# as 1000 Genomes publishes its own: what `genofed model explain --reference` reads.
+PUBLIC_VCF, PUBLIC_LABELS = "public-reference.vcf.gz", "public-reference.tsv"
+
+
+def _write_public_reference(out: Path, public: _Genotypes, panel: np.ndarray,
+                            contig_length: int) -> None:
+    """The public people's genotypes at the panel (no missing calls: no random draw, so every
+    other file stays as it was) and a sample table with 1000 Genomes' `sample` and `pop`
+    columns."""
+    at_panel = _Genotypes(public.pos[panel], public.ref[panel], public.alt[panel],
+                          public.haplotypes[panel], public.ancestry)
+    samples = [f"PUB{i:05d}" for i in range(public.n_people)]
+    _write_vcf(out / PUBLIC_VCF, at_panel, np.arange(public.n_people), samples, contig_length,
+               0.0, np.random.default_rng(0))
+    _write_tsv(out / PUBLIC_LABELS, pd.DataFrame({"sample": samples, "pop": public.ancestry}))
+
+
 def _oracle_auroc(truth: pd.DataFrame) -> dict[str, float | None]:
     """The ceiling a model can reach per ancestry: the true genetic liability on test people."""
     from sklearn.metrics import roc_auc_score
@@ -585,9 +605,11 @@ def _build(out: Path, config: SimulationConfig) -> dict:
     panel_frame = pd.DataFrame(
         {"chrom": CHROM, "pos": geno.pos[panel], "ref": geno.ref[panel], "alt": geno.alt[panel]}
     )
-    if public.shape[1]:
-        panel_frame["af"] = public[panel].mean(axis=1, dtype=np.float64)
+    if public.n_people:
+        panel_frame["af"] = public.haplotypes[panel].mean(axis=1, dtype=np.float64)
     _write_tsv(out / "panel.tsv", panel_frame)
+    if public.n_people:
+        _write_public_reference(out, public, panel, contig_length)
 
     truth = pd.DataFrame(
         {

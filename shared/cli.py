@@ -1,8 +1,8 @@
 """The one `genofed` command, with a sub-command group per role.
 
-`audit` belongs to `shared`. The role groups (`site`, `coordinator`, `deploy`, and `cohort`,
-the simulator in `deploy`) are found through the `genofed.commands` entry points, so `shared`
-never imports `client`, `server` or `deploy`. Each group module exposes
+`audit` and `model` belong to `shared`. The role groups (`site`, `coordinator`, `deploy`, and
+`cohort`, the simulator in `deploy`) are found through the `genofed.commands` entry points, so
+`shared` never imports `client`, `server` or `deploy`. Each group module exposes
 `register(subparsers)`, adding one parser whose sub-commands set `func(args) -> int`.
 """
 
@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from shared.errors import GenofedError
 
 # Groups that live in `shared` itself: name -> module exposing `register(subparsers)`.
-_SHARED_GROUPS = {"audit": "shared.audit"}
+_SHARED_GROUPS = {"audit": "shared.audit", "model": "shared.model_cli"}
 
 
 # genofed's own loggers; progress goes to stderr through them, results to stdout.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pysam
 
@@ -63,3 +64,23 @@ def write_vcf(site: Path, lines: list[str], tmp: Path, *, index: bool = True) ->
     if index:
         pysam.tabix_index(str(out), preset="vcf", force=True)
     return out
+
+
+def additive_checkpoint(path: Path, panel_path: Path, w: np.ndarray) -> None:
+    """A checkpoint on the panel whose logit is w . a(g): every other weight zero."""
+    import torch
+
+    from shared.checkpoint import Checkpoint
+    from shared.encoding import EncoderSettings, model_config
+    from shared.model import RiskTransformer
+    from shared.panel import read_panel
+
+    panel = read_panel(panel_path)
+    encoder = EncoderSettings()
+    cfg = model_config(len(panel), encoder, dim=8, layers=1, heads=2)
+    model = RiskTransformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.additive.weight.copy_(torch.as_tensor(w, dtype=torch.float32)[None, :])
+    Checkpoint.of(model, 3, encoder, "run-config-hash", panel.sha256).save(path)

@@ -701,3 +701,28 @@ def test_dp_cost_worker_memory_is_its_own_not_its_parents(tmp_path: Path) -> Non
     assert ballast.sum() > 0
     assert 0 < result["step_memory_bytes"] < result["peak_rss_bytes"] < 1_000_000_000
     assert result["peak_reset"] is True
+
+
+def test_explain_recovery_scores_the_ranking_against_the_truth() -> None:
+    """A known function: causal variants {0, 2, 5} with effects 3, 2, 1 and a pair (2, 6);
+    variant 6 alone has no effect. Top-3 by importance are exactly the causal ones (precision
+    and recall 1); the true pair is the only interaction (rank 1); a pair outside the top
+    variants is reported unscored, not given a rank."""
+    from deploy.bench.explain import recovery
+    from shared.explain import explain
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 3, size=(90, 8)).astype(np.int8)
+    beta = np.array([3.0, 0, 2.0, 0, 0, 1.0, 0, 0])
+
+    def score(x: np.ndarray) -> np.ndarray:
+        return x @ beta + 0.5 * (x[:, 2] - 1.0) * (x[:, 6] - 1.0)
+
+    expl = explain(score, codes, np.repeat(["A", "B", "C"], 30), [f"v{i}" for i in range(8)],
+                   top=4)
+    got = recovery(expl, {0, 2, 5}, [(2, 6), (1, 3)])
+    assert got["swap"][0] == {"k": 3, "precision": 1.0, "recall": 1.0}
+    assert got["swap"][1]["recall"] == 1.0 and got["swap"][1]["precision"] == 0.5
+    assert got["pairs"][0]["rank"] == 1.0 and got["pairs"][0]["interaction"] == pytest.approx(0.5)
+    assert got["pairs"][1]["rank"] is None and got["pairs"][1]["scored_pairs"] == 6
+    assert got["causal_in_top"] == 3

@@ -18,6 +18,7 @@ from shared.encoding import EncoderSettings, model_config
 from shared.errors import InputError
 from shared.model import RiskTransformer
 from shared.panel import read_panel
+from tests.helpers import additive_checkpoint
 
 
 def write_checkpoint(path: Path, site: Path, panel_sha: str,
@@ -163,3 +164,30 @@ def test_site_predict_command(tiny_cohort: Path, tmp_path: Path,
     assert main([*argv[:2], "--model", str(tmp_path / "none.pt"), *argv[4:]]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none.pt: checkpoint not found" in err
+
+
+def test_predict_explain_adds_each_persons_strongest_variants(tiny_cohort: Path,
+                                                              tmp_path: Path) -> None:
+    """A checkpoint whose logit is w_j * a_j(g) alone: every carrier's first reason is variant
+    j, moved by exactly w_j * dosage / sd_j from the all-hom-ref genotype (a missing call, the
+    panel's expected dosage 2p); the reasons stay in the site's own file."""
+    site = tiny_cohort / "site-2"
+    panel = read_panel(site / "panel.tsv")
+    j, w = 7, np.zeros(len(panel))
+    w[j], w[j + 20] = 2.0, 0.1
+    ckpt, out = tmp_path / "model.pt", tmp_path / "scores.tsv"
+    additive_checkpoint(ckpt, site / "panel.tsv", w)
+    n = predict_site(ckpt, site, out, explain=2)
+    table = pd.read_csv(out, sep="\t", dtype={"genotype_1": str, "genotype_2": str})
+    assert n == len(table)
+    assert list(table.columns) == ["sample_id", "risk_probability", "reason_1", "genotype_1",
+                                   "logit_1", "reason_2", "genotype_2", "logit_2"]
+    name = f"{panel.chrom[j]}:{panel.pos[j]}:{panel.ref[j]}:{panel.alt[j]}"
+    p = float(np.clip(panel.af[j], 0.01, 0.99))
+    sd = np.sqrt(2 * p * (1 - p))
+    carriers = table[table.reason_1 == name]
+    assert 0 < len(carriers) < len(table)
+    dose = carriers.genotype_1.map(lambda g: 2 * p if g == "." else float(g))
+    assert np.allclose(carriers.logit_1, w[j] * dose / sd, atol=1e-4)
+    assert (carriers.genotype_1 != "0").all()
+    assert not list(site.glob("*scores*"))  # nothing written beside the data

@@ -355,3 +355,90 @@ def test_report_renders_in_headless_chromium(signed, tmp_path: Path) -> None:
     assert shotted.returncode == 0, shotted.stderr[-2000:]
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+
+# --------------------------------------------------------------------------- variant effects
+
+EVIL_POP = '<b>"POP"&amp;'
+
+
+def _explanation(tmp_path: Path, weights: str) -> tuple[Path, tuple[str, str]]:
+    """A real `shared.explain` output for a known function of 6 variants: variant 2 has the
+    largest effect, the pair (1, 4) the only interaction; the checkpoint named by `weights`."""
+    from shared.explain import explain, write_outputs
+
+    rng = np.random.default_rng(3)
+    beta = np.array([0.1, 0.3, 2.0, -0.2, 0.4, 0.0])
+    codes = rng.integers(0, 3, size=(60, 6)).astype(np.int8)
+    pops = np.repeat(["AFR", "EUR", EVIL_POP], 20)
+    names = [f"chr1:{100 + i}:A:G" for i in range(6)]
+    expl = explain(lambda x: x.astype(float) @ beta + 0.9 * x[:, 1] * x[:, 4], codes, pops,
+                   names, top=6)
+    provenance = {"checkpoint": {"sha256": "ab" * 32, "weights_sha256": weights, "round": 2},
+                  "reference": {"genotypes": {"path": "ref.vcf.gz", "sha256": "cd" * 32},
+                                "labels": {"path": "ref.tsv", "sha256": "ef" * 32},
+                                "population_col": "pop"}}
+    write_outputs(expl, tmp_path / "explained", provenance, {"top": 6})
+    return tmp_path / "explained" / "explanation.json", (names[1], names[4])
+
+
+def test_report_shows_the_variant_effects_and_which_signed_round_they_explain(
+    signed, tmp_path: Path
+) -> None:
+    ledger, public, _ = signed
+    weights = hashlib.sha256(b"weights 2").hexdigest()  # what the ledger signed for round 2
+    path, (a, b) = _explanation(tmp_path, weights)
+    out = tmp_path / "report.html"
+    assert cli.main(["audit", "report", str(ledger), "--key", str(public), "--out", str(out),
+                     "--explanation", str(path)]) == 0
+    page = out.read_text()
+    section = re.search(r'<section id="explanation">.*?</section>', page, flags=re.S).group(0)
+    assert 'id="explained-round" data-round="2"' in section
+    assert weights in section and "cd" * 32 in section and "ef" * 32 in section
+    top = re.search(r'<table id="explain-top">.*?</table>', section, flags=re.S).group(0)
+    first = re.findall(r'<tr data-variant="([^"]+)"', top)[0]
+    assert first == "chr1:102:A:G"  # the largest effect
+    pairs = re.findall(r'<tr data-pair="([^"]+)"', section)
+    assert pairs[0] == f"{a}|{b}"
+    first_pair = re.search(r'<tr data-pair="[^"]+">.*?</tr>', section, flags=re.S).group(0)
+    assert "+0.900" in _text(first_pair)
+    assert EVIL_POP not in page and str(escape(EVIL_POP)) in section
+    assert section.count('class="explain-pop"') == 3
+    assert 'id="plot-effects"' in section
+
+    # Weights no verified round signed: said plainly.
+    other, _ = _explanation(tmp_path / "other", "00" * 32)
+    assert cli.main(["audit", "report", str(ledger), "--key", str(public), "--out", str(out),
+                     "--explanation", str(other)]) == 0
+    assert 'id="explained-round" data-round="none"' in out.read_text()
+
+
+def test_report_refuses_a_file_that_is_not_an_explanation(signed, tmp_path: Path,
+                                                          capsys) -> None:
+    ledger, public, _ = signed
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something else"}')
+    out = tmp_path / "report.html"
+    assert cli.main(["audit", "report", str(ledger), "--key", str(public), "--out", str(out),
+                     "--explanation", str(bad)]) == 2
+    assert "not a genofed explanation" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium absent (make chromium)")
+def test_variant_effect_section_renders_in_headless_chromium(signed, tmp_path: Path) -> None:
+    ledger, public, _ = signed
+    path, (a, b) = _explanation(tmp_path, hashlib.sha256(b"weights 3").hexdigest())
+    out = tmp_path / "report.html"
+    assert cli.main(["audit", "report", str(ledger), "--key", str(public), "--out", str(out),
+                     "--explanation", str(path)]) == 0
+    dumped = _chromium(f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                       out.resolve().as_uri())
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = dumped.stdout
+    assert '<section id="explanation">' in dom and 'data-round="3"' in dom
+    assert dom.count("<svg") == 4 and 'id="plot-effects"' in dom
+    assert dom.count("<circle") > 30  # the effect plot's markers (and the others')
+    assert f'data-pair="{a}|{b}"' in dom
+    for table in ("explain-top", "explain-differ", "explain-pairs"):
+        assert f'<table id="{table}">' in dom

@@ -150,6 +150,30 @@ def test_panel_af_comes_from_a_public_sample_outside_the_cohort(
     assert not np.allclose(af, cohort_freq, atol=1e-3)
 
 
+def test_the_public_sample_is_written_as_a_reference_vcf_with_its_populations(
+    cohort: tuple[Path, dict],
+) -> None:
+    """What `genofed model explain --reference` reads: the public people at the panel's
+    variants, whose alt-allele frequency is exactly the panel's af, and each one's population."""
+    from deploy.simulate import PUBLIC_LABELS, PUBLIC_VCF
+
+    out, _ = cohort
+    panel = _read_tsv(out / "panel.tsv")
+    labels = pd.read_csv(out / PUBLIC_LABELS, sep="\t", dtype=str)
+    assert list(labels.columns) == ["sample", "pop"]
+    assert labels["pop"].value_counts().to_dict() == {
+        p: SMALL.public_people_per_population for p in ("YRI", "CEU", "CHB")}
+    with pysam.VariantFile(str(out / PUBLIC_VCF)) as vcf:
+        assert list(vcf.header.samples) == labels["sample"].tolist()
+        records = list(vcf)
+    assert [r.pos for r in records] == panel["pos"].tolist()
+    freq = [sum(a for s in r.samples.values() for a in s["GT"]) / (2 * len(labels))
+            for r in records]
+    assert np.allclose(freq, panel["af"], atol=1e-6)
+    truth = _read_tsv(out / "truth.tsv")
+    assert not set(labels["sample"]) & set(truth["sample_id"])
+
+
 def test_no_public_sample_no_af_column(tmp_path: Path) -> None:
     config = dataclasses.replace(SMALL, public_people_per_population=0, sites=1)
     simulate_cohort(tmp_path / "c", config)

@@ -62,6 +62,7 @@ SECTIONS: dict[str, Section] = {
     "membership_attack": _lazy("deploy.bench.membership_attack"),
     "privacy_audit": _lazy("deploy.bench.privacy_audit"),
     "federation": _lazy("deploy.bench.federation"),
+    "explain": _lazy("deploy.bench.explain"),
 }
 
 

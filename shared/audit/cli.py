@@ -133,8 +133,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.out is None and args.csv is None and args.json is None:
         raise GenofedError("audit report: give at least one of --out, --csv, --json")
     data = report.build_report(args.ledger, args.key)
+    view = None
+    if args.explanation is not None:
+        from shared.audit.explanation import load_explanation
+
+        view = load_explanation(args.explanation, data)
     if args.out is not None:
-        page.write_html(data, args.out)
+        page.write_html(data, args.out, view)
         print(f"wrote {args.out}")
     if args.csv is not None:
         report.write_csv(data, args.csv)
@@ -176,6 +181,10 @@ def _register_report(commands: argparse._SubParsersAction) -> None:
         "--csv", type=Path, metavar="FILE", help="write per round x population metrics as CSV"
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report data as JSON")
+    p.add_argument(
+        "--explanation", type=Path, metavar="FILE",
+        help="add the variant-effect section from `genofed model explain`'s explanation.json",
+    )
     p.set_defaults(func=_cmd_report)
 
 

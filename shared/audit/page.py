@@ -26,7 +26,8 @@ from pathlib import Path
 import jinja2
 
 from shared import fsio
-from shared.audit.plots import auroc_plot, calibration_plot, epsilon_plot
+from shared.audit.explanation import ExplanationView
+from shared.audit.plots import auroc_plot, calibration_plot, effects_plot, epsilon_plot
 from shared.audit.report import ReportData
 
 TEMPLATE = "report.html.j2"
@@ -50,8 +51,9 @@ def _distinct(values: Iterable[str]) -> list[str]:
     return sorted({value for value in values if value})
 
 
-def render_html(data: ReportData) -> str:
-    """The whole report as one self-contained HTML document (inline CSS and SVG, no scripts)."""
+def render_html(data: ReportData, explanation: ExplanationView | None = None) -> str:
+    """The whole report as one self-contained HTML document (inline CSS and SVG, no scripts);
+    with `explanation`, its variant-effect section too."""
     latest = data.latest()
     template = _environment().get_template(TEMPLATE)
     return template.render(
@@ -62,10 +64,13 @@ def render_html(data: ReportData) -> str:
         auroc_svg=auroc_plot(data),
         calibration_svg=calibration_plot(latest),
         epsilon_svg=epsilon_plot(data),
+        explanation=explanation,
+        effects_svg=None if explanation is None else effects_plot(explanation.top,
+                                                                  explanation.populations),
     )
 
 
-def write_html(data: ReportData, path: Path) -> None:
+def write_html(data: ReportData, path: Path, explanation: ExplanationView | None = None) -> None:
     """Atomically write `render_html`, UTF-8 encoded as the page's ``<meta charset>`` says."""
     with fsio.atomic_write(Path(path), "wb") as fh:
-        fh.write(render_html(data).encode("utf-8"))
+        fh.write(render_html(data, explanation).encode("utf-8"))

@@ -351,3 +351,31 @@ def epsilon_plot(data: ReportData) -> Markup:
                 plot.point(x, eps, color, f"{site}, round {x:g}: \u03b5 = {eps:.3f}")
         plot.add_legend(site, color)
     return plot.svg(None if values else "no privacy records in the verified records")
+
+
+def effects_plot(top: Sequence[Any], populations: Sequence[str]) -> Markup:
+    """Swap effect per population of the most important variants (an `ExplanationView`'s
+    `top` rows), one marker per population at each variant's position in that list."""
+    values = [v for row in top for v in row.by_population.values() if v is not None]
+    lo, hi = min([0.0, *values]), max([0.0, *values])
+    pad = 0.08 * (hi - lo or 1.0)
+    xs = list(range(1, len(top) + 1)) or [1]
+    plot = _Plot(
+        "plot-effects",
+        "Logit change per added alt allele, per reference population, of the top variants",
+        "variant (by importance; see the table)",
+        "logit change per alt allele",
+        _x_range(xs),
+        (lo - pad, hi + pad),
+    )
+    plot.axes(_x_ticks(xs), _nice_ticks(lo - pad, hi + pad))
+    plot.reference_line((plot.x0, 0.0), (plot.x1, 0.0))
+    colors = _colors((False, p) for p in populations)
+    for pop in sorted(populations):
+        color = colors[(False, pop)]
+        for x, row in enumerate(top, start=1):
+            value = row.by_population.get(pop)
+            if value is not None:
+                plot.point(x, value, color, f"{row.variant}, {pop}: {value:+.3f}", 4.0)
+        plot.add_legend(pop, color)
+    return plot.svg(None if values else "no variant effect in the explanation")
