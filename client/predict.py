@@ -38,7 +38,7 @@ def predict_site(checkpoint: Path, data: Path, out: Path, people: Path | None = 
     genotypes = harmonize_panel_genotypes(paths.vcf, panel, list(ids), paths.reference,
                                           own.genotypes.min_imputation_quality)
     require_calls(genotypes.codes, genotypes.found, paths.vcf)
-    logits = predict_logits(ckpt.model(), genotypes.codes, features, pick_device())
+    logits = predict_logits(ckpt.model(), genotypes.model_input, features, pick_device())
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     table = pd.DataFrame({"sample_id": ids, "risk_probability": probs})
     with atomic_write(out) as fh:

@@ -233,7 +233,7 @@ def write_text_vcf(path: Path, fmt: str, cells: list[str], extra_header: str = "
 ])
 def test_imputed_dosages_are_read_not_left_missing(tmp_path: Path, fmt: str,
                                                    cells: list[str]) -> None:
-    """Dosage-only VCFs (no GT) are read as the nearest genotype, not as all missing."""
+    """Dosage-only VCFs (no GT) are read (codes: the nearest genotype), not as all missing."""
     ref = write_reference(tmp_path / "ref.fa")
     vcf = write_text_vcf(tmp_path / "dose.vcf.gz", fmt, cells)
     panel = read_panel(write_panel(tmp_path / "p.tsv", [("chr1", 20, "G", "A")]))
