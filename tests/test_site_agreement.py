@@ -305,3 +305,27 @@ def test_the_disk_cache_keeps_the_genotype_probabilities(
     assert again.probs is not None
     np.testing.assert_array_equal(again.probs, first.probs)
     np.testing.assert_array_equal(again.genotypes, first.genotypes)
+
+
+def test_dp_training_runs_on_fractional_dosages(site: Path, tmp_path: Path) -> None:
+    """Opacus' Poisson loader, its empty batches and the per-sample clipping take the genotype
+    probabilities as they take codes."""
+    from client.randomness import DPRandomness
+    from client.train import DPPlan, train_dp
+    from shared.model import get_weights
+
+    genotype_probabilities(site, tmp_path)
+    data = load_site(site, EncoderSettings())
+    g, y, _ = data.split("train")
+    g, y = g[:16], y[:16]  # a few steps are enough
+    assert g.ndim == 3
+    torch.manual_seed(0)
+    model = RiskTransformer(model_config(len(data.panel), EncoderSettings(), dim=16, layers=1))
+    before = [w.copy() for w in get_weights(model)]
+    plan = DPPlan.for_site(len(y), batch_size=1, epochs=1)  # about a third of batches empty
+    result = train_dp(model, g, y, data.features, plan=plan, learning_rate=0.05,
+                      noise_multiplier=1.0, max_grad_norm=1.0, device=torch.device("cpu"),
+                      optimizer="sgd", randomness=DPRandomness(0, simulated=True))
+    assert result.steps == plan.steps and result.empty_steps > 0
+    assert np.isfinite(result.mean_loss)
+    assert any(not np.allclose(a, b) for a, b in zip(before, get_weights(model), strict=True))
