@@ -35,7 +35,8 @@ one fetched reference window, vectorised) and its genotypes are parsed from the 
 numpy (one-character alleles as a byte matrix, anything else by one lookup per distinct GT
 string per chunk): per-sample missingness and out-of-range allele indices at about 30 M calls/s.
 Panel genotypes (coverage, per-site missingness, per-ancestry allele frequencies) then come from
-`read_panel_genotypes`, exactly as training will read them.
+`harmonize_panel_genotypes`, exactly as training will read them: the frequencies from the expected
+dosages the model reads (fractional where the VCF holds DS or GP).
 """
 
 from __future__ import annotations
