@@ -131,7 +131,7 @@ def _general_calls(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     cells = fields[9].split(b"\t")
     keys = fields[8].split(b":")
-    soft = _dosage_fields(cells, keys, n_alleles, alt_index)  # [n, 4] or None
+    soft = _dosage_fields(fields[9], cells, keys, n_alleles, alt_index)  # [n, 4] or None
     if keys[0] == b"GT":
         gts = np.char.partition(np.array(cells), b":")[:, 0]
         uniq, inverse = np.unique(gts, return_inverse=True)
@@ -150,26 +150,85 @@ def _general_calls(
 
 
 def _dosage_fields(
-    cells: list[bytes], keys: list[bytes], n_alleles: int, alt_index: int
+    body: bytes, cells: list[bytes], keys: list[bytes], n_alleles: int, alt_index: int
 ) -> np.ndarray | None:
     """Per sample (P(0), P(1), P(2), expected dosage) float64 from GP where given, else DS;
-    NaN rows where neither is; None when the record has neither field."""
-    readers = [(key, fn) for key, fn in ((b"DS", _ds_soft), (b"GP", _gp_soft)) if key in keys]
-    if not readers:
+    NaN rows where neither is; None when the record has neither field.
+
+    Imputed values are nearly all distinct, so they are parsed as arrays (numpy's own float
+    parser), not per distinct string as GT is; a value that fails there is parsed again one
+    at a time, which names it."""
+    if b"DS" not in keys and b"GP" not in keys:
         return None
     out = np.full((len(cells), 4), np.nan)
-    for key, soft in readers:  # GP last: it overrides DS where a sample has both
-        k = keys.index(key)
-        values = np.array([c.split(b":")[k] if c.count(b":") >= k else b"." for c in cells])
-        uniq, inverse = np.unique(values, return_inverse=True)
-        lut = np.array([soft(u.decode(), n_alleles, alt_index) for u in uniq], dtype=np.float64)
-        got = lut[inverse]
-        have = ~np.isnan(got[:, 3])
-        out[have] = got[have]
+    if b"DS" in keys:
+        d = _ds_dosages(_format_field(body, cells, keys, b"DS"), n_alleles, alt_index)
+        out[:, :3] = dosage_probs(d)
+        out[:, 3] = d
+    if b"GP" in keys:  # GP last: it overrides DS where a sample has both
+        p = _gp_matrix(_format_field(body, cells, keys, b"GP"), n_alleles)
+        have = ~np.isnan(p[:, 0])
+        out[have, :3] = p[have]
+        out[have, 3] = p[have, 1] + 2 * p[have, 2]
     return out
 
 
-_NO_VALUE = (np.nan, np.nan, np.nan, np.nan)
+def _format_field(body: bytes, cells: list[bytes], keys: list[bytes], key: bytes) -> np.ndarray:
+    """Field `key` of every sample's cell, bytes ("." where a cell stops short of it)."""
+    k, width = keys.index(key), len(keys)
+    flat = body.replace(b"\t", b":").split(b":")
+    if len(flat) == len(cells) * width and (
+            np.char.count(np.array(cells), b":") == width - 1).all():
+        return np.array(flat[k::width])
+    return np.array([c.split(b":")[k] if c.count(b":") >= k else b"." for c in cells])
+
+
+def _nan_if_none(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def _absent(values: np.ndarray) -> np.ndarray:
+    return (values == b".") | (values == b"")
+
+
+def _ds_dosages(values: np.ndarray, n_alleles: int, alt_index: int) -> np.ndarray:
+    """Expected dosages float64 [n] of DS values (NaN where missing)."""
+    if n_alleles == 2:
+        try:
+            d = np.where(_absent(values), b"nan", values).astype(np.float64)
+        except ValueError:
+            d = None
+        if d is not None and not ((d < 0) | (d > 2)).any():  # NaN compares False
+            return d
+    uniq, inverse = np.unique(values, return_inverse=True)  # names a bad value, or Number=A
+    lut = np.array([_nan_if_none(_ds_value(u.decode(), n_alleles, alt_index)) for u in uniq])
+    return lut[inverse]
+
+
+def _gp_matrix(values: np.ndarray, n_alleles: int) -> np.ndarray:
+    """Genotype probabilities float64 [n, 3] of GP values, normalized (NaN where missing)."""
+    out = np.full((len(values), 3), np.nan)
+    if n_alleles != 2:
+        return out  # multi-allelic GP: missing
+    present = ~_absent(values)
+    flat = b",".join(values[present].tolist()).split(b",")
+    p = None
+    if len(flat) == 3 * int(present.sum()):
+        try:
+            p = np.array(flat).astype(np.float64).reshape(-1, 3)
+        except ValueError:
+            p = None
+        if p is not None and not ((p >= 0) & (p <= 1.0001)).all():
+            p = None
+    if p is None:  # one at a time, to name the malformed value
+        p = np.array([_gp_probs(v.decode(), n_alleles) or (np.nan,) * 3
+                      for v in values[present]], dtype=float).reshape(-1, 3)
+    else:
+        total = p[:, 0] + p[:, 1] + p[:, 2]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.where(total[:, None] > 0, p / total[:, None], np.nan)
+    out[present] = p
+    return out
 
 
 def _hard_call(dosage: float) -> int:
@@ -179,13 +238,13 @@ def _hard_call(dosage: float) -> int:
     return (GT_HOM_REF, GT_HET, GT_HOM_ALT)[min(2, int(dosage + 0.5))]
 
 
-def dosage_probs(dosage: float) -> tuple[float, float, float]:
-    """Genotype weights of an expected ALT dosage without GP: linear interpolation between the
-    two nearest genotypes (0.6 -> 0.4 hom-ref + 0.6 het), whose own expected dosage is the
-    dosage again, and which is one-hot at 0, 1 and 2."""
-    if dosage <= 1.0:
-        return (1.0 - dosage, dosage, 0.0)
-    return (0.0, 2.0 - dosage, dosage - 1.0)
+def dosage_probs(dosage: np.ndarray) -> np.ndarray:
+    """Genotype weights [n, 3] of expected ALT dosages [n] without GP: linear interpolation
+    between the two nearest genotypes (0.6 -> 0.4 hom-ref + 0.6 het), whose own expected
+    dosage is the dosage again, and which is one-hot at 0, 1 and 2."""
+    low = dosage <= 1.0
+    return np.stack([np.where(low, 1.0 - dosage, 0.0), np.where(low, dosage, 2.0 - dosage),
+                     np.where(low, 0.0, dosage - 1.0)], axis=-1)
 
 
 def _ds_value(ds: str, n_alleles: int, alt_index: int) -> float | None:
@@ -201,11 +260,6 @@ def _ds_value(ds: str, n_alleles: int, alt_index: int) -> float | None:
     except ValueError as err:
         raise ValueError(f"malformed dosage DS={ds!r} ({err})") from None
     return dosage
-
-
-def _ds_soft(ds: str, n_alleles: int, alt_index: int) -> tuple[float, ...]:
-    d = _ds_value(ds, n_alleles, alt_index)
-    return _NO_VALUE if d is None else (*dosage_probs(d), d)
 
 
 def ds_code(ds: str, n_alleles: int, alt_index: int) -> int:
@@ -229,11 +283,6 @@ def _gp_probs(gp: str, n_alleles: int) -> tuple[float, float, float] | None:
     if total == 0:
         return None
     return (p[0] / total, p[1] / total, p[2] / total)
-
-
-def _gp_soft(gp: str, n_alleles: int, alt_index: int) -> tuple[float, ...]:
-    p = _gp_probs(gp, n_alleles)
-    return _NO_VALUE if p is None else (*p, p[1] + 2 * p[2])
 
 
 def gp_code(gp: str, n_alleles: int, alt_index: int) -> int:

@@ -426,3 +426,15 @@ def test_hard_calls_carry_no_probabilities(tmp_path: Path) -> None:
     whole = _read_one(tmp_path, "DS", ["1", "0.0", "2.000"])
     assert whole.probs is None
     assert whole.codes[:, 0].tolist() == [GT_HET, GT_HOM_REF, GT_HOM_ALT]
+
+
+@pytest.mark.parametrize(("fmt", "bad", "says"), [  # (htslib itself refuses a non-number)
+    ("DS", "2.5", "outside"), ("DS", "-0.1", "outside"), ("GP", "0.5,0.5", "not three"),
+    ("GP", "0.5,1.2,0", "not three"),
+])
+def test_a_malformed_imputed_value_is_one_clear_error(tmp_path: Path, fmt: str, bad: str,
+                                                      says: str) -> None:
+    """Imputed values are parsed as arrays; one bad value among good ones is still named."""
+    good = "0.3" if fmt == "DS" else "0.7,0.3,0"
+    with pytest.raises(InputError, match=rf"chr1:20.*{says}"):
+        _read_one(tmp_path, fmt, [good, bad, good])
