@@ -132,19 +132,18 @@ def _general_calls(
     cells = fields[9].split(b"\t")
     keys = fields[8].split(b":")
     soft = _dosage_fields(fields[9], cells, keys, n_alleles, alt_index)  # [n, 4] or None
+    codes = np.full(len(cells), GT_MISSING, dtype=np.int8)
     if keys[0] == b"GT":
         gts = np.char.partition(np.array(cells), b":")[:, 0]
         uniq, inverse = np.unique(gts, return_inverse=True)
         lut = np.array([gt_code(u.decode(), n_alleles, alt_index) for u in uniq], dtype=np.int8)
         codes = lut[inverse]
-    elif soft is not None:  # no GT: an imputation server's dosages, as the nearest genotype
-        d = soft[:, 3]
-        nearest = np.minimum(2, np.floor(np.nan_to_num(d) + 0.5)).astype(np.int8)
-        codes = np.where(np.isnan(d), np.int8(GT_MISSING), nearest).astype(np.int8)
-    else:
-        codes = np.full(len(cells), GT_MISSING, dtype=np.int8)
     if soft is None:
         return codes, None
+    # Without a GT call, the dosage's nearest genotype: a call is missing only where both are.
+    d = soft[:, 3]
+    nearest = np.minimum(2, np.floor(np.nan_to_num(d) + 0.5)).astype(np.int8)
+    codes = np.where((codes == GT_MISSING) & ~np.isnan(d), nearest, codes).astype(np.int8)
     absent = np.isnan(soft[:, 3])[:, None]
     return codes, np.where(absent, _ONE_HOT[codes], soft[:, :3]).astype(np.float32)
 

@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.tokenizer import GT_HOM_ALT, GT_MISSING, N_GENOTYPE_TOKENS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,9 @@ def genotype_weights(genotypes: torch.Tensor) -> torch.Tensor:
     return F.one_hot(genotypes, N_GENOTYPE_TOKENS).to(torch.float32)
 
 
-def genotype_tensor(genotypes: object, device: torch.device | str | None = None) -> torch.Tensor:
+def genotype_tensor(
+    genotypes: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The model's input from the reader's (`PanelGenotypes.model_input`, numpy or torch):
     codes as long, genotype probabilities as float32."""
     t = torch.as_tensor(genotypes, device=device)

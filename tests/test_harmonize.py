@@ -438,3 +438,11 @@ def test_a_malformed_imputed_value_is_one_clear_error(tmp_path: Path, fmt: str, 
     good = "0.3" if fmt == "DS" else "0.7,0.3,0"
     with pytest.raises(InputError, match=rf"chr1:20.*{says}"):
         _read_one(tmp_path, fmt, [good, bad, good])
+
+
+def test_a_call_is_missing_only_where_gt_and_dosage_both_are(tmp_path: Path) -> None:
+    """GT:DS with either one absent: the other fills in, in the codes as in the model's input,
+    so the check's missingness and `require_calls` count what the model cannot read."""
+    got = _read_one(tmp_path, "GT:DS", ["./.:0.4", "0/1:.", "./.:."])
+    assert got.codes[:, 0].tolist() == [GT_HOM_REF, GT_HET, GT_MISSING]
+    np.testing.assert_allclose(got.dosage[:, 0], [0.4, 1.0, np.nan], atol=1e-6)
