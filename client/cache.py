@@ -23,8 +23,9 @@ from shared.fsio import atomic_write, sha256_file
 from shared.genotypes import PanelGenotypes
 
 # Bumped whenever the same files would be read into different codes (harmonization rules,
-# dosage reading, PLINK): an entry of another format is never reused.
-CACHE_FORMAT = 2
+# dosage reading, PLINK): an entry of another format is never reused. 3: genotype
+# probabilities from DS/GP stored beside the codes.
+CACHE_FORMAT = 3
 
 
 class GenotypeCache:
@@ -54,13 +55,16 @@ class GenotypeCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                return PanelGenotypes(z["codes"], z["found"], [str(h) for h in z["how"]])
+                probs = z["probs"] if "probs" in z.files else None
+                return PanelGenotypes(z["codes"], z["found"], [str(h) for h in z["how"]], probs)
         except (OSError, ValueError, KeyError):
             return None  # unreadable entry: rebuild it
 
     def store(self, key: str, value: PanelGenotypes) -> None:
         with atomic_write(self.path(key), "wb") as fh:
-            np.savez(fh, codes=value.codes, found=value.found, how=np.array(value.how, dtype=str))
+            soft = {} if value.probs is None else {"probs": value.probs}
+            np.savez(fh, codes=value.codes, found=value.found, how=np.array(value.how, dtype=str),
+                     **soft)
 
     def get_or_build(
         self, inputs: Sequence[Path | None], encoder: EncoderSettings, samples: Sequence[str],

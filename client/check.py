@@ -35,7 +35,8 @@ one fetched reference window, vectorised) and its genotypes are parsed from the 
 numpy (one-character alleles as a byte matrix, anything else by one lookup per distinct GT
 string per chunk): per-sample missingness and out-of-range allele indices at about 30 M calls/s.
 Panel genotypes (coverage, per-site missingness, per-ancestry allele frequencies) then come from
-`read_panel_genotypes`, exactly as training will read them.
+`harmonize_panel_genotypes`, exactly as training will read them: the frequencies from the expected
+dosages the model reads (fractional where the VCF holds DS or GP).
 """
 
 from __future__ import annotations
@@ -770,7 +771,7 @@ class _SiteCheck:
         p = self.panel
         cov: dict[str, Any] = {"variants": len(p)}
         self.summary.setdefault("panel", {})["coverage"] = cov
-        codes = found = None
+        codes = found = dosage = None
         matched: list[str] = []
         low_at: set[str] = set()  # panel variants left out for their imputation quality
         if self.index_usable or self.plink:
@@ -784,6 +785,7 @@ class _SiteCheck:
                 files = self.vcf_files if len(self.vcf_files) > 1 else self.vcf_path
                 read = harmonize_panel_genotypes(files, p, matched, fasta, self.min_quality)
                 codes, found = read.codes, read.found
+                dosage = read.dosage  # expected, fractional from DS/GP: what the model reads
                 low_at = {f"{c}:{q}" for c, q, h in zip(p.chrom, p.pos, read.how, strict=True)
                           if h == "low-quality"}
                 low = len(low_at)
@@ -829,7 +831,7 @@ class _SiteCheck:
             self.from_input_error(err, self.vcf_path)
             return
         self._panel_missingness(codes, found)
-        self._allele_frequencies(codes, found, matched)
+        self._allele_frequencies(dosage, found, matched)
 
     def _panel_missingness(self, codes: np.ndarray, found: np.ndarray) -> None:
         from shared.tokenizer import GT_MISSING
@@ -849,9 +851,10 @@ class _SiteCheck:
                          f"{len(high)} panel site(s) miss more than {MISSING_THRESHOLD:.0%} of "
                          f"their calls (this one {_pct(float(rates[worst]))})")
 
-    def _allele_frequencies(self, codes: np.ndarray, found: np.ndarray, matched: list[str]) -> None:
-        from shared.tokenizer import GT_MISSING
-
+    def _allele_frequencies(self, dosage: np.ndarray, found: np.ndarray,
+                            matched: list[str]) -> None:
+        """From the expected dosages [N, T] (NaN missing) the model reads, fractional where the
+        VCF has DS or GP."""
         p = self.panel
         assert p is not None and self.cohort is not None
         where = {str(s): i for i, s in enumerate(self.cohort.sample_id)}
@@ -859,10 +862,10 @@ class _SiteCheck:
         af: dict[str, list[float | None]] = {}
         n_by: dict[str, int] = {}
         for label in sorted(set(ancestry.tolist())):
-            g = codes[ancestry == label]
-            called = g != GT_MISSING
+            g = dosage[ancestry == label]
+            called = ~np.isnan(g)
             n_called = called.sum(axis=0)
-            alt = np.where(called, g, 0).sum(axis=0)
+            alt = np.where(called, g, 0).sum(axis=0, dtype=np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):
                 freq = alt / (2.0 * n_called)
             af[label] = [round(float(f), 6) if (ok and n) else None
@@ -997,7 +1000,7 @@ class _Scan:
             elif fmt.startswith("GT"):
                 self._add_generic(row, body.split("\t"), ":" in fmt)
             elif {"DS", "GP"} & set(fmt.split(":")):
-                self.dosage_only += 1  # read as the nearest genotype (shared.genotypes)
+                self.dosage_only += 1  # dosages, no GT (shared.genotypes)
             else:
                 self.no_gt += 1
         self._panel_match(chrom, pos, ref, rec.alts)
@@ -1186,7 +1189,8 @@ class _Scan:
                           "(read as missing)")
         if self.dosage_only and self.n_samples:
             check.warning(path, None, f"{self.dosage_only} record(s) carry imputed dosages (DS "
-                          "or GP) and no GT: each is read as the nearest genotype")
+                          "or GP) and no GT: the model reads the dosages, the call counts "
+                          "the nearest genotype")
         check.summary["vcf"]["ref_check"] = {
             "checked": self.ref_checked, "mismatches": self.ref_mismatch,
             "swapped": self.ref_swapped,

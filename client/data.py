@@ -154,6 +154,19 @@ class SiteData:
     # The ancestry labels the site declared it may hold (its settings, not its people): what
     # its DP releases are broken down by. One group "ALL" when it accepts any label.
     vocabulary: tuple[str, ...] = (ALL,)
+    # [N, T, 3] float32 genotype probabilities where the VCF holds fractional dosages (DS/GP),
+    # else None (shared.genotypes.PanelGenotypes.probs): what the model reads when present.
+    probs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.probs is not None and self.probs.shape != (*self.genotypes.shape, 3):
+            raise ValueError(f"genotype probabilities {self.probs.shape} do not match the "
+                             f"codes {self.genotypes.shape}")
+
+    @property
+    def inputs(self) -> np.ndarray:
+        """What the model reads: the genotype probabilities where there are any, else codes."""
+        return self.genotypes if self.probs is None else self.probs
 
     @property
     def groups(self) -> np.ndarray:
@@ -163,9 +176,10 @@ class SiteData:
         return np.asarray(self.cohort.ancestry)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(genotypes, phenotype, release group) of the people in split `name`."""
+        """(model input, phenotype, release group) of the people in split `name`; the model
+        input is `inputs`: codes, or genotype probabilities where the VCF has dosages."""
         mask = self.cohort.split == name
-        return self.genotypes[mask], self.cohort.phenotype[mask], self.groups[mask]
+        return self.inputs[mask], self.cohort.phenotype[mask], self.groups[mask]
 
     def fingerprint(self) -> str:
         """Identifies this version of the cohort table (see client.release)."""
@@ -231,4 +245,4 @@ def _load(
     require_calls(genotypes.codes, genotypes.found, paths.vcf)
     vocabulary = tuple(spec.ancestries) if spec.ancestries else (ALL,)
     return SiteData(panel, features, cohort, genotypes.codes, genotypes.found, genotypes.how,
-                    vocabulary)
+                    vocabulary, genotypes.probs)

@@ -49,11 +49,11 @@ def predict_site(checkpoint: Path, data: Path, out: Path, people: Path | None = 
                                           own.genotypes.min_imputation_quality)
     require_calls(genotypes.codes, genotypes.found, paths.vcf)
     model = ckpt.model()
-    logits = predict_logits(model, genotypes.codes, features, pick_device())
+    logits = predict_logits(model, genotypes.model_input, features, pick_device())
     calibrated, used = ckpt.calibration().apply(logits, ancestry)
     probs = 1.0 / (1.0 + np.exp(-calibrated))
     table = pd.DataFrame({"sample_id": ids, "risk_probability": probs, "calibration": used})
-    if explain > 0:
+    if explain > 0:  # genotype swaps act on calls: imputed dosages enter as their nearest call
         reasons = patient_reasons(model.cpu(), features, np.asarray(genotypes.codes),
                                   variant_names(panel), explain)
         table = pd.concat([table, reasons], axis=1)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.randomness import DPRandomness
-from shared.model import PanelFeatures, RiskTransformer, register_grad_samplers
+from shared.model import PanelFeatures, RiskTransformer, genotype_tensor, register_grad_samplers
 from shared.runconfig import OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -227,7 +227,8 @@ def train_dp(
     sample_weights: np.ndarray | None = None,
     randomness: DPRandomness | None = None,
 ) -> TrainResult:
-    """DP-SGD of the risk model over the site's training people.
+    """DP-SGD of the risk model over the site's training people (`genotypes`: codes [N, T] or
+    genotype probabilities [N, T, 3], as `SiteData.split` gives them).
 
     `sample_weights` scale each person's loss before per-sample clipping: the DP-compatible way
     to rebalance groups, since per-person sampling rates would break the accountant's uniform
@@ -237,7 +238,7 @@ def train_dp(
     features = features.to(device)
     weights = np.ones(len(labels)) if sample_weights is None else sample_weights
     ds = TensorDataset(
-        torch.as_tensor(genotypes, dtype=torch.long), torch.as_tensor(labels, dtype=torch.float32),
+        genotype_tensor(genotypes), torch.as_tensor(labels, dtype=torch.float32),
         torch.as_tensor(weights, dtype=torch.float32),
     )
 
@@ -269,6 +270,6 @@ def predict_logits(
     features = features.to(device)
     out = []
     for start in range(0, len(genotypes), batch_size):
-        xb = torch.as_tensor(genotypes[start:start + batch_size], dtype=torch.long, device=device)
+        xb = genotype_tensor(genotypes[start:start + batch_size], device)
         out.append(model(xb, features).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)

@@ -15,6 +15,12 @@ sequence, so a neighbouring insertion is never read as a swapped deletion). We a
   - the opposite strand (alleles complemented), unless the SNV is strand-ambiguous;
   - multi-allelic records, taken as if split (`bcftools norm -m-`): the dosage counts the
     matching ALT allele; other ALT alleles count as not-that-allele.
+Imputed dosages: a record with DS or GP (an imputation server's minimac `--format DS`, Beagle's
+GT:DS:GP) also yields genotype probabilities P(0, 1, 2 ALT copies) per person: GP where given
+(normalized to sum 1), else DS interpolated between its two nearest genotypes (d = 0.6 is
+0.4 hom-ref + 0.6 het), else the GT call. The model reads those (`PanelGenotypes.probs`, see
+`shared.model`); the codes stay the GT calls, or the nearest genotype where there is no GT, for
+every count the site check and the releases make. A swap reverses the probabilities (d -> 2 - d).
 Rule for A/T and C/G SNVs: a VCF's alleles are on the reference forward strand (its REF is
 checked against the FASTA), so these are matched as given or swapped, never strand-flipped; a
 flip cannot be told from a swap there.
@@ -74,24 +80,32 @@ _ZERO, _DOT = ord("0"), ord(".")
 
 
 def record_codes(rec: pysam.VariantRecord, alt_index: int) -> np.ndarray:
-    """Genotype codes [n_samples] int8 of one record, parsed from its text in one pass.
+    """Genotype codes [n_samples] int8 of one record, parsed from its text in one pass."""
+    return record_calls(rec, alt_index)[0]
+
+
+def record_calls(
+    rec: pysam.VariantRecord, alt_index: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Genotype codes [n_samples] int8 of one record and, when it carries DS or GP, genotype
+    probabilities [n_samples, 3] float32 (zeros where missing; None without DS and GP).
 
     Fast path: a GT-only record whose calls are all diploid single digits ("0|1") is a fixed
     width byte array, decoded with numpy arithmetic. Anything else (other FORMAT fields,
-    haploid or multi-digit alleles) takes the general path: each distinct GT string once.
+    haploid or multi-digit alleles) takes the general path: each distinct string once.
     """
     text = str(rec).encode()
     fields = text.rstrip(b"\n").split(b"\t", 9)
     if len(fields) <= 9:
-        return np.empty(0, dtype=np.int8)
+        return np.empty(0, dtype=np.int8), None
     n = len(rec.samples)
     body = fields[9]
     if fields[8] == b"GT" and len(body) == 4 * n - 1 and alt_index < 10:
         codes = _fast_diploid(np.frombuffer(body + b"\t", dtype=np.uint8).reshape(n, 4),
                               len(rec.alleles), alt_index)
         if codes is not None:
-            return codes
-    return _general_codes(fields, len(rec.alleles), alt_index)
+            return codes, None
+    return _general_calls(fields, len(rec.alleles), alt_index)
 
 
 def _fast_diploid(b: np.ndarray, n_alleles: int, alt_index: int) -> np.ndarray | None:
@@ -108,24 +122,112 @@ def _fast_diploid(b: np.ndarray, n_alleles: int, alt_index: int) -> np.ndarray |
     return np.where(miss, np.int8(GT_MISSING), n_alt).astype(np.int8)
 
 
-def _general_codes(fields: list[bytes], n_alleles: int, alt_index: int) -> np.ndarray:
-    cells = np.array(fields[9].split(b"\t"))
+# Genotype probabilities of each code: one-hot, and no weight at all for a missing call.
+_ONE_HOT = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32)
+
+
+def _general_calls(
+    fields: list[bytes], n_alleles: int, alt_index: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    cells = fields[9].split(b"\t")
     keys = fields[8].split(b":")
+    soft = _dosage_fields(fields[9], cells, keys, n_alleles, alt_index)  # [n, 4] or None
+    codes = np.full(len(cells), GT_MISSING, dtype=np.int8)
     if keys[0] == b"GT":
-        gts = np.char.partition(cells, b":")[:, 0]
+        gts = np.char.partition(np.array(cells), b":")[:, 0]
         uniq, inverse = np.unique(gts, return_inverse=True)
         lut = np.array([gt_code(u.decode(), n_alleles, alt_index) for u in uniq], dtype=np.int8)
-        return lut[inverse]
-    # No GT: an imputation server's dosages (minimac `--format DS`, or GP), as hard calls.
-    for key, code in ((b"DS", ds_code), (b"GP", gp_code)):
-        if key in keys:
-            k = keys.index(key)
-            values = np.array([c.split(b":")[k] if c.count(b":") >= k else b"."
-                               for c in cells.tolist()])
-            uniq, inverse = np.unique(values, return_inverse=True)
-            lut = np.array([code(u.decode(), n_alleles, alt_index) for u in uniq], dtype=np.int8)
-            return lut[inverse]
-    return np.full(len(cells), GT_MISSING, dtype=np.int8)
+        codes = lut[inverse]
+    if soft is None:
+        return codes, None
+    # Without a GT call, the dosage's nearest genotype: a call is missing only where both are.
+    d = soft[:, 3]
+    nearest = np.minimum(2, np.floor(np.nan_to_num(d) + 0.5)).astype(np.int8)
+    codes = np.where((codes == GT_MISSING) & ~np.isnan(d), nearest, codes).astype(np.int8)
+    absent = np.isnan(soft[:, 3])[:, None]
+    return codes, np.where(absent, _ONE_HOT[codes], soft[:, :3]).astype(np.float32)
+
+
+def _dosage_fields(
+    body: bytes, cells: list[bytes], keys: list[bytes], n_alleles: int, alt_index: int
+) -> np.ndarray | None:
+    """Per sample (P(0), P(1), P(2), expected dosage) float64 from GP where given, else DS;
+    NaN rows where neither is; None when the record has neither field.
+
+    Imputed values are nearly all distinct, so they are parsed as arrays (numpy's own float
+    parser), not per distinct string as GT is; a value that fails there is parsed again one
+    at a time, which names it."""
+    if b"DS" not in keys and b"GP" not in keys:
+        return None
+    out = np.full((len(cells), 4), np.nan)
+    if b"DS" in keys:
+        d = _ds_dosages(_format_field(body, cells, keys, b"DS"), n_alleles, alt_index)
+        out[:, :3] = dosage_probs(d)
+        out[:, 3] = d
+    if b"GP" in keys:  # GP last: it overrides DS where a sample has both
+        p = _gp_matrix(_format_field(body, cells, keys, b"GP"), n_alleles)
+        have = ~np.isnan(p[:, 0])
+        out[have, :3] = p[have]
+        out[have, 3] = p[have, 1] + 2 * p[have, 2]
+    return out
+
+
+def _format_field(body: bytes, cells: list[bytes], keys: list[bytes], key: bytes) -> np.ndarray:
+    """Field `key` of every sample's cell, bytes ("." where a cell stops short of it)."""
+    k, width = keys.index(key), len(keys)
+    flat = body.replace(b"\t", b":").split(b":")
+    if len(flat) == len(cells) * width and (
+            np.char.count(np.array(cells), b":") == width - 1).all():
+        return np.array(flat[k::width])
+    return np.array([c.split(b":")[k] if c.count(b":") >= k else b"." for c in cells])
+
+
+def _nan_if_none(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def _absent(values: np.ndarray) -> np.ndarray:
+    return (values == b".") | (values == b"")
+
+
+def _ds_dosages(values: np.ndarray, n_alleles: int, alt_index: int) -> np.ndarray:
+    """Expected dosages float64 [n] of DS values (NaN where missing)."""
+    if n_alleles == 2:
+        try:
+            d = np.where(_absent(values), b"nan", values).astype(np.float64)
+        except ValueError:
+            d = None
+        if d is not None and not ((d < 0) | (d > 2)).any():  # NaN compares False
+            return d
+    uniq, inverse = np.unique(values, return_inverse=True)  # names a bad value, or Number=A
+    lut = np.array([_nan_if_none(_ds_value(u.decode(), n_alleles, alt_index)) for u in uniq])
+    return lut[inverse]
+
+
+def _gp_matrix(values: np.ndarray, n_alleles: int) -> np.ndarray:
+    """Genotype probabilities float64 [n, 3] of GP values, normalized (NaN where missing)."""
+    out = np.full((len(values), 3), np.nan)
+    if n_alleles != 2:
+        return out  # multi-allelic GP: missing
+    present = ~_absent(values)
+    flat = b",".join(values[present].tolist()).split(b",")
+    p = None
+    if len(flat) == 3 * int(present.sum()):
+        try:
+            p = np.array(flat).astype(np.float64).reshape(-1, 3)
+        except ValueError:
+            p = None
+        if p is not None and not ((p >= 0) & (p <= 1.0001)).all():
+            p = None
+    if p is None:  # one at a time, to name the malformed value
+        p = np.array([_gp_probs(v.decode(), n_alleles) or (np.nan,) * 3
+                      for v in values[present]], dtype=float).reshape(-1, 3)
+    else:
+        total = p[:, 0] + p[:, 1] + p[:, 2]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.where(total[:, None] > 0, p / total[:, None], np.nan)
+    out[present] = p
+    return out
 
 
 def _hard_call(dosage: float) -> int:
@@ -135,32 +237,66 @@ def _hard_call(dosage: float) -> int:
     return (GT_HOM_REF, GT_HET, GT_HOM_ALT)[min(2, int(dosage + 0.5))]
 
 
-def ds_code(ds: str, n_alleles: int, alt_index: int) -> int:
-    """Genotype code from a DS field (Number=A: one expected dosage per ALT allele)."""
+def dosage_probs(dosage: np.ndarray) -> np.ndarray:
+    """Genotype weights [n, 3] of expected ALT dosages [n] without GP: linear interpolation
+    between the two nearest genotypes (0.6 -> 0.4 hom-ref + 0.6 het), whose own expected
+    dosage is the dosage again, and which is one-hot at 0, 1 and 2."""
+    low = dosage <= 1.0
+    return np.stack([np.where(low, 1.0 - dosage, 0.0), np.where(low, dosage, 2.0 - dosage),
+                     np.where(low, 0.0, dosage - 1.0)], axis=-1)
+
+
+def _ds_value(ds: str, n_alleles: int, alt_index: int) -> float | None:
     values = ds.split(",")
     if len(values) != n_alleles - 1:
         raise ValueError(f"DS {ds!r} does not hold one dosage per ALT allele")
     value = values[alt_index - 1]
     if value in (".", ""):
-        return GT_MISSING
+        return None
     try:
-        return _hard_call(float(value))
+        dosage = float(value)
+        _hard_call(dosage)  # the range check
     except ValueError as err:
         raise ValueError(f"malformed dosage DS={ds!r} ({err})") from None
+    return dosage
 
 
-def gp_code(gp: str, n_alleles: int, alt_index: int) -> int:
-    """Genotype code from a biallelic GP field (P(0/0), P(0/1), P(1/1)): the expected dosage
-    P(0/1) + 2 P(1/1), as a hard call. Multi-allelic GP is read as missing."""
+def ds_code(ds: str, n_alleles: int, alt_index: int) -> int:
+    """Genotype code from a DS field (Number=A: one expected dosage per ALT allele)."""
+    d = _ds_value(ds, n_alleles, alt_index)
+    return GT_MISSING if d is None else _hard_call(d)
+
+
+def _gp_probs(gp: str, n_alleles: int) -> tuple[float, float, float] | None:
+    """Biallelic GP normalized to sum 1 (they are written rounded); None when missing,
+    multi-allelic or all zero."""
     if gp in (".", "") or n_alleles != 2:
-        return GT_MISSING
+        return None
     try:
         p = [float(v) for v in gp.split(",")]
     except ValueError:
         raise ValueError(f"malformed genotype probabilities GP={gp!r}") from None
     if len(p) != 3 or any(not 0 <= v <= 1.0001 for v in p):
         raise ValueError(f"GP={gp!r} is not three probabilities (diploid, biallelic)")
-    return _hard_call(min(2.0, p[1] + 2 * p[2]))
+    total = sum(p)
+    if total == 0:
+        return None
+    return (p[0] / total, p[1] / total, p[2] / total)
+
+
+def gp_code(gp: str, n_alleles: int, alt_index: int) -> int:
+    """Genotype code from a biallelic GP field (P(0/0), P(0/1), P(1/1)): the expected dosage
+    P(0/1) + 2 P(1/1), as a hard call. Multi-allelic GP is read as missing."""
+    p = _gp_probs(gp, n_alleles)
+    return GT_MISSING if p is None else _hard_call(min(2.0, p[1] + 2 * p[2]))
+
+
+def expected_dosage(genotypes: np.ndarray) -> np.ndarray:
+    """Expected ALT dosage float32 [N, T], NaN where missing, of codes [N, T] or genotype
+    probabilities [N, T, 3] (a model input, `PanelGenotypes.model_input`)."""
+    probs = _ONE_HOT[genotypes] if genotypes.ndim == 2 else genotypes
+    d = probs[..., 1] + 2 * probs[..., 2]
+    return np.where(probs.sum(axis=-1) > 0, d, np.nan).astype(np.float32)
 
 
 def open_reference(path: str | Path) -> pysam.FastaFile:
@@ -229,9 +365,34 @@ class PanelGenotypes:
     codes: np.ndarray  # [N, T] int8
     found: np.ndarray  # [T] bool
     how: list[str] = field(default_factory=list)  # per variant: see MATCH_KINDS
+    # [N, T, 3] float32 P(0, 1, 2 ALT copies), zeros where missing: only when some call is
+    # fractional (DS or GP), else None and the codes say it all.
+    probs: np.ndarray | None = None
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(self.how))
+
+    @property
+    def model_input(self) -> np.ndarray:
+        """What the model reads (`shared.model`): the probabilities where there are any, else
+        the codes, so hard-call data reaches the model exactly as codes."""
+        return self.codes if self.probs is None else self.probs
+
+    @property
+    def dosage(self) -> np.ndarray:
+        """Expected ALT dosage [N, T] float32, NaN where missing."""
+        return expected_dosage(self.model_input)
+
+
+def soft_columns(codes: np.ndarray, soft: dict[int, np.ndarray]) -> np.ndarray | None:
+    """Genotype probabilities [N, T, 3] of codes [N, T], with the columns read from DS/GP
+    (`soft`: panel index -> [N, 3]) in place; None when those are just their codes."""
+    if all(np.array_equal(p, _ONE_HOT[codes[:, j]]) for j, p in soft.items()):
+        return None
+    probs = _ONE_HOT[codes]
+    for j, p in soft.items():
+        probs[:, j] = p
+    return probs
 
 
 
@@ -386,6 +547,7 @@ def harmonize_panel_genotypes(
             np.zeros(len(panel), dtype=bool), ["missing"] * len(panel),
         )
         cols = np.array([where[s] for s in samples], dtype=np.int64)
+        soft: dict[int, np.ndarray] = {}  # panel index -> [N, 3] read from DS/GP
         for contig, fa_contig, targets in _targets_by_contig(vf, panel, fasta):
             ref_fa = fasta if fa_contig else None
             if len(targets) >= _SCAN_MIN_VARIANTS:
@@ -399,16 +561,20 @@ def harmonize_panel_genotypes(
                         result.how[j] = "low-quality"
                         continue
                 try:
-                    codes = record_codes(rec, alt_index=alt_index)[cols]
+                    codes, probs = record_calls(rec, alt_index=alt_index)
                 except ValueError as err:
                     raise InputError(vcf_path, str(err), f"{rec.chrom}:{rec.pos}") from err
+                codes = codes[cols]
                 result.codes[:, j] = _FLIP[codes] if kind.endswith("swapped") else codes
+                if probs is not None:  # a swap reverses them: P(0 ALT) is P(2 REF)
+                    soft[j] = probs[cols, ::-1] if kind.endswith("swapped") else probs[cols]
                 result.found[j] = True
                 result.how[j] = kind
     finally:
         vf.close()
         if fasta is not None:
             fasta.close()
+    result.probs = soft_columns(result.codes, soft)
     return result
 
 

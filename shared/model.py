@@ -10,6 +10,15 @@ One token per panel variant. A token is the sum of
 A [CLS] token reads the sequence out into one disease-risk logit. Attention is what lets the
 model combine variants far apart on the genome (epistasis), which an additive score cannot.
 
+How genotypes enter: as codes [B, T] long (GT calls: 0, 1, 2 ALT copies, 3 missing), or, where a
+site's VCF holds imputed dosages (DS or GP, `shared.genotypes`), as genotype probabilities
+[B, T, 3] float P(0, 1, 2 ALT copies), all zero where missing. Soft input enters both places a
+genotype does: the genotype token is the probability-weighted mixture of the hom-ref, het and
+hom-alt token vectors (the missing token where the weights are all zero), and the dosage that
+scales the per-variant vector and feeds the additive read-out is the expected one, P(1) + 2 P(2),
+fractional. One-hot probabilities give exactly the codes' logits, so hard-call data is read
+exactly as codes (and the reader hands the model codes whenever every call is hard).
+
 Written for Opacus: apart from `VariantEmbedding` (which brings its own grad sampler, see
 `register_grad_samplers`) only nn.Linear and nn.Embedding hold parameters, attention is
 `F.scaled_dot_product_attention`, and every parameterised layer sees a batch dimension first,
@@ -23,12 +32,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.tokenizer import GT_HOM_ALT, GT_MISSING, N_GENOTYPE_TOKENS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -171,15 +184,43 @@ class Block(nn.Module):
 
 
 def _dosage(genotypes: torch.Tensor) -> torch.Tensor:
-    """Alt-allele dosage 0/1/2, missing calls as 0: [B, T] long -> [B, T] long."""
+    """Alt-allele dosage, missing calls as 0: codes [B, T] long -> [B, T] long 0/1/2, or
+    probabilities [B, T, 3] -> [B, T] float, the expected dosage P(1) + 2 P(2)."""
+    if genotypes.is_floating_point():
+        return genotypes[..., 1] + 2 * genotypes[..., 2]
     return genotypes.clamp(max=GT_HOM_ALT).masked_fill(genotypes == GT_MISSING, 0)
+
+
+def _missing(genotypes: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: no call (code 3, or probabilities all zero)."""
+    if genotypes.is_floating_point():
+        return genotypes.sum(dim=-1) == 0
+    return genotypes == GT_MISSING
+
+
+def genotype_weights(genotypes: torch.Tensor) -> torch.Tensor:
+    """Weights [B, T, 4] over the genotype tokens (hom-ref, het, hom-alt, missing): one-hot for
+    codes; for probabilities, themselves plus 1 on the missing token where they are all zero."""
+    if genotypes.is_floating_point():
+        return torch.cat([genotypes, _missing(genotypes).unsqueeze(-1).to(genotypes.dtype)], -1)
+    return F.one_hot(genotypes, N_GENOTYPE_TOKENS).to(torch.float32)
+
+
+def genotype_tensor(
+    genotypes: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The model's input from the reader's (`PanelGenotypes.model_input`, numpy or torch):
+    codes as long, genotype probabilities as float32."""
+    t = torch.as_tensor(genotypes, device=device)
+    return t.to(torch.float32) if t.is_floating_point() else t.to(torch.long)
 
 
 MIN_ALT_FREQ = 0.01  # public frequencies are clamped to [1%, 99%] before standardizing
 
 
 def additive_input(genotypes: torch.Tensor, alt_freq: torch.Tensor | None) -> torch.Tensor:
-    """The additive read-out's input, [B, T] long -> [B, T] float32: the dosage standardized
+    """The additive read-out's input, codes [B, T] or probabilities [B, T, 3] -> [B, T]
+    float32: the (expected, so possibly fractional) dosage standardized
     with the panel's public alt-allele frequency p, (d - 2p) / sqrt(2p(1 - p)), or d - 1 without
     one. Missing calls become 0, the expected value.
 
@@ -200,14 +241,17 @@ def additive_input(genotypes: torch.Tensor, alt_freq: torch.Tensor | None) -> to
     else:
         p = alt_freq.to(torch.float32).clamp(MIN_ALT_FREQ, 1 - MIN_ALT_FREQ)  # [T]
         centred = (dose - 2 * p) / torch.sqrt(2 * p * (1 - p))
-    return centred.masked_fill(genotypes == GT_MISSING, 0)
+    return centred.masked_fill(_missing(genotypes), 0)
 
 
 class VariantEmbedding(nn.Module):
     """Every person's token vectors at the panel variants: [B, T] genotypes -> [B, T, D].
 
-    token[b, t] = genotype[g[b, t]] + dosage[b, t] * dosage_effect[t] + variant[t]
+    token[b, t] = sum_k w[b, t, k] genotype[k] + dosage[b, t] * dosage_effect[t] + variant[t]
                   + mean_c context[ctx[t, c]] + allele[ref[t]] + allele[alt[t]]
+
+    with w = `genotype_weights` (one-hot for codes, the probabilities for soft input) and the
+    expected dosage (see the module docstring).
 
     One module rather than five nn.Embedding because most of a token (the variant's identity,
     reference context and alleles) is the same for everyone: it is computed once per batch, not
@@ -237,7 +281,7 @@ class VariantEmbedding(nn.Module):
         genotypes: torch.Tensor,
     ) -> torch.Tensor:
         """context [P, T, C], ref/alt [P, T] (panel expanded over P = max(B, 1)), genotypes
-        [B, T] -> [B, T, D]."""
+        [B, T] codes or [B, T, 3] probabilities -> [B, T, D]."""
         shared = (
             self.variant
             + F.embedding(context[0], self.context).mean(dim=1)
@@ -245,7 +289,11 @@ class VariantEmbedding(nn.Module):
             + F.embedding(alt[0], self.allele)
         )  # [T, D]: the same for everyone
         dosage = _dosage(genotypes).unsqueeze(-1).to(shared.dtype)  # [B, T, 1]
-        return F.embedding(genotypes, self.genotype) + dosage * self.dosage_effect + shared
+        if genotypes.is_floating_point():  # a mixture of the genotype tokens
+            token = genotype_weights(genotypes).to(shared.dtype) @ self.genotype  # [B, T, D]
+        else:
+            token = F.embedding(genotypes, self.genotype)
+        return token + dosage * self.dosage_effect + shared
 
 
 def _variant_embedding_grad_sample(
@@ -259,10 +307,10 @@ def _variant_embedding_grad_sample(
     ctx_count = F.one_hot(ctx, layer.context.shape[0]).to(g.dtype).sum(dim=1) / ctx.shape[1]
     allele_count = (F.one_hot(ref[0], layer.allele.shape[0])
                     + F.one_hot(alt[0], layer.allele.shape[0])).to(g.dtype)  # [T, A]
-    onehot = F.one_hot(genotypes, N_GENOTYPE_TOKENS).to(g.dtype)  # [B, T, 4]
+    weights = genotype_weights(genotypes).to(g.dtype)  # [B, T, 4]: one-hot, or soft
     dosage = _dosage(genotypes).unsqueeze(-1).to(g.dtype)  # [B, T, 1]
     out = {
-        layer.genotype: torch.einsum("btk,btd->bkd", onehot, g),
+        layer.genotype: torch.einsum("btk,btd->bkd", weights, g),
         layer.dosage_effect: dosage * g,
         layer.variant: g,
         layer.context: torch.einsum("tv,btd->bvd", ctx_count, g),
@@ -306,8 +354,9 @@ class RiskTransformer(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     def forward(self, genotypes: torch.Tensor, panel: PanelFeatures) -> torch.Tensor:
-        """genotypes [B, T] long in {0,1,2,3=missing} -> risk logits [B]."""
-        B, T = genotypes.shape
+        """genotypes [B, T] long in {0,1,2,3=missing}, or [B, T, 3] float genotype
+        probabilities (module docstring) -> risk logits [B]."""
+        B, T = genotypes.shape[:2]
         C = panel.context.shape[1]
         P = max(B, 1)  # the panel's rows: an empty Poisson batch (B = 0) still reads row 0
         x = self.embed(

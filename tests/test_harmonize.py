@@ -212,7 +212,8 @@ def test_a_malformed_vcf_line_is_one_clear_error(tmp_path: Path,
     assert capfd.readouterr().err == ""
 
 
-def write_text_vcf(path: Path, fmt: str, cells: list[str], extra_header: str = "") -> Path:
+def write_text_vcf(path: Path, fmt: str, cells: list[str], extra_header: str = "",
+                   alleles: str = "G\tA") -> Path:
     """A bgzipped, indexed VCF written as text (FORMAT fields the GT writer cannot make)."""
     header = ("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=120>\n" + extra_header
               + '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
@@ -220,7 +221,7 @@ def write_text_vcf(path: Path, fmt: str, cells: list[str], extra_header: str = "
               '##FORMAT=<ID=GP,Number=G,Type=Float,Description="Probabilities">\n'
               "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(SAMPLES))
     plain = path.with_suffix("")
-    plain.write_text(f"{header}\nchr1\t20\t.\tG\tA\t.\tPASS\t.\t{fmt}\t" + "\t".join(cells)
+    plain.write_text(f"{header}\nchr1\t20\t.\t{alleles}\t.\tPASS\t.\t{fmt}\t" + "\t".join(cells)
                      + "\n")
     return Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
 
@@ -232,7 +233,7 @@ def write_text_vcf(path: Path, fmt: str, cells: list[str], extra_header: str = "
 ])
 def test_imputed_dosages_are_read_not_left_missing(tmp_path: Path, fmt: str,
                                                    cells: list[str]) -> None:
-    """Dosage-only VCFs (no GT) are read as the nearest genotype, not as all missing."""
+    """Dosage-only VCFs (no GT) are read (codes: the nearest genotype), not as all missing."""
     ref = write_reference(tmp_path / "ref.fa")
     vcf = write_text_vcf(tmp_path / "dose.vcf.gz", fmt, cells)
     panel = read_panel(write_panel(tmp_path / "p.tsv", [("chr1", 20, "G", "A")]))
@@ -360,3 +361,88 @@ def test_a_panel_on_another_build_than_the_reference_is_one_clear_line(tmp_path:
         (tmp_path / "bad.tsv").write_text("#genome_build=hg18\n" + rows)
         read_panel(tmp_path / "bad.tsv")
 
+
+
+def _read_one(tmp_path: Path, fmt: str, cells: list[str], swapped: bool = False):  # noqa: ANN202
+    """One record at the panel's G>A (reference G), in the VCF as G>A or swapped, A>G."""
+    ref = write_reference(tmp_path / "ref.fa")
+    vcf = write_text_vcf(tmp_path / f"{fmt.replace(':', '_')}.vcf.gz", fmt, cells,
+                         alleles="A\tG" if swapped else "G\tA")
+    panel = read_panel(write_panel(tmp_path / "p.tsv", [("chr1", 20, "G", "A")]))
+    got = harmonize_panel_genotypes(vcf, panel, SAMPLES, ref)
+    assert got.how == ["swapped" if swapped else "same"]
+    return got
+
+
+@pytest.mark.parametrize("swapped", [False, True], ids=["same", "swapped"])
+def test_a_minimac_ds_vcf_carries_fractional_dosages(tmp_path: Path, swapped: bool) -> None:
+    """DS only (minimac `--format DS`): the expected dosage itself reaches the reader's output,
+    with token weights interpolated between the two nearest genotypes; a panel with REF/ALT
+    swapped reads 2 - d and the weights reversed."""
+    got = _read_one(tmp_path, "DS", ["0.6", "1.7", "."], swapped)
+    d = np.array([0.6, 1.7, np.nan], dtype=np.float32)
+    probs = np.array([[0.4, 0.6, 0.0], [0.0, 0.3, 0.7], [0.0, 0.0, 0.0]], dtype=np.float32)
+    if swapped:
+        d, probs = 2 - d, probs[:, ::-1]
+    assert got.probs is not None and got.probs.dtype == np.float32
+    np.testing.assert_allclose(got.probs[:, 0], probs, atol=1e-6)
+    np.testing.assert_allclose(got.dosage[:, 0], d, atol=1e-6)
+    hard = [GT_HET, GT_HOM_ALT, GT_MISSING]  # the nearest genotypes, as before
+    assert got.codes[:, 0].tolist() == ([GT_HET, GT_HOM_REF, GT_MISSING] if swapped else hard)
+    np.testing.assert_array_equal(got.model_input, got.probs)
+
+
+@pytest.mark.parametrize("swapped", [False, True], ids=["same", "swapped"])
+def test_a_gp_vcf_carries_its_genotype_probabilities(tmp_path: Path, swapped: bool) -> None:
+    """GP only: the probabilities are the token weights (normalized to sum 1), the expected
+    dosage P(het) + 2 P(hom-alt); swapped REF/ALT reverses them."""
+    got = _read_one(tmp_path, "GP", ["0.2,0.7,0.1", "0.5,0.25,0.25", "."],
+                    swapped)
+    probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25], [0, 0, 0]], dtype=np.float32)
+    d = np.array([0.9, 0.75, np.nan], dtype=np.float32)
+    if swapped:
+        d, probs = 2 - d, probs[:, ::-1]
+    assert got.probs is not None
+    np.testing.assert_allclose(got.probs[:, 0], probs, atol=1e-6)
+    np.testing.assert_allclose(got.dosage[:, 0], d, atol=1e-6)
+
+
+def test_imputed_dosages_beside_gt_are_what_the_model_reads(tmp_path: Path) -> None:
+    """An imputation server's GT:DS (Michigan) or GT:DS:GP (Beagle): the codes stay the caller's
+    GT; the model reads GP where given, else DS, else the GT."""
+    got = _read_one(tmp_path, "GT:DS:GP", ["0/1:0.6:.", "1/1:1.8:0,0.1,0.9", "0/0:.:."])
+    assert got.codes[:, 0].tolist() == [GT_HET, GT_HOM_ALT, GT_HOM_REF]
+    assert got.probs is not None
+    np.testing.assert_allclose(got.dosage[:, 0], [0.6, 1.9, 0.0], atol=1e-6)
+    np.testing.assert_allclose(got.probs[2, 0], [1, 0, 0])
+
+
+def test_hard_calls_carry_no_probabilities(tmp_path: Path) -> None:
+    """GT only, or dosages that are whole numbers: no soft input, the model reads the codes
+    exactly as before; the dosage is the code's (missing as NaN)."""
+    got = _read_one(tmp_path, "GT", ["0/1", "./.", "1/1"])
+    assert got.probs is None and got.model_input is got.codes
+    np.testing.assert_array_equal(got.dosage[:, 0], [1.0, np.nan, 2.0])
+    whole = _read_one(tmp_path, "DS", ["1", "0.0", "2.000"])
+    assert whole.probs is None
+    assert whole.codes[:, 0].tolist() == [GT_HET, GT_HOM_REF, GT_HOM_ALT]
+
+
+@pytest.mark.parametrize(("fmt", "bad", "says"), [  # (htslib itself refuses a non-number)
+    ("DS", "2.5", "outside"), ("DS", "-0.1", "outside"), ("GP", "0.5,0.5", "not three"),
+    ("GP", "0.5,1.2,0", "not three"),
+])
+def test_a_malformed_imputed_value_is_one_clear_error(tmp_path: Path, fmt: str, bad: str,
+                                                      says: str) -> None:
+    """Imputed values are parsed as arrays; one bad value among good ones is still named."""
+    good = "0.3" if fmt == "DS" else "0.7,0.3,0"
+    with pytest.raises(InputError, match=rf"chr1:20.*{says}"):
+        _read_one(tmp_path, fmt, [good, bad, good])
+
+
+def test_a_call_is_missing_only_where_gt_and_dosage_both_are(tmp_path: Path) -> None:
+    """GT:DS with either one absent: the other fills in, in the codes as in the model's input,
+    so the check's missingness and `require_calls` count what the model cannot read."""
+    got = _read_one(tmp_path, "GT:DS", ["./.:0.4", "0/1:.", "./.:."])
+    assert got.codes[:, 0].tolist() == [GT_HOM_REF, GT_HET, GT_MISSING]
+    np.testing.assert_allclose(got.dosage[:, 0], [0.4, 1.0, np.nan], atol=1e-6)

@@ -173,3 +173,68 @@ def test_weights_round_trip_and_refuse_bad_shapes() -> None:
     weights[0] = np.zeros((1, 1), dtype=np.float32)
     with pytest.raises(ValueError, match="shape"):
         set_weights(b, weights)
+
+
+def _probs_of(codes: torch.Tensor) -> torch.Tensor:
+    """Codes [B, T] as genotype probabilities [B, T, 3] (one-hot, zeros where missing)."""
+    return torch.nn.functional.one_hot(codes, 4)[..., :3].to(torch.float32)
+
+
+def _fractional(n: int, seed: int = 0) -> torch.Tensor:
+    """Genotype probabilities of n people: GP-like rows, DS-interpolated rows, a missing one."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.distributions.Dirichlet(torch.ones(3)).sample((n, T))
+    probs[:, ::3] = _probs_of(torch.randint(0, 3, (n, T), generator=g))[:, ::3]
+    probs[0, 4] = 0.0  # missing
+    return probs
+
+
+def test_hard_calls_as_probabilities_give_the_same_logits_exactly() -> None:
+    """The soft path reduces to the hard one: one-hot probabilities (zeros for missing) give the
+    very logits the codes give, so hard-call sites are unchanged."""
+    torch.manual_seed(0)
+    model = RiskTransformer(cfg(dim=16, layers=1, heads=2)).eval()
+    x = torch.randint(0, 4, (6, T))
+    assert (x == GT_MISSING).any()
+    assert torch.equal(model(x, panel()), model(_probs_of(x), panel()))
+    assert torch.equal(additive_input(x, panel().alt_freq),
+                       additive_input(_probs_of(x), panel().alt_freq))
+
+
+def test_a_fractional_dosage_moves_the_prediction() -> None:
+    """A het read as dosage 0.6 (0.4 hom-ref + 0.6 het) is not the hard call's 1: both the
+    genotype token and the additive read-out see the fraction."""
+    torch.manual_seed(0)
+    model = RiskTransformer(cfg(dim=16, layers=1, heads=2)).eval()
+    x = torch.zeros(1, T, dtype=torch.long)
+    x[0, 5] = 1
+    soft = _probs_of(x)
+    soft[0, 5] = torch.tensor([0.4, 0.6, 0.0])
+    z = additive_input(soft, None)
+    assert z[0, 5].item() == pytest.approx(0.6 - 1)
+    assert model(soft, panel()).item() != model(x, panel()).item()
+    # Each path alone: the additive read-out and the genotype token.
+    model.additive.weight.data.zero_()
+    assert model(soft, panel()).item() != model(x, panel()).item()
+
+
+@pytest.mark.parametrize("attention", ["full", "local"])
+def test_per_sample_gradients_are_exact_on_fractional_input(attention: str) -> None:
+    """Opacus' per-sample gradients (VariantEmbedding's own sampler included) equal autograd's,
+    one person at a time, when the genotypes are soft."""
+    torch.manual_seed(0)
+    model = RiskTransformer(cfg(attention=attention, window=8, dim=16, heads=2))
+    register_grad_samplers()
+    gsm = GradSampleModule(model, loss_reduction="sum")
+    x = _fractional(4)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    bce(gsm(x, panel()), y, reduction="sum").backward()
+    for i in range(len(x)):
+        single = RiskTransformer(model.cfg)
+        single.load_state_dict(model.state_dict())
+        bce(single(x[i:i + 1], panel()), y[i:i + 1], reduction="sum").backward()
+        for (name, p), q in zip(model.named_parameters(), single.parameters(), strict=True):
+            torch.testing.assert_close(p.grad_sample[i], q.grad, atol=1e-6, rtol=1e-4,
+                                       msg=lambda m, n=name: f"{n}: {m}")
+    assert model.embed.genotype.grad_sample[:, GT_MISSING].abs().sum() > 0  # person 0's gap

@@ -180,8 +180,8 @@ def test_predict_explain_adds_each_persons_strongest_variants(tiny_cohort: Path,
     n = predict_site(ckpt, site, out, explain=2)
     table = pd.read_csv(out, sep="\t", dtype={"genotype_1": str, "genotype_2": str})
     assert n == len(table)
-    assert list(table.columns) == ["sample_id", "risk_probability", "reason_1", "genotype_1",
-                                   "logit_1", "reason_2", "genotype_2", "logit_2"]
+    assert list(table.columns) == ["sample_id", "risk_probability", "calibration", "reason_1",
+                                   "genotype_1", "logit_1", "reason_2", "genotype_2", "logit_2"]
     name = f"{panel.chrom[j]}:{panel.pos[j]}:{panel.ref[j]}:{panel.alt[j]}"
     p = float(np.clip(panel.af[j], 0.01, 0.99))
     sd = np.sqrt(2 * p * (1 - p))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pysam
 import pysam.bcftools
 import pytest
@@ -21,11 +22,14 @@ from client.check import check_site, format_report
 from client.data import SitePaths, load_site
 from client.predict import predict_site
 from client.settings import SiteSettings
-from shared.checkpoint import Checkpoint
+from client.train import predict_logits
+from shared.checkpoint import Checkpoint, load_checkpoint
 from shared.encoding import EncoderSettings, model_config
 from shared.errors import GenofedError
-from shared.model import RiskTransformer
+from shared.genotypes import expected_dosage
+from shared.model import RiskTransformer, genotype_tensor
 from shared.panel import read_panel
+from shared.tokenizer import GT_MISSING
 from tests.helpers import header_end, site_files, vcf_lines, write_vcf
 
 
@@ -71,6 +75,32 @@ def dosages_only(site: Path, tmp: Path) -> None:
 
     _rewrite_calls(site, tmp, ds, "DS", lambda h: h + [
         '##FORMAT=<ID=DS,Number=A,Type=Float,Description="Dosage">'])
+
+
+def _imputed(site: Path, tmp: Path, fmt: str, by_count: tuple[str, str, str],
+             number: str) -> None:
+    """Every call replaced by an imputation server's value for its ALT count, GT dropped."""
+    def value(cell: str) -> str:
+        alleles = cell.split(":")[0].replace("|", "/").split("/")
+        return "." if "." in alleles else by_count[sum(a == "1" for a in alleles)]
+
+    _rewrite_calls(site, tmp, value, fmt, lambda h: h + [
+        f'##FORMAT=<ID={fmt},Number={number},Type=Float,Description="imputed">'])
+
+
+# What each ALT count becomes: fractional, yet nearest the call (the codes stay the calls').
+FRACTIONAL_DS = ("0.1", "0.6", "1.7")
+FRACTIONAL_GP = ("0.9,0.1,0", "0.35,0.55,0.1", "0,0.2,0.8")
+
+
+def fractional_dosages(site: Path, tmp: Path) -> None:
+    """minimac `--format DS`: expected dosages, no GT."""
+    _imputed(site, tmp, "DS", FRACTIONAL_DS, "A")
+
+
+def genotype_probabilities(site: Path, tmp: Path) -> None:
+    """GP only (Beagle's or IMPUTE's genotype probabilities), no GT."""
+    _imputed(site, tmp, "GP", FRACTIONAL_GP, "G")
 
 
 def bcf_with_csi(site: Path, tmp: Path) -> None:
@@ -159,6 +189,8 @@ CASES: dict[str, tuple[Callable[[Path, Path], None], bool, bool]] = {
         (fasta_without_chr, True, True),
         (vcf_4_4_phasing, True, True),
         (dosages_only, True, True),
+        (fractional_dosages, True, True),
+        (genotype_probabilities, True, True),
         (bcf_with_csi, True, True),
         (settings_with_bom, True, True),
         (per_chromosome, True, True),
@@ -252,3 +284,101 @@ def test_the_sites_imputation_quality_filter_is_applied_by_every_reader(
     assert report.summary["panel"]["coverage"]["found"] == int(filtered.found.sum())
     predict_site(checkpoint, site, tmp_path / "filtered.tsv")  # scored without them too
     assert (tmp_path / "all.tsv").read_text() != (tmp_path / "filtered.tsv").read_text()
+
+
+@pytest.mark.parametrize("case", ["fractional_dosages", "genotype_probabilities"])
+def test_fractional_dosages_reach_the_model_alike_in_every_reader(
+    case: str, site: Path, tmp_path: Path, checkpoint: Path
+) -> None:
+    """DS-only and GP-only VCFs: training's loader, `site predict` and the check's allele
+    frequencies all read the same fractional dosages, and the model's scores move off the
+    hard calls' (a het read as 0.6 is not a 1)."""
+    ckpt = load_checkpoint(checkpoint)
+    plain = load_site(site, EncoderSettings())
+    assert plain.probs is None  # GT only: the model reads codes, as before
+    predict_site(checkpoint, site, tmp_path / "hard.tsv")
+    CASES[case][0](site, tmp_path)
+    data = load_site(site, EncoderSettings())
+    np.testing.assert_array_equal(data.genotypes, plain.genotypes)  # the nearest genotypes
+    assert data.probs is not None
+    dosage = expected_dosage(data.inputs)
+    called = plain.genotypes != GT_MISSING
+    np.testing.assert_array_equal(np.isnan(dosage), ~called)
+    d = 0.6 if case == "fractional_dosages" else 0.75  # P(het) + 2 P(hom-alt)
+    het = plain.genotypes == 1  # d, or 2 - d where the VCF has the panel's alleles swapped
+    assert het.any() and np.isclose(dosage[het][:, None], [d, 2 - d], atol=1e-6).any(1).all()
+    assert np.abs(dosage[called] - plain.genotypes[called]).max() <= 0.41
+
+    # Training: the model input of the training split is these probabilities, as floats.
+    g, _, _ = data.split("train")
+    train = data.cohort.split == "train"
+    x = genotype_tensor(g)
+    assert x.dtype == torch.float32 and x.shape == (int(train.sum()), len(data.panel), 3)
+    np.testing.assert_array_equal(x.numpy(), data.probs[train])
+
+    # Scoring: `site predict` scores exactly these inputs, and not the hard calls.
+    out = tmp_path / "soft.tsv"
+    predict_site(checkpoint, site, out)
+    scored = pd.read_csv(out, sep="\t").set_index("sample_id").loc[data.cohort.sample_id]
+    logits = predict_logits(ckpt.model(), data.inputs, data.features, torch.device("cpu"))
+    np.testing.assert_allclose(scored.risk_probability, 1 / (1 + np.exp(-logits)), atol=2e-6)
+    hard = pd.read_csv(tmp_path / "hard.tsv", sep="\t").set_index("sample_id")
+    assert (np.abs(hard.loc[scored.index].risk_probability - scored.risk_probability)
+            > 1e-6).mean() > 0.5
+
+    # The check: its per-ancestry allele frequencies are these dosages' means.
+    report = check_site(**site_files(site), cohort_spec=SiteSettings.load(site).cohort)
+    assert report.ok
+    af = report.summary["allele_frequencies"]["by_ancestry"]
+    ancestry = np.asarray(data.cohort.ancestry).astype(str)
+    for label, freqs in af.items():
+        mine = np.nanmean(dosage[ancestry == label], axis=0) / 2
+        got = np.array([np.nan if f is None else f for f in freqs])
+        np.testing.assert_allclose(got[data.found], mine[data.found], atol=2e-6)
+        calls = expected_dosage(plain.genotypes)[ancestry == label]
+        assert not np.allclose(got[data.found], np.nanmean(calls, axis=0)[data.found] / 2)
+
+
+def test_the_disk_cache_keeps_the_genotype_probabilities(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later process reads the fractional dosages from the site's cache, not hard calls."""
+    from client import data as data_module
+
+    fractional_dosages(site, tmp_path)
+    first = load_site(site, EncoderSettings(), tmp_path / "cache")
+    assert first.probs is not None
+    data_module._load.cache_clear()  # a new process: only the disk cache remains
+
+    def no_vcf_reading(*args: object) -> None:
+        raise AssertionError("the VCF was decoded again")
+
+    monkeypatch.setattr(data_module, "harmonize_panel_genotypes", no_vcf_reading)
+    again = load_site(site, EncoderSettings(), tmp_path / "cache")
+    assert again.probs is not None
+    np.testing.assert_array_equal(again.probs, first.probs)
+    np.testing.assert_array_equal(again.genotypes, first.genotypes)
+
+
+def test_dp_training_runs_on_fractional_dosages(site: Path, tmp_path: Path) -> None:
+    """Opacus' Poisson loader, its empty batches and the per-sample clipping take the genotype
+    probabilities as they take codes."""
+    from client.randomness import DPRandomness
+    from client.train import DPPlan, train_dp
+    from shared.model import get_weights
+
+    genotype_probabilities(site, tmp_path)
+    data = load_site(site, EncoderSettings())
+    g, y, _ = data.split("train")
+    g, y = g[:16], y[:16]  # a few steps are enough
+    assert g.ndim == 3
+    torch.manual_seed(0)
+    model = RiskTransformer(model_config(len(data.panel), EncoderSettings(), dim=16, layers=1))
+    before = [w.copy() for w in get_weights(model)]
+    plan = DPPlan.for_site(len(y), batch_size=1, epochs=1)  # about a third of batches empty
+    result = train_dp(model, g, y, data.features, plan=plan, learning_rate=0.05,
+                      noise_multiplier=1.0, max_grad_norm=1.0, device=torch.device("cpu"),
+                      optimizer="sgd", randomness=DPRandomness(0, simulated=True))
+    assert result.steps == plan.steps and result.empty_steps > 0
+    assert np.isfinite(result.mean_loss)
+    assert any(not np.allclose(a, b) for a, b in zip(before, get_weights(model), strict=True))
