@@ -104,3 +104,16 @@ def test_multi_ancestry_ct_uses_each_ancestrys_own_effects() -> None:
     multi = roc_auc_score(y[t][minority], out["multi"]["scores"][minority])
     assert multi > single + 0.05
     assert out["multi"]["fit"]["components"] == ["A", "B"]
+
+
+def test_without_any_large_enough_ancestry_stratum_the_single_score_stands_in() -> None:
+    beta = np.zeros(10)
+    beta[2] = 0.8
+    dose, y = cohort(8, 600, beta)
+    anc = np.array(["A", "B", "C"] * 200)
+    site = np.array([f"s{k}" for k in range(4)] * 150)  # 100 per site, ~33 per stratum
+    out = ct_baselines((dose[:400], y[:400], anc[:400], site[:400]),
+                       (dose[400:500], y[400:500], anc[400:500]), (dose[500:], anc[500:]),
+                       np.full(10, "1"), np.arange(10) * 1_000_000, ("A", "B", "C"))
+    assert out["multi"]["fit"]["components"] == []
+    assert np.array_equal(out["multi"]["scores"], out["single"]["scores"])

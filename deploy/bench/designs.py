@@ -48,7 +48,7 @@ from shared.runconfig import RunSettings
 FULL = SimulationConfig(seed=0, sites=8, people_per_population=2600, design="spread")
 FULL_JOINED = (1, 2, 4, 8)
 FULL_ROUNDS = 5
-QUICK = SimulationConfig(seed=5, sites=4, people_per_population=150, sequence_length=200_000,
+QUICK = SimulationConfig(seed=5, sites=4, people_per_population=300, sequence_length=200_000,
                          panel_size=32, n_causal=8, n_interactions=2, prevalence=0.3,
                          design="spread")
 QUICK_JOINED = (1, 2, 4)

@@ -85,6 +85,8 @@ def association(dose: np.ndarray, y: np.ndarray) -> SummaryStats:
 
 def meta_analyse(parts: list[SummaryStats]) -> SummaryStats:
     """Fixed-effect inverse-variance-weighted meta-analysis (METAL's `SCHEME STDERR`)."""
+    if not parts:
+        raise ValueError("no site's study to meta-analyse")
     w = np.stack([1 / p.se**2 for p in parts])  # inf se -> weight 0
     total = w.sum(0)
     beta = np.where(total > 0, (w * np.stack([p.beta for p in parts])).sum(0)
@@ -209,6 +211,9 @@ def ct_baselines(
     mean = np.where(np.isfinite(mean), mean, 0.0)
 
     parts, used = site_stats(d_dose, d_y, d_site)
+    if not parts:
+        raise RuntimeError(f"no site has {MIN_STRATUM_PEOPLE} people and "
+                           f"{MIN_STRATUM_CASES} cases to run a GWAS on")
     single = fit_ct(meta_analyse(parts), v_dose, contig, pos, v_dose, v_y, mean)
     out: dict[str, Any] = {"single": {"scores": single.score(t_dose),
                                       "fit": {**single.describe(), "sites": used}}}
@@ -225,6 +230,12 @@ def ct_baselines(
                               v_y[in_pop], mean)
         fits[pop] = {**per_pop[pop].describe(), "sites": used}
     names = sorted(per_pop)
+    if not names:  # no ancestry stratum anywhere is large enough: nothing to combine
+        out["multi"] = {"scores": out["single"]["scores"],
+                        "fit": {"per_ancestry": fits, "components": [],
+                                "note": "no per-ancestry meta-analysis possible; the single "
+                                        "score stands in"}}
+        return out
     v_scores = np.stack([per_pop[n].score(v_dose) for n in names], 1)
     t_scores = np.stack([per_pop[n].score(t_dose) for n in names], 1)
     combined = np.zeros(len(t_anc))
