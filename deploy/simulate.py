@@ -30,8 +30,10 @@ import pysam
 
 from client.identity import IDENTITY, RECEIPT_PUB, keygen
 from client.privacy_state import BINDING
+from shared.ancestry import ancestry_path, fit_reference
 from shared.errors import GenofedError, InputError
 from shared.fsio import atomic_write, write_json
+from shared.panel import read_panel
 from shared.receipts import SiteRegistry
 
 POPULATIONS = ("YRI", "CEU", "CHB")
@@ -173,12 +175,15 @@ def _biallelic_snv_sites(ts) -> np.ndarray:
     return keep
 
 
-def _extract_genotypes(ts, public_per_population: int) -> tuple[_Genotypes, np.ndarray]:
+def _extract_genotypes(
+    ts, public_per_population: int
+) -> tuple[_Genotypes, np.ndarray, np.ndarray]:
     """Pull int8 haplotypes variant by variant, never materialising tskit's int32 matrix.
 
     The first `public_per_population` people of each population are set aside as the public
     reference sample (coalescent samples are exchangeable, so that is as good as a random draw):
-    returns (the cohort, the public sample's haplotypes at the cohort's variants). Variants
+    returns (the cohort, the public sample's haplotypes at the cohort's variants, the public
+    people's populations). Variants
     monomorphic in the cohort are dropped, as a caller on the cohort would never emit them.
     """
     nodes = np.array([ind.nodes for ind in ts.individuals()], dtype=np.int64)
@@ -212,7 +217,7 @@ def _extract_genotypes(ts, public_per_population: int) -> tuple[_Genotypes, np.n
     alt = np.array([ts.site(s).mutations[0].derived_state for s in sites], dtype="<U1")
     cohort = _Genotypes(positions, ref, alt, haplotypes[np.ix_(polymorphic, ~public_haps)],
                         ancestry[~public])
-    return cohort, haplotypes[np.ix_(polymorphic, public_haps)]
+    return cohort, haplotypes[np.ix_(polymorphic, public_haps)], ancestry[public]
 
 
 # --------------------------------------------------------------------------- reference
@@ -493,11 +498,22 @@ def _write_site(
     for name in ("reference.fa", "reference.fa.fai"):
         _link_or_copy(top / name, folder / name)
     shutil.copyfile(top / "panel.tsv", folder / "panel.tsv")
+    reference = ancestry_path(top / "panel.tsv")
+    if reference.exists():
+        shutil.copyfile(reference, folder / reference.name)
     _write_tsv(folder / "cohort.tsv", cohort[["sample_id", "ancestry", "phenotype", "split"]])
     # The ancestry labels the consortium agreed on: a site's DP releases are broken down by
     # its declared labels, so a short list keeps the noise on its totals small.
     labels = ", ".join(f'"{p}"' for p in POPULATIONS)
     (folder / "site.toml").write_text(f"[cohort]\nancestries = [{labels}]\n")
+
+
+def _write_ancestry_reference(panel_path: Path, haplotypes: np.ndarray,
+                              populations: np.ndarray) -> None:
+    """The panel's public ancestry reference (`shared.ancestry`), fitted on the public sample's
+    people, who are in no site: their haplotypes [T, 2n] at the panel and their populations."""
+    codes = (haplotypes[:, 0::2] + haplotypes[:, 1::2]).T  # [n, T] alt-allele counts
+    fit_reference(codes, populations, read_panel(panel_path)).write(ancestry_path(panel_path))
 
 
 def _oracle_auroc(truth: pd.DataFrame) -> dict[str, float | None]:
@@ -534,7 +550,7 @@ def _build(out: Path, config: SimulationConfig) -> dict:
     ref_rng, trait_rng, site_rng, id_rng, split_rng = (np.random.default_rng(s) for s in seeds[:5])
     missing_seeds = seeds[5].spawn(config.sites)
 
-    geno, public = _extract_genotypes(
+    geno, public, public_ancestry = _extract_genotypes(
         _simulate_tree_sequence(config), config.public_people_per_population
     )
     panel = _choose_panel(geno, config)
@@ -552,6 +568,8 @@ def _build(out: Path, config: SimulationConfig) -> dict:
     if public.shape[1]:
         panel_frame["af"] = public[panel].mean(axis=1, dtype=np.float64)
     _write_tsv(out / "panel.tsv", panel_frame)
+    if public.shape[1]:
+        _write_ancestry_reference(out / "panel.tsv", public[panel], public_ancestry)
 
     truth = pd.DataFrame(
         {
