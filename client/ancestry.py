@@ -76,9 +76,9 @@ def site_groups(
 def format_agreement(summary: dict[str, Any]) -> list[str]:
     """`site check`'s lines for the declared x genetic table (rows declared, columns genetic)."""
     table = summary.get("agreement")
+    under = f"<{summary['floor']:g}"
     lines = [f"ancestry   groups from {summary['groups']} labels; genetic: " + ", ".join(
-        f"{k} {'<' + str(summary['floor']) if v is None else v}"
-        for k, v in summary["genetic"].items())]
+        f"{k} {under if v is None else v}" for k, v in summary["genetic"].items())]
     if not table:
         return lines
     cols = table["genetic"]

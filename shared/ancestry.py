@@ -23,6 +23,10 @@ The file (`panel.ancestry.json`, next to `panel.tsv`; see `ancestry_path`) is JS
     max_spreads   a person farther than max_spreads x spread from the nearest centroid is
                   unassigned
 
+Distances are measured within the reference's principal components: a person of a population
+the reference does not span can project near some centroid (as in any PCA projection), which
+is why a real reference should be diverse (1000 Genomes' 26 populations).
+
 Projection: missing calls (and panel variants a site lacks) are mean-imputed, i.e. contribute
 0 after standardization, so a partly missing person is pulled toward the centre rather than
 toward any one population.
