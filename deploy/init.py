@@ -283,7 +283,7 @@ def _flwr_config(address: str, ca_path: Path) -> str:
 
 def _site_toml(site: str) -> str:
     from client.budget import SiteBudget
-    from client.settings import GenotypeOptions, TrainingOptions
+    from client.settings import AncestryOptions, GenotypeOptions, TrainingOptions
     from shared.cohort import CohortSpec
 
     budget, spec = SiteBudget(), CohortSpec()
@@ -331,6 +331,13 @@ def _site_toml(site: str) -> str:
         "# Imputed variants whose record states a quality (INFO R2, DR2 or INFO) below this are",
         "# read as missing (0: use every variant).",
         f"# min-imputation-quality = {GenotypeOptions().min_imputation_quality!r}",
+        "",
+        "[ancestry]",
+        "# The groups the site's releases are broken down by: \"declared\" (the cohort table's",
+        "# ancestry column), \"genetic\" (each person's most similar population in the panel's",
+        "# public ancestry reference, panel.ancestry.json, or \"unassigned\") or \"auto\" (the",
+        "# column when the table has one, else genetic). `site check` shows how they agree.",
+        f"# groups = {_toml_str(AncestryOptions().groups)}",
         "",
     ])
 
