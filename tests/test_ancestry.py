@@ -286,3 +286,22 @@ def test_a_malformed_reference_is_one_line(site: Path, breakage, problem: str) -
     with pytest.raises(InputError) as err:
         read_reference(path, read_panel(site / "panel.tsv"))
     assert problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_sites_noisy_counts_are_broken_down_by_genetic_groups(site: Path) -> None:
+    """What a site releases about a table without ancestry: counts over the reference
+    populations and `unassigned`, a fixed public vocabulary, never the declared-label list."""
+    from client.budget import SiteBudget
+    from client.site import Site
+    from shared.runconfig import RunSettings
+
+    _drop_ancestry_column(site)
+    node = Site(site, RunSettings(), budget=SiteBudget(accountant="rdp"))
+    data = node.data()
+    with node.ledger() as ledger:
+        counts = node.counts(ledger, data)
+    assert counts.groups == ("CEU", "CHB", "YRI", UNASSIGNED)
+    exact = {g: int((data.cohort.ancestry == g).sum()) for g in counts.groups}
+    noisy = {g: sum(counts.group_size(g, s) for s in ("train", "test")) for g in counts.groups}
+    for g in ("CEU", "CHB", "YRI"):
+        assert exact[g] >= 40 and abs(noisy[g] - exact[g]) < 6 * 2 * counts.sigma, g
