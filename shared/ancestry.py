@@ -41,10 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pysam
 
 from shared.errors import InputError
 from shared.fsio import atomic_write
-from shared.panel import Panel
+from shared.panel import Panel, read_panel
 
 FORMAT = "genofed-ancestry-reference"
 VERSION = 1
@@ -159,6 +160,52 @@ def fit_reference(
     counts = tuple(int((labels == q).sum()) for q in populations)
     return AncestryReference(panel.sha256, panel.build, center, scale, loadings, populations,
                              centroids, spread, counts, float(max_spreads))
+
+
+def fit_reference_files(
+    panel_path: str | Path, genotypes: str | Path, populations: str | Path,
+    fasta: str | Path | None = None, sample_col: str = "sample", population_col: str = "pop",
+    components: int = DEFAULT_COMPONENTS, max_spreads: float = DEFAULT_MAX_SPREADS,
+) -> AncestryReference:
+    """Fit the reference from public files: genotypes (VCF/BCF or PLINK, e.g. 1000 Genomes)
+    read at the panel's variants exactly as a site reads its own, and a table of each
+    person's population (1000 Genomes' `integrated_call_samples...panel`: sample, pop, ...).
+    People of the table missing from the genotypes are left out."""
+    import pandas as pd
+
+    from shared.genotypes import harmonize_panel_genotypes
+    from shared.plink import PlinkFiles, is_plink, read_samples
+
+    if components < 1 or not max_spreads > 0:
+        raise InputError(None, "components must be at least 1 and max-spreads positive")
+    panel = read_panel(panel_path)
+    populations = Path(populations)
+    try:
+        table = pd.read_csv(populations, sep=None, engine="python", dtype=str)
+    except FileNotFoundError:
+        raise InputError(populations, "population table not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(populations, f"not a readable population table ({err})") from None
+    missing = [c for c in (sample_col, population_col) if c not in table.columns]
+    if missing:
+        raise InputError(populations, f"population table lacks column(s) {', '.join(missing)}; "
+                                      f"found: {', '.join(map(str, table.columns))}", "line 1")
+    table = table.dropna(subset=[sample_col, population_col])
+    genotypes = Path(genotypes)
+    if is_plink(genotypes):
+        present = set(read_samples(PlinkFiles.of(genotypes)))
+    else:
+        try:
+            with pysam.VariantFile(str(genotypes)) as vf:
+                present = set(vf.header.samples)
+        except (OSError, ValueError) as err:
+            raise InputError(genotypes, f"cannot read the reference genotypes ({err})") from None
+    table = table[table[sample_col].isin(present)].drop_duplicates(sample_col)
+    if len(table) < 2:
+        raise InputError(populations, f"fewer than two of its people are in {genotypes.name}")
+    read = harmonize_panel_genotypes(genotypes, panel, table[sample_col].tolist(), fasta)
+    return fit_reference(read.codes, table[population_col].to_numpy(dtype=str), panel,
+                         components, max_spreads)
 
 
 def read_reference(path: str | Path, panel: Panel) -> AncestryReference:

@@ -305,3 +305,33 @@ def test_the_sites_noisy_counts_are_broken_down_by_genetic_groups(site: Path) ->
     noisy = {g: sum(counts.group_size(g, s) for s in ("train", "test")) for g in counts.groups}
     for g in ("CEU", "CHB", "YRI"):
         assert exact[g] >= 40 and abs(noisy[g] - exact[g]) < 6 * 2 * counts.sigma, g
+
+
+def test_coordinator_fits_a_reference_from_public_files(
+    cohort: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+) -> None:
+    """`genofed coordinator ancestry-reference` from a VCF and a population table (here
+    site-1's people stand in for the public panel) labels site-2's people as the simulation's
+    own reference does."""
+    truth = pd.read_csv(cohort / "truth.tsv", sep="\t", dtype=str)
+    public = truth[truth["site"] == "site-1"].rename(
+        columns={"sample_id": "sample", "ancestry": "pop"})
+    public[["sample", "pop"]].to_csv(tmp_path / "pops.tsv", sep="\t", index=False)
+    out = tmp_path / "panel.ancestry.json"
+    rc = main(["coordinator", "ancestry-reference", "--panel", str(cohort / "panel.tsv"),
+               "--genotypes", str(cohort / "site-1" / "genotypes.vcf.gz"),
+               "--populations", str(tmp_path / "pops.tsv"), "--out", str(out)])
+    assert rc == 0 and f"wrote {out}" in capfd.readouterr().out
+    reference = read_reference(out, read_panel(cohort / "panel.tsv"))
+    assert reference.counts == tuple((public["pop"] == p).sum() for p in reference.populations)
+    people, codes = _codes(cohort / "site-2")
+    true = np.array([_truth(cohort)[p] for p in people])
+    assert (reference.assign(codes) == true).mean() >= 0.9
+    # A population table without the named column: one line, nothing written.
+    rc = main(["coordinator", "ancestry-reference", "--panel", str(cohort / "panel.tsv"),
+               "--genotypes", str(cohort / "site-1" / "genotypes.vcf.gz"),
+               "--populations", str(tmp_path / "pops.tsv"), "--population-col", "super_pop",
+               "--out", str(tmp_path / "other.json")])
+    err = capfd.readouterr().err
+    assert rc == 2 and "pops.tsv: line 1: population table lacks column(s) super_pop" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "other.json").exists()
