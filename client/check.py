@@ -1218,7 +1218,7 @@ def format_report(report: CheckReport) -> list[str]:
     cohort = s.get("cohort")
     if cohort:
         ph = cohort["phenotype"]
-        anc = ", ".join(f"{k} {v}" for k, v in cohort["ancestry"].items())
+        anc = ", ".join(f"{k} {v}" for k, v in cohort["ancestry"].items()) or "no ancestry column"
         out.append(f"cohort     {cohort['people']} people: {ph['cases']} cases, "
                    f"{ph['controls']} controls, {ph['missing']} phenotype missing; {anc}")
     samples = s.get("samples")

@@ -240,6 +240,8 @@ def test_check_uses_genetic_labels_without_ancestry_column(site: Path) -> None:
     assert report.ok, [f.line() for f in report.findings]
     summary = report.summary["ancestry"]
     assert summary["groups"] == "genetic" and "agreement" not in summary
+    assert sum(v or 0 for v in summary["genetic"].values()) >= 0.9 * report.summary["cohort"][
+        "people"]
     assert set(report.summary["allele_frequencies"]["by_ancestry"]) <= {
         "CEU", "CHB", "YRI", UNASSIGNED}
 
@@ -259,6 +261,10 @@ def test_a_reference_for_another_panel_is_one_line(
         read_reference(ancestry_path(site / "panel.tsv"), panel)
     assert "fitted on another panel" in str(err.value) and "\n" not in str(err.value)
     assert str(err.value).startswith(str(site / "panel.ancestry.json"))
+    # While the table declares ancestry, training does not need it: a warning in the check.
+    report = check_site(**site_files(site))
+    assert report.ok and [f.problem for f in report.warnings
+                          if "fitted on another panel" in f.problem]
     # Training needs the labels when the table declares none: it stops on that one line.
     _drop_ancestry_column(site)
     with pytest.raises(InputError, match="fitted on another panel"):
