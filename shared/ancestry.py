@@ -6,9 +6,12 @@ is measured, as pgsc_calc does: the consortium fits a PCA on public reference ge
 Genomes in real use, the simulation's public reference sample in the demo) at the panel's
 variants and ships, beside the panel, the loadings and one centroid per reference population.
 A site projects its own people onto those components and gives each the most similar reference
-population, or `UNASSIGNED` when the person lies farther than `max_spreads` times that
-population's spread from its centroid. Nothing about the site's people goes into the file, and
-the labels never leave the site (they only choose the groups its DP releases are broken into).
+population (the nearest centroid, distances in units of each population's spread), or
+`UNASSIGNED` when even that one lies farther than `max_spreads` spreads away. Nothing about
+the site's people goes into the file, and the labels never leave the site (they only choose
+the groups its DP releases are broken into).
+The coordinator fits the file with `fit_reference_files` (`genofed coordinator
+ancestry-reference`); the simulation with `fit_reference` on its public sample.
 
 The file (`panel.ancestry.json`, next to `panel.tsv`; see `ancestry_path`) is JSON:
 
@@ -46,6 +49,7 @@ import pysam
 from shared.errors import InputError
 from shared.fsio import atomic_write
 from shared.panel import Panel, read_panel
+from shared.tokenizer import GT_MISSING as _MISSING  # codes 0/1/2 count panel ALT alleles
 
 FORMAT = "genofed-ancestry-reference"
 VERSION = 1
@@ -53,7 +57,6 @@ UNASSIGNED = "unassigned"
 SUFFIX = ".ancestry.json"
 DEFAULT_COMPONENTS = 4
 DEFAULT_MAX_SPREADS = 3.0
-_MISSING = 3  # shared.tokenizer.GT_MISSING: genotype codes 0/1/2 count panel ALT alleles
 
 
 def ancestry_path(panel_path: str | Path) -> Path:
@@ -96,7 +99,7 @@ class AncestryReference:
         threshold: [N] str."""
         d = self.distances(codes)
         if not len(d):
-            return np.empty(0, dtype=object).astype(str)
+            return np.empty(0, dtype=str)
         nearest = d.argmin(axis=1)
         labels = np.asarray(self.populations, dtype=object)[nearest]
         labels[d[np.arange(len(d)), nearest] > self.max_spreads] = UNASSIGNED
