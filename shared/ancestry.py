@@ -25,10 +25,14 @@ The file (`panel.ancestry.json`, next to `panel.tsv`; see `ancestry_path`) is JS
                   distance of the population's reference people to its centroid)
     max_spreads   a person farther than max_spreads x spread from the nearest centroid is
                   unassigned
+    max_residual  so is a person whose genotypes lie farther than this off the K axes (RMS
+                  per variant of the standardized genotypes minus their projection)
 
-Distances are measured within the reference's principal components: a person of a population
-the reference does not span can project near some centroid (as in any PCA projection), which
-is why a real reference should be diverse (1000 Genomes' 26 populations).
+Why the residual: distances between centroids are measured within the reference's principal
+axes, and a person of a population the reference does not span differs from it mostly off
+those axes, so their projection can land near some centroid. Their residual gives them away
+(see the lab notebook, 2026-12-02, genetic ancestry labels); a diverse reference (1000
+Genomes) still matters.
 
 Projection: missing calls (and panel variants a site lacks) are mean-imputed, i.e. contribute
 0 after standardization, so a partly missing person is pulled toward the centre rather than
@@ -57,6 +61,9 @@ UNASSIGNED = "unassigned"
 SUFFIX = ".ancestry.json"
 DEFAULT_COMPONENTS = 4
 DEFAULT_MAX_SPREADS = 3.0
+# max_residual = this x the 99th percentile of the reference people's own residuals: a site's
+# people are out of sample, so theirs run a little higher than the fitted people's.
+RESIDUAL_MARGIN = 1.25
 
 
 def ancestry_path(panel_path: str | Path) -> Path:
@@ -77,16 +84,27 @@ class AncestryReference:
     spread: np.ndarray  # [P] > 0
     counts: tuple[int, ...]  # [P] reference people behind each centroid
     max_spreads: float = DEFAULT_MAX_SPREADS
+    max_residual: float = math.inf
 
-    def project(self, codes: np.ndarray) -> np.ndarray:
-        """Principal-component scores [N, K] of genotype codes [N, T] (3 = missing)."""
+    def _standardized(self, codes: np.ndarray) -> np.ndarray:
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[1] != len(self.center):
             raise ValueError(f"genotypes of shape {codes.shape} do not have the reference's "
                              f"{len(self.center)} variants")
         z = (codes.astype(np.float64) - self.center) / self.scale
         z[codes == _MISSING] = 0.0  # mean imputation
-        return z @ self.loadings
+        return z
+
+    def project(self, codes: np.ndarray) -> np.ndarray:
+        """Principal-component scores [N, K] of genotype codes [N, T] (3 = missing)."""
+        return self._standardized(codes) @ self.loadings
+
+    def residuals(self, codes: np.ndarray) -> np.ndarray:
+        """How far each person lies off the K axes [N]: RMS per variant of the standardized
+        genotypes minus their projection."""
+        z = self._standardized(codes)
+        off = z - (z @ self.loadings) @ self.loadings.T
+        return np.sqrt((off**2).mean(axis=1))
 
     def distances(self, codes: np.ndarray) -> np.ndarray:
         """Distance [N, P] of each person to each population centroid, in spread units."""
@@ -103,6 +121,7 @@ class AncestryReference:
         nearest = d.argmin(axis=1)
         labels = np.asarray(self.populations, dtype=object)[nearest]
         labels[d[np.arange(len(d)), nearest] > self.max_spreads] = UNASSIGNED
+        labels[self.residuals(codes) > self.max_residual] = UNASSIGNED
         return labels.astype(str)
 
     def to_json(self) -> dict[str, Any]:
@@ -116,6 +135,7 @@ class AncestryReference:
                                       self.counts, strict=True)
             },
             "max_spreads": float(self.max_spreads),
+            "max_residual": float(self.max_residual),
         }
 
     def write(self, path: str | Path) -> None:
@@ -161,8 +181,11 @@ def fit_reference(
     ])
     spread[spread < 1e-9] = 1e-9  # a single-person population: only its exact genotype matches
     counts = tuple(int((labels == q).sum()) for q in populations)
+    off = z - scores @ loadings.T
+    max_residual = RESIDUAL_MARGIN * float(np.quantile(np.sqrt((off**2).mean(axis=1)), 0.99))
     return AncestryReference(panel.sha256, panel.build, center, scale, loadings, populations,
-                             centroids, spread, counts, float(max_spreads))
+                             centroids, spread, counts, float(max_spreads),
+                             max(max_residual, 1e-9))
 
 
 def fit_reference_files(
@@ -265,8 +288,13 @@ def read_reference(path: str | Path, panel: Panel) -> AncestryReference:
     limit = doc.get("max_spreads")
     if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
         raise InputError(path, f"max_spreads {limit!r} is not a positive number", "max_spreads")
+    residual = doc.get("max_residual")
+    if isinstance(residual, bool) or not isinstance(residual, int | float) or not residual > 0:
+        raise InputError(path, f"max_residual {residual!r} is not a positive number",
+                         "max_residual")
     return AncestryReference(panel.sha256, build, center, scale, loadings, names,
-                             np.stack(centroids), np.array(spread), tuple(counts), float(limit))
+                             np.stack(centroids), np.array(spread), tuple(counts), float(limit),
+                             float(residual))
 
 
 def _array(path: Path, doc: dict, key: str, shape: tuple[int | None, ...],

@@ -122,10 +122,11 @@ def test_an_outlier_far_from_every_population_is_unassigned(cohort: Path) -> Non
 
 def test_fit_recovers_well_separated_groups() -> None:
     """On synthetic groups with very different allele frequencies, every person is assigned
-    to their own group and a person beyond the groups on their own axes is unassigned."""
+    to their own group; a person beyond the groups on their axes, and people of a group the
+    reference lacks, are unassigned."""
     rng = np.random.default_rng(0)
-    t = 60
-    freqs = {g: rng.uniform(0.05, 0.95, size=t) for g in "ABC"}
+    t = 200
+    freqs = {g: rng.uniform(0.05, 0.95, size=t) for g in "ABCD"}
     codes = np.vstack([rng.binomial(2, freqs[g], size=(80, t)) for g in "ABC"]).astype(np.int8)
     labels = np.repeat(list("ABC"), 80)
 
@@ -143,6 +144,10 @@ def test_fit_recovers_well_separated_groups() -> None:
     away = reference.loadings @ (reference.centroids[a] - reference.centroids[b])
     genotype = np.where(away > 0, 2, 0)[None, :].astype(np.int8)
     assert reference.assign(genotype).tolist() == [UNASSIGNED]
+    # A group the reference does not span lies off its axes: unassigned by its residual.
+    other = rng.binomial(2, freqs["D"], size=(50, t)).astype(np.int8)
+    assert (reference.assign(other) == UNASSIGNED).mean() >= 0.9
+    assert (reference.residuals(other) > reference.max_residual).mean() >= 0.9
     # Missing calls are mean-imputed, not read as a genotype.
     holes = fresh.copy()
     holes[:, : t // 3] = 3
@@ -281,6 +286,8 @@ def test_a_reference_for_another_panel_is_one_line(
     (lambda doc: {**doc, "format": "pca"}, "not an ancestry reference"),
     (lambda doc: {**doc, "center": doc["center"][:-1]}, "center: has shape"),
     (lambda doc: {**doc, "max_spreads": -1}, "max_spreads -1 is not a positive number"),
+    (lambda doc: {k: v for k, v in doc.items() if k != "max_residual"},
+     "max_residual None is not a positive number"),
     (lambda doc: {**doc, "populations": {"CEU": {"centroid": [0.0], "spread": 1.0}}},
      "populations.CEU.centroid: has shape"),
 ])
@@ -317,20 +324,20 @@ def test_coordinator_fits_a_reference_from_public_files(
     cohort: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
 ) -> None:
     """`genofed coordinator ancestry-reference` from a VCF and a population table (here
-    site-1's people stand in for the public panel) labels site-2's people as the simulation's
+    site-2's people stand in for the public panel) labels site-1's people as the simulation's
     own reference does."""
     truth = pd.read_csv(cohort / "truth.tsv", sep="\t", dtype=str)
-    public = truth[truth["site"] == "site-1"].rename(
+    public = truth[truth["site"] == "site-2"].rename(
         columns={"sample_id": "sample", "ancestry": "pop"})
     public[["sample", "pop"]].to_csv(tmp_path / "pops.tsv", sep="\t", index=False)
     out = tmp_path / "panel.ancestry.json"
     rc = main(["coordinator", "ancestry-reference", "--panel", str(cohort / "panel.tsv"),
-               "--genotypes", str(cohort / "site-1" / "genotypes.vcf.gz"),
+               "--genotypes", str(cohort / "site-2" / "genotypes.vcf.gz"),
                "--populations", str(tmp_path / "pops.tsv"), "--out", str(out)])
     assert rc == 0 and f"wrote {out}" in capfd.readouterr().out
     reference = read_reference(out, read_panel(cohort / "panel.tsv"))
     assert reference.counts == tuple((public["pop"] == p).sum() for p in reference.populations)
-    people, codes = _codes(cohort / "site-2")
+    people, codes = _codes(cohort / "site-1")
     true = np.array([_truth(cohort)[p] for p in people])
     assert (reference.assign(codes) == true).mean() >= 0.9
     # A population table without the named column: one line, nothing written.
@@ -341,3 +348,29 @@ def test_coordinator_fits_a_reference_from_public_files(
     err = capfd.readouterr().err
     assert rc == 2 and "pops.tsv: line 1: population table lacks column(s) super_pop" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "other.json").exists()
+
+
+def test_people_of_a_population_the_reference_lacks_are_mostly_unassigned(
+    cohort: Path, tmp_path: Path,
+) -> None:
+    """A reference fitted without CHB (site-2's YRI and CEU people stand in for the public
+    ones): site-2's CHB people lie off its axes and are left unassigned far more often than
+    the out-of-sample YRI and CEU people of site-1, who keep their label."""
+    truth = pd.read_csv(cohort / "truth.tsv", sep="\t", dtype=str)
+    public = truth[(truth["site"] == "site-2") & (truth["ancestry"] != "CHB")]
+    public.rename(columns={"sample_id": "sample", "ancestry": "pop"}).to_csv(
+        tmp_path / "pops.tsv", sep="\t", index=False)
+    from shared.ancestry import fit_reference_files
+
+    reference = fit_reference_files(cohort / "panel.tsv", cohort / "site-2" / "genotypes.vcf.gz",
+                                    tmp_path / "pops.tsv")
+    assert reference.populations == ("CEU", "YRI")
+    labels = {}
+    for name in ("site-1", "site-2"):
+        people, codes = _codes(cohort / name)
+        labels.update(zip(people, reference.assign(codes), strict=True))
+    site1 = truth[(truth["site"] == "site-1") & (truth["ancestry"] != "CHB")]
+    kept = np.array([labels[p] for p in site1["sample_id"]]) == site1["ancestry"].to_numpy()
+    chb = truth[(truth["site"] == "site-2") & (truth["ancestry"] == "CHB")]["sample_id"]
+    lost = np.array([labels[p] for p in chb]) == UNASSIGNED
+    assert kept.mean() >= 0.9 and lost.mean() >= 0.3, (kept.mean(), lost.mean())
