@@ -178,8 +178,10 @@ def test_without_reference_a_missing_ancestry_column_is_still_an_error(site: Pat
 
 
 def test_groups_setting_chooses_genetic_or_declared(site: Path, cohort: Path) -> None:
+    table = pd.read_csv(site / "cohort.tsv", sep="\t", dtype=str)
+    table.assign(ancestry="CEU").to_csv(site / "cohort.tsv", sep="\t", index=False)  # all CEU
     declared = load_site(site, EncoderSettings())
-    assert declared.cohort.ancestry_declared
+    assert declared.cohort.ancestry_declared and set(declared.cohort.ancestry) == {"CEU"}
     (site / "site.toml").write_text((site / "site.toml").read_text()
                                     + '\n[ancestry]\ngroups = "genetic"\n')
     assert SiteSettings.load(site).ancestry.groups == "genetic"
