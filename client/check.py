@@ -52,9 +52,17 @@ from typing import Any
 import numpy as np
 import pysam
 
+from client.ancestry import (
+    format_agreement,
+    genetic_vocabulary,
+    load_reference,
+    reads_without_ancestry,
+    uses_genetic,
+)
 from client.data import other_format
+from shared.ancestry import UNASSIGNED, agreement, ancestry_path
 from shared.builds import detect_build, require_build
-from shared.cohort import read_cohort
+from shared.cohort import DEFAULT_SPEC, read_cohort, relabel
 from shared.errors import InputError
 from shared.genotypes import (
     canonical_contig,
@@ -134,16 +142,22 @@ def check_site(
     *,
     cohort_spec: Any = None,
     min_quality: float = 0.0,
+    min_group_size: float = 10.0,
+    ancestry_groups: str = "auto",
 ) -> CheckReport:
     """Check a site's VCF/BCF, cohort table, panel and reference FASTA; never raises for bad data.
 
     `cohort_spec` is passed to `read_cohort` when given (default: its default column names and
     phenotype coding). Several `vcf` files are per-chromosome files, checked as one source.
+    With the panel's ancestry reference beside it, the people's genetic
+    ancestry labels are measured (`client.ancestry`, as `ancestry_groups` chooses them) and
+    compared with the declared ones, cells under `min_group_size` withheld.
     """
     files = [Path(vcf)] if isinstance(vcf, str | Path) else [Path(p) for p in vcf]
     check = _SiteCheck(files[0], Path(cohort), Path(panel), Path(reference), cohort_spec)
     check.vcf_files = files
     check.min_quality = min_quality
+    check.floor, check.groups = min_group_size, ancestry_groups
     previous = pysam.set_verbosity(0)  # htslib's own messages become Findings instead
     try:
         with warnings.catch_warnings():
@@ -246,6 +260,8 @@ class _SiteCheck:
         self.vcf_samples: list[str] | None = None
         self.plink = False  # the genotypes are a PLINK fileset (no VCF scan)
         self.min_quality = 0.0  # the site's imputation-quality filter (as training applies)
+        self.floor = 10.0  # the site's small-group floor (min-group-size)
+        self.groups = "auto"  # where ancestry groups come from ([ancestry] groups)
         self.vcf_readable = False  # opened and read to the end without an htslib error
         self.index_usable = False
         self.scan: _Scan | None = None
@@ -317,10 +333,8 @@ class _SiteCheck:
 
     def check_cohort(self) -> None:
         try:
-            if self.spec is None:
-                self.cohort = read_cohort(self.cohort_path)
-            else:
-                self.cohort = read_cohort(self.cohort_path, self.spec)
+            optional = reads_without_ancestry(self.groups, self.panel_path)
+            self.cohort = read_cohort(self.cohort_path, self.spec, ancestry_optional=optional)
         except InputError as err:
             self.from_input_error(err, self.cohort_path)
             return
@@ -338,7 +352,8 @@ class _SiteCheck:
                 "controls": int((pheno == 0).sum()),
                 "missing": int(getattr(c, "n_missing_phenotype", 0)) + int((pheno < 0).sum()),
             },
-            "ancestry": {str(a): int(n) for a, n in zip(labels, counts, strict=True)},
+            "ancestry": ({str(a): int(n) for a, n in zip(labels, counts, strict=True)}
+                         if c.ancestry_declared else {}),  # else: genetic, see check_ancestry
             "split": {str(s): int(n) for s, n in zip(splits, split_counts, strict=True)},
         }
         for label, value in (("cases", 1), ("controls", 0)):
@@ -831,7 +846,41 @@ class _SiteCheck:
             self.from_input_error(err, self.vcf_path)
             return
         self._panel_missingness(codes, found)
+        self.check_ancestry(codes, matched)
         self._allele_frequencies(dosage, found, matched)
+
+    def check_ancestry(self, codes: np.ndarray, matched: list[str]) -> None:
+        """Genetic ancestry labels of the matched people, and how they agree with the declared
+        ones (a table of counts, small cells withheld); without declared labels they stand in
+        for the per-ancestry allele frequencies, as for training."""
+        c = self.cohort
+        needed = uses_genetic(self.groups, c)
+        if not needed and not ancestry_path(self.panel_path).exists():
+            return
+        try:
+            reference = load_reference(self.panel, self.panel_path)
+        except InputError as err:
+            self.add("error" if needed else "warning", err.path, err.record, err.problem)
+            return
+        genetic = reference.assign(codes)
+        with contextlib.suppress(InputError):  # the spelling the site's ancestries give them
+            names = genetic_vocabulary(reference.populations, self.spec or DEFAULT_SPEC, None)
+            genetic = np.array([names.get(g, g) for g in genetic.tolist()], dtype=str)
+        labels, counts = np.unique(genetic, return_counts=True)
+        summary: dict[str, Any] = {
+            "groups": "genetic" if needed else "declared", "floor": self.floor,
+            "genetic": {str(a): (int(n) if n >= self.floor else None)
+                        for a, n in zip(labels, counts, strict=True)},
+        }
+        where = {str(s): i for i, s in enumerate(c.sample_id)}
+        rows = np.array([where[s] for s in matched], dtype=np.int64)
+        if c.ancestry_declared:
+            summary["agreement"] = agreement(np.asarray(c.ancestry)[rows], genetic, self.floor)
+        else:
+            full = np.full(len(c), UNASSIGNED, dtype=object)
+            full[rows] = genetic
+            self.cohort = relabel(c, full.astype(str), self.spec)
+        self.summary["ancestry"] = summary
 
     def _panel_missingness(self, codes: np.ndarray, found: np.ndarray) -> None:
         from shared.tokenizer import GT_MISSING
@@ -1240,7 +1289,7 @@ def format_report(report: CheckReport) -> list[str]:
     cohort = s.get("cohort")
     if cohort:
         ph = cohort["phenotype"]
-        anc = ", ".join(f"{k} {v}" for k, v in cohort["ancestry"].items())
+        anc = ", ".join(f"{k} {v}" for k, v in cohort["ancestry"].items()) or "no ancestry column"
         out.append(f"cohort     {cohort['people']} people: {ph['cases']} cases, "
                    f"{ph['controls']} controls, {ph['missing']} phenotype missing; {anc}")
     samples = s.get("samples")
@@ -1256,6 +1305,8 @@ def format_report(report: CheckReport) -> list[str]:
         if m and m["n"]:
             out.append(f"missing    {name}: median {_pct(m['median'])}, max {_pct(m['max'])}, "
                        f"{m['over_10pct']} over 10%")
+    if s.get("ancestry"):
+        out.extend(format_agreement(s["ancestry"]))
     af = s.get("allele_frequencies")
     if af and af["between_ancestries"]:
         pairs = ", ".join(f"{k} {v['mean_abs_difference']:.3f}"

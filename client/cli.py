@@ -31,15 +31,16 @@ def _site_files(args: argparse.Namespace) -> dict[str, Path | tuple[Path, ...]]:
 
 def _check(args: argparse.Namespace) -> int:
     from client.check import check_site, format_report
+    from client.settings import SiteSettings
     from shared.fsio import write_json
 
-    spec, quality = None, 0.0
-    if args.data is not None:  # the folder's site.toml says how to read it, as for training
-        from client.settings import SiteSettings
-
+    own = SiteSettings()  # the folder's site.toml says how to read it, as for training
+    if args.data is not None:
         own = SiteSettings.load(Path(args.data))
-        spec, quality = own.cohort, own.genotypes.min_imputation_quality
-    report = check_site(**_site_files(args), cohort_spec=spec, min_quality=quality)
+    report = check_site(**_site_files(args), cohort_spec=own.cohort if args.data else None,
+                        min_quality=own.genotypes.min_imputation_quality,
+                        min_group_size=own.privacy.min_group_size,
+                        ancestry_groups=own.ancestry.groups)
     for line in format_report(report):
         print(line)
     if args.json:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from client.ancestry import reads_without_ancestry, site_groups
 from client.cache import GenotypeCache
 from client.release import ALL, cohort_fingerprint
+from shared.ancestry import ancestry_path
 from shared.cohort import Cohort, CohortSpec, read_cohort
 from shared.encoding import EncoderSettings, encode_panel
 from shared.errors import InputError
@@ -199,35 +201,39 @@ def index_path(vcf: Path) -> Path | None:
 
 def load_site(
     root: str | Path, encoder: EncoderSettings, cache_dir: str | Path | None = None,
-    spec: CohortSpec | None = None, min_quality: float | None = None,
+    spec: CohortSpec | None = None, min_quality: float | None = None, groups: str | None = None,
 ) -> SiteData:
     """Load and encode a site folder (its cohort table read as `spec`, imputed variants below
-    `min_quality` left missing; by default both as its `site.toml` says).
+    `min_quality` left missing, ancestry `groups` from `client.ancestry`; by default all as its
+    `site.toml` says).
 
     Cached in memory per process while its files are unchanged, and, with `cache_dir`, on the
     site's disk keyed by the content of its inputs, so the next process skips the VCF.
     """
     paths = SitePaths.in_folder(root)
     paths.require()
+    reference = ancestry_path(paths.panel)
     key = tuple(_stamp(p) for p in (*paths.genotype_inputs(), paths.reference, paths.cohort,
-                                     paths.panel) if p is not None)
+                                     paths.panel, reference) if p is not None and p.exists())
     cache = Path(cache_dir) if cache_dir is not None else None
-    if spec is None or min_quality is None:
+    if spec is None or min_quality is None or groups is None:
         from client.settings import SiteSettings
 
         own = SiteSettings.load(paths.root)
         spec = own.cohort if spec is None else spec
         min_quality = own.genotypes.min_imputation_quality if min_quality is None else min_quality
-    return _load(paths, encoder, spec, min_quality, cache, key)
+        groups = own.ancestry.groups if groups is None else groups
+    return _load(paths, encoder, spec, min_quality, groups, cache, key)
 
 
 @functools.lru_cache(maxsize=4)
 def _load(
     paths: SitePaths, encoder: EncoderSettings, spec: CohortSpec, min_quality: float,
-    cache: Path | None, _key: tuple,
+    groups: str, cache: Path | None, _key: tuple,
 ) -> SiteData:
     panel = read_panel(paths.panel)
-    cohort = read_cohort(paths.cohort, spec)
+    cohort = read_cohort(paths.cohort, spec,
+                         ancestry_optional=reads_without_ancestry(groups, paths.panel))
     features = encode_panel(panel, paths.reference, encoder)
     samples = list(cohort.sample_id)
     def read() -> PanelGenotypes:
@@ -243,6 +249,7 @@ def _load(
         genotypes = GenotypeCache(cache).get_or_build(
             inputs, encoder, samples, read, reading={"min_imputation_quality": min_quality})
     require_calls(genotypes.codes, genotypes.found, paths.vcf)
-    vocabulary = tuple(spec.ancestries) if spec.ancestries else (ALL,)
+    cohort, vocabulary = site_groups(cohort, genotypes.codes, panel, paths.panel, spec, groups,
+                                     paths.root / "site.toml")
     return SiteData(panel, features, cohort, genotypes.codes, genotypes.found, genotypes.how,
                     vocabulary, genotypes.probs)

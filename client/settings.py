@@ -11,6 +11,7 @@ so they all see the same cohort columns, phenotype coding and budget.
     [training]  balance = "none" | "reweight"
     [genotypes] min-imputation-quality = 0.3 (imputed variants below it are read as missing);
                 files = ["chr*.dose.vcf.gz"] (the genotype files, globs in the data folder)
+    [ancestry]  groups = "auto" | "declared" | "genetic" (`client.ancestry`)
 
 A file saved with a byte-order mark (Windows editors) reads the same; an unknown table or key is
 one error naming the file, never silently ignored.
@@ -30,7 +31,8 @@ from shared.errors import InputError
 
 SITE_CONFIG = "site.toml"
 BALANCE_MODES = ("none", "reweight")
-TABLES = ("privacy", "cohort", "training", "genotypes")
+GROUP_SOURCES = ("auto", "declared", "genetic")  # where ancestry groups come from
+TABLES = ("privacy", "cohort", "training", "genotypes", "ancestry")
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,31 @@ class GenotypeOptions:
 
 
 @dataclass(frozen=True)
+class AncestryOptions:
+    # Which labels the site's releases are grouped by: the cohort table's ancestry column, the
+    # genetic labels from the panel's ancestry reference, or ("auto") the column when the table
+    # has one (`client.ancestry`).
+    groups: str = "auto"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object], where: Path | None) -> AncestryOptions:
+        unknown = sorted(set(values) - {"groups"})
+        if unknown:
+            raise InputError(where, f"unknown ancestry setting {unknown[0]!r} (known: groups)")
+        groups = values.get("groups", cls.groups)
+        if groups not in GROUP_SOURCES:
+            raise InputError(where, f"ancestry groups must be one of {', '.join(GROUP_SOURCES)}, "
+                                    f"not {groups!r}")
+        return cls(str(groups))
+
+
+@dataclass(frozen=True)
 class SiteSettings:
     privacy: SiteBudget = field(default_factory=SiteBudget)
     cohort: CohortSpec = field(default_factory=CohortSpec)
     training: TrainingOptions = field(default_factory=TrainingOptions)
     genotypes: GenotypeOptions = field(default_factory=GenotypeOptions)
+    ancestry: AncestryOptions = field(default_factory=AncestryOptions)
 
     @classmethod
     def load(cls, data_path: str | Path,
@@ -117,6 +139,7 @@ class SiteSettings:
             cohort=CohortSpec.from_mapping(tables.get("cohort", {}), path),
             training=TrainingOptions.from_mapping(training, path),
             genotypes=GenotypeOptions.from_mapping(tables.get("genotypes", {}), path),
+            ancestry=AncestryOptions.from_mapping(tables.get("ancestry", {}), path),
         )
 
 

@@ -105,7 +105,8 @@ class Site:
         try:
             data = load_site(self.data_path, self.settings.encoder(), self.state_path / "cache",
                              spec=self.own.cohort,
-                             min_quality=self.own.genotypes.min_imputation_quality)
+                             min_quality=self.own.genotypes.min_imputation_quality,
+                             groups=self.own.ancestry.groups)
         except GenofedError as err:
             raise SiteFailure("data-error", str(err)) from err
         if panel_sha256 and data.panel.sha256 != panel_sha256:

@@ -283,7 +283,7 @@ def _flwr_config(address: str, ca_path: Path) -> str:
 
 def _site_toml(site: str) -> str:
     from client.budget import SiteBudget
-    from client.settings import GenotypeOptions, TrainingOptions
+    from client.settings import AncestryOptions, GenotypeOptions, TrainingOptions
     from shared.cohort import CohortSpec
 
     budget, spec = SiteBudget(), CohortSpec()
@@ -334,6 +334,13 @@ def _site_toml(site: str) -> str:
         "# The genotype files, when not genotypes.vcf.gz (or .bcf, .pgen, .bed) or chr1.*.vcf.gz",
         "# ...: names or globs in the data folder; several are per-chromosome files read as one.",
         f"# files = {list(GenotypeOptions().files)!r}",
+        "",
+        "[ancestry]",
+        "# The groups the site's releases are broken down by: \"declared\" (the cohort table's",
+        "# ancestry column), \"genetic\" (each person's most similar population in the panel's",
+        "# public ancestry reference, panel.ancestry.json, or \"unassigned\") or \"auto\" (the",
+        "# column when the table has one, else genetic). `site check` shows how they agree.",
+        f"# groups = {_toml_str(AncestryOptions().groups)}",
         "",
     ])
 

@@ -30,8 +30,10 @@ import pysam
 
 from client.identity import IDENTITY, RECEIPT_PUB, keygen
 from client.privacy_state import BINDING
+from shared.ancestry import ancestry_path, fit_reference
 from shared.errors import GenofedError, InputError
 from shared.fsio import atomic_write, write_json
+from shared.panel import read_panel
 from shared.receipts import SiteRegistry
 
 POPULATIONS = ("YRI", "CEU", "CHB")
@@ -531,6 +533,9 @@ def _write_site(
     for name in ("reference.fa", "reference.fa.fai"):
         _link_or_copy(top / name, folder / name)
     shutil.copyfile(top / "panel.tsv", folder / "panel.tsv")
+    reference = ancestry_path(top / "panel.tsv")
+    if reference.exists():
+        shutil.copyfile(reference, folder / reference.name)
     _write_tsv(folder / "cohort.tsv", cohort[["sample_id", "ancestry", "phenotype", "split"]])
     # The ancestry labels the consortium agreed on: a site's DP releases are broken down by
     # its declared labels, so a short list keeps the noise on its totals small.
@@ -554,6 +559,14 @@ def _write_public_reference(out: Path, public: _Genotypes, panel: np.ndarray,
     _write_vcf(out / PUBLIC_VCF, at_panel, np.arange(public.n_people), samples, contig_length,
                0.0, np.random.default_rng(0))
     _write_tsv(out / PUBLIC_LABELS, pd.DataFrame({"sample": samples, "pop": public.ancestry}))
+
+
+def _write_ancestry_reference(panel_path: Path, haplotypes: np.ndarray,
+                              populations: np.ndarray) -> None:
+    """The panel's public ancestry reference (`shared.ancestry`), fitted on the public sample's
+    people, who are in no site: their haplotypes [T, 2n] at the panel and their populations."""
+    codes = (haplotypes[:, 0::2] + haplotypes[:, 1::2]).T  # [n, T] alt-allele counts
+    fit_reference(codes, populations, read_panel(panel_path)).write(ancestry_path(panel_path))
 
 
 def _oracle_auroc(truth: pd.DataFrame) -> dict[str, float | None]:
@@ -610,6 +623,7 @@ def _build(out: Path, config: SimulationConfig) -> dict:
     _write_tsv(out / "panel.tsv", panel_frame)
     if public.n_people:
         _write_public_reference(out, public, panel, contig_length)
+        _write_ancestry_reference(out / "panel.tsv", public.haplotypes[panel], public.ancestry)
 
     truth = pd.DataFrame(
         {

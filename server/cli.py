@@ -33,6 +33,20 @@ def _registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ancestry(args: argparse.Namespace) -> int:
+    from shared.ancestry import ancestry_path, fit_reference_files
+
+    reference = fit_reference_files(
+        args.panel, args.genotypes, args.populations, args.fasta, args.sample_col,
+        args.population_col, args.components, args.max_spreads)
+    out = Path(args.out) if args.out else ancestry_path(args.panel)
+    reference.write(out)
+    people = ", ".join(f"{p} {n}" for p, n in zip(reference.populations, reference.counts,
+                                                   strict=True))
+    print(f"wrote {out}: {reference.loadings.shape[1]} components, {people}")
+    return 0
+
+
 def _signer(args: argparse.Namespace) -> int:
     from server.signer import SignerCore, serve
     from shared.ledger import Ledger, load_private_key
@@ -74,6 +88,28 @@ def register(groups: argparse._SubParsersAction) -> None:
     registry.add_argument("--out", required=True, type=Path, help="registry file to write")
     registry.add_argument("sites", nargs="+", metavar="NAME=RECEIPT_PUB")
     registry.set_defaults(func=_registry)
+
+    ancestry = sub.add_parser(
+        "ancestry-reference",
+        help="the panel's public ancestry reference (PCA on public genotypes, e.g. 1000 Genomes)",
+        description="Fit the PCA loadings and population centroids sites project their people "
+        "onto (genetic ancestry labels where a cohort table declares none, and the agreement "
+        "`site check` shows). Ship the file beside panel.tsv to every site. Public genotypes "
+        "only: never a site's people.",
+    )
+    ancestry.add_argument("--panel", required=True, type=Path, help="the variant panel")
+    ancestry.add_argument("--genotypes", required=True, type=Path,
+                          help="public reference genotypes (VCF/BCF with index, or PLINK)")
+    ancestry.add_argument("--populations", required=True, type=Path,
+                          help="table of each reference person's population")
+    ancestry.add_argument("--fasta", type=Path, help="reference FASTA (harmonizes indels)")
+    ancestry.add_argument("--sample-col", default="sample", help="its sample column")
+    ancestry.add_argument("--population-col", default="pop", help="its population column")
+    ancestry.add_argument("--components", type=int, default=4, help="principal components")
+    ancestry.add_argument("--max-spreads", type=float, default=3.0,
+                          help="farther than this many spreads from every centroid: unassigned")
+    ancestry.add_argument("--out", type=Path, help="default: panel.ancestry.json beside --panel")
+    ancestry.set_defaults(func=_ancestry)
 
     signer = sub.add_parser(
         "signer",

@@ -229,6 +229,10 @@ class Cohort:
     covariate_names: tuple[str, ...] = ()
     n_missing_phenotype: int = 0  # people in the table left out for a missing phenotype
     phenotype_coding: str = "01"  # the coding the table was read with (auto resolved)
+    # False: the table has no ancestry column (read with `ancestry_optional`); `ancestry` is
+    # then "" until `relabel` gives the genetic labels (shared.ancestry).
+    ancestry_declared: bool = True
+    split_generated: bool = False  # the split came from `assign_split`, not the table
 
     def __post_init__(self) -> None:
         n = len(self.sample_id)
@@ -251,8 +255,27 @@ class Cohort:
         return Cohort(
             self.sample_id[mask], self.ancestry[mask], self.phenotype[mask], self.split[mask],
             self.covariates[mask], self.covariate_names, self.n_missing_phenotype,
-            self.phenotype_coding,
+            self.phenotype_coding, self.ancestry_declared, self.split_generated,
         )  # fmt: skip
+
+
+def relabel(cohort: Cohort, ancestry: np.ndarray, spec: CohortSpec | None = None) -> Cohort:
+    """The cohort with other ancestry labels per person (e.g. genetic ones). A generated split
+    is drawn again, stratified by the new labels, so every group the site evaluates has its
+    held-out share; a split the table gave is kept."""
+    spec = DEFAULT_SPEC if spec is None else spec
+    ancestry = np.asarray(ancestry, dtype=str)
+    if len(ancestry) != len(cohort):
+        raise ValueError(f"{len(ancestry)} labels for {len(cohort)} people")
+    split = cohort.split
+    if cohort.split_generated:
+        split = assign_split(cohort.sample_id, ancestry, cohort.phenotype, spec.test_fraction,
+                             spec.seed)
+    return Cohort(
+        cohort.sample_id, ancestry, cohort.phenotype, split, cohort.covariates,
+        cohort.covariate_names, cohort.n_missing_phenotype, cohort.phenotype_coding,
+        cohort.ancestry_declared, cohort.split_generated,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- reading the file
@@ -376,10 +399,13 @@ def _brief(labels: tuple[str, ...]) -> str:
 # --------------------------------------------------------------------------- the columns
 
 
-def _check_columns(path: Path, df: pd.DataFrame, spec: CohortSpec, sep: str) -> bool:
+def _check_columns(path: Path, df: pd.DataFrame, spec: CohortSpec, sep: str,
+                   ancestry_optional: bool = False) -> bool:
     """Raise for missing required/covariate columns; return whether the split column exists."""
-    required = [spec.sample_col, spec.ancestry_col, spec.phenotype_col, *spec.covariate_cols]
     found = [str(c) for c in df.columns]
+    optional = ancestry_optional and spec.ancestry_col not in found
+    required = [spec.sample_col, *(() if optional else (spec.ancestry_col,)),
+                spec.phenotype_col, *spec.covariate_cols]
     missing = [c for c in required if c not in found]
     if missing:
         problem = f"cohort table lacks column(s) {', '.join(missing)}; found: {', '.join(found)}"
@@ -596,21 +622,25 @@ def _covariates(path: Path, df: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
     return out
 
 
-def read_cohort(path: str | Path, spec: CohortSpec | None = DEFAULT_SPEC) -> Cohort:
+def read_cohort(path: str | Path, spec: CohortSpec | None = DEFAULT_SPEC, *,
+                ancestry_optional: bool = False) -> Cohort:
     """Read and validate a cohort table; one InputError naming the line for anything wrong.
 
     People with a missing phenotype are left out (counted in `n_missing_phenotype`); the split
-    is generated when the table has no split column.
+    is generated when the table has no split column. With `ancestry_optional` a table without
+    the ancestry column is read too (`Cohort.ancestry_declared` False): the caller then gives
+    the labels with `relabel`.
     """
     path = Path(path)
     spec = DEFAULT_SPEC if spec is None else spec
     wanted = {spec.sample_col, spec.ancestry_col, spec.phenotype_col, spec.split_col}
     df, sep = _read_table(path, {c for c in wanted if c} | set(spec.covariate_cols))
-    has_split = _check_columns(path, df, spec, sep)
+    has_split = _check_columns(path, df, spec, sep, ancestry_optional)
     if df.empty:
         raise InputError(path, "cohort table has no people (only a header)")
     ids = _sample_ids(path, df, spec).to_numpy(dtype=str)
-    ancestry = _ancestry(path, df, spec)
+    declared = spec.ancestry_col in df.columns
+    ancestry = _ancestry(path, df, spec) if declared else np.full(len(ids), "")
     y, coding = _phenotype(path, df, spec)
     split = _split(path, df, spec) if has_split else None
     covariates = _covariates(path, df, spec)
@@ -635,6 +665,8 @@ def read_cohort(path: str | Path, spec: CohortSpec | None = DEFAULT_SPEC) -> Coh
         covariate_names=tuple(spec.covariate_cols),
         n_missing_phenotype=n_missing,
         phenotype_coding=coding,
+        ancestry_declared=declared,
+        split_generated=not has_split,
     )
 
 
@@ -680,4 +712,5 @@ __all__ = [
     "read_cohort",
     "read_people",
     "read_people_ancestry",
+    "relabel",
 ]

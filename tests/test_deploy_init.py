@@ -380,7 +380,7 @@ def test_site_toml_is_commented_defaults(deployment: tuple[Path, dict], tmp_path
     out, _ = deployment
     text = (out / "sites/hospital-a/site.toml").read_text()
     doc = tomllib.loads(text)
-    assert doc == {"privacy": {}, "cohort": {}, "training": {}, "genotypes": {}}
+    assert doc == {"privacy": {}, "cohort": {}, "training": {}, "genotypes": {}, "ancestry": {}}
     data = tmp_path / "data"
     data.mkdir()
     (data / "site.toml").write_text(text)

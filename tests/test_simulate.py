@@ -33,6 +33,7 @@ SITE_FILES = [
     "reference.fa",
     "reference.fa.fai",
     "panel.tsv",
+    "panel.ancestry.json",
     "cohort.tsv",
 ]
 
@@ -55,7 +56,8 @@ def _all_files(root: Path) -> dict[str, bytes]:
 
 def test_files_exist_and_open(cohort: tuple[Path, dict]) -> None:
     out, meta = cohort
-    for name in ["panel.tsv", "truth.tsv", "reference.fa", "reference.fa.fai", "cohort.json"]:
+    for name in ["panel.tsv", "panel.ancestry.json", "truth.tsv", "reference.fa",
+                 "reference.fa.fai", "cohort.json"]:
         assert (out / name).is_file(), name
     for site in SITES:
         for name in SITE_FILES:
@@ -180,6 +182,7 @@ def test_no_public_sample_no_af_column(tmp_path: Path) -> None:
     panel = _read_tsv(tmp_path / "c" / "panel.tsv")
     assert list(panel.columns) == ["chrom", "pos", "ref", "alt"]
     assert read_panel(tmp_path / "c" / "panel.tsv").af is None
+    assert not list((tmp_path / "c").rglob("panel.ancestry.json"))  # no public people to fit
 
 
 def test_every_sample_in_exactly_one_site(cohort: tuple[Path, dict]) -> None:
