@@ -93,3 +93,19 @@ def test_a_point_without_a_value_is_left_out_of_its_line(missing: str) -> None:
     del doc["designs"]["gain_curve"][0][missing]
     root = ET.fromstring(gain_curve.svg(doc["designs"]))
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == len(POPULATIONS)
+
+
+def test_the_explanation_figures_are_tabled_from_the_json() -> None:
+    doc = {"explain": {
+        "chance_precision": 0.25, "truth": {"causal": [1, 2], "pairs": [[1, 5]]},
+        "models": {
+            "federated_dp": {"swap": [{"precision": 0.5}, {"recall": 1.0}],
+                             "integrated_gradients": [{"precision": 0.5}, {"recall": 0.5}],
+                             "pairs": [{"pair": [1, 5], "rank": None, "scored_pairs": 6}]},
+            "linear_prs": {"swap": [{"precision": 1.0}, {"recall": 1.0}],
+                           "pairs": [{"pair": [1, 5], "rank": 3.5, "scored_pairs": 6}]},
+        }}}
+    text = readme_table.render(doc)
+    assert "## Explanations against the truth (2 causal variants" in text
+    assert "| 0.50 | 1.00 | 0.50 | not scored |" in text
+    assert "| 1.00 | 1.00 | n/a | 3.5 of 6 |" in text

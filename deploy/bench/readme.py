@@ -463,6 +463,7 @@ def render(doc: dict[str, Any]) -> str:
 
     lines += _calibration_table(util.get("calibration") or {})
     lines += _designs_table(doc.get("designs") or {})
+    lines += _explain_table(doc.get("explain") or {})
 
     cost = doc.get("dp_cost", {})
     pairs = (f"; time: the median of {cost['timed_pairs']} steps alternating with plain ones, "
@@ -578,6 +579,32 @@ def _calibration_table(cal: dict[str, Any]) -> list[str]:
                      f"{_fmt(b.get('or_top_decile_vs_middle'), 1)} |")
     lines += ["", "The recalibration is the checkpoint's own: fitted by the coordinator from the "
                   "sites' DP-noised evaluation histograms, per ancestry."]
+    return lines
+
+
+def _explain_table(ex: dict[str, Any]) -> list[str]:
+    """How well each model's explained variant effects find the simulation's true causal
+    variants and interacting pairs (`deploy.bench.explain`)."""
+    models = ex.get("models") or {}
+    if not models:
+        return []
+    k = len(_get(ex, "truth", "causal") or [])
+    lines = ["", f"## Explanations against the truth ({k} causal variants; a random ranking's "
+                 f"precision {_fmt(ex.get('chance_precision'), 2)})", "",
+             f"| model | precision at {k} | recall at {2 * k} | integrated gradients: "
+             f"precision at {k} | true pairs' ranks among scored pairs |", "|---|---|---|---|---|"]
+    for name, r in models.items():
+        swap = r.get("swap") or [{}, {}]
+        ig = r.get("integrated_gradients") or [{}, {}]
+        ranks = ", ".join("not scored" if p.get("rank") is None
+                          else f"{p['rank']:g} of {p.get('scored_pairs')}"
+                          for p in r.get("pairs") or [])
+        lines.append(f"| {METHODS.get(name, name)} | {_fmt(swap[0].get('precision'), 2)} | "
+                     f"{_fmt(swap[1].get('recall'), 2)} | {_fmt(ig[0].get('precision'), 2)} | "
+                     f"{ranks or 'n/a'} |")
+    lines += ["", "Importance: mean |logit change per added alt allele| x dosage sd on the "
+                  "public reference people (`genofed model explain`); a pair is scored only when "
+                  "both its variants are among the most important."]
     return lines
 
 
