@@ -257,11 +257,12 @@ def memory_goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "met": measured and margin >= 0}
 
 
-def run(work_dir: Path, quick: bool) -> dict[str, Any]:
+def run(work_dir: Path, quick: bool,
+        sizes: tuple[tuple[int, int], ...] | None = None) -> dict[str, Any]:
     """Write each size's site, measure every reader on it, and check they all agree."""
     from deploy.bench.synthetic_site import write_site
 
-    sizes = QUICK_SIZES if quick else FULL_SIZES
+    sizes = sizes or (QUICK_SIZES if quick else FULL_SIZES)
     bcftools = shutil.which("bcftools")
     rows = []
     for people, variants in sizes:
