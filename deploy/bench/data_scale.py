@@ -135,8 +135,9 @@ def _child(reader: str, folder: Path, bcftools: str | None) -> dict[str, Any]:
         codes = np.empty((pgen.get_variant_ct(), people), dtype=np.int8)
         pgen.read_range(0, pgen.get_variant_ct(), codes)
         pgen.close()
-        for lo in range(0, len(codes), 1024):  # PLINK's missing (-9) as genofed's, in slices
-            block = codes[lo:lo + 1024]
+        step = max(1, (1 << 22) // max(1, people))  # PLINK's missing (-9) as genofed's,
+        for lo in range(0, len(codes), step):  # a few MB at a time
+            block = codes[lo:lo + step]
             block[block < 0] = 3
         seconds, peak = time.perf_counter() - began, _peak()
         transpose = True
