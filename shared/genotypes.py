@@ -347,7 +347,9 @@ def harmonize_panel_genotypes(
     in one pass over the panel's span; a sparse one with a region fetch per variant. A PLINK
     fileset (`vcf_path` ending .bed or .pgen) is read by `shared.plink`, harmonized alike.
     With `min_quality`, a variant whose record states an imputation quality (INFO R2, DR2 or
-    INFO) below it is left missing ("low-quality"); PLINK files state none.
+    INFO) below it is left missing ("low-quality"); PLINK files state none. Each record is
+    decoded as the reader passes it, so reading holds the result and one record at a time; a
+    large read logs its progress (`shared.progress`).
     """
     vcf_path = Path(vcf_path)
     if is_plink(vcf_path):

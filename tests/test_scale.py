@@ -112,3 +112,23 @@ def test_require_calls_checks_in_slices(tmp_path: Path, monkeypatch) -> None:  #
     require_calls(codes, found, tmp_path / "g.vcf.gz")
     with pytest.raises(genotypes.InputError, match="no panel variant"):
         require_calls(codes, np.zeros(4, dtype=bool), tmp_path / "g.vcf.gz")
+
+
+@pytest.mark.parametrize("scan", [True, False])
+@pytest.mark.parametrize("exact_first", [True, False])
+def test_the_exact_record_wins_whichever_comes_first(tmp_path: Path, monkeypatch, scan: bool,
+                                                     exact_first: bool) -> None:  # noqa: ANN001
+    """Decoding as records stream past must still end on the best match: a swapped record
+    read before the exact one is overwritten, one read after it is ignored."""
+    from tests.test_harmonize import write_panel, write_reference, write_vcf
+
+    monkeypatch.setattr(genotypes, "_SCAN_MIN_VARIANTS", 1 if scan else 10**9)
+    ref = write_reference(tmp_path / "ref.fa")  # position 2 is A
+    swapped = (2, "C", ("A",), [((0, 0), True), ((0, 1), True), ((1, 1), True)])  # C/A flipped
+    exact = (2, "A", ("C",), [((1, 1), True), ((1, 1), True), ((0, 0), True)])
+    records = [exact, swapped] if exact_first else [swapped, exact]
+    vcf = write_vcf(tmp_path / "g.vcf.gz", "chr1", records)
+    panel = read_panel(write_panel(tmp_path / "panel.tsv", [("chr1", 2, "A", "C")]))
+    got = harmonize_panel_genotypes(vcf, panel, ["p1", "p2", "p3"], ref)
+    assert got.how == ["same"]
+    assert got.codes[:, 0].tolist() == [2, 2, 0]
