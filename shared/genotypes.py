@@ -28,6 +28,8 @@ flip cannot be told from a swap there.
 
 from __future__ import annotations
 
+import logging
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,11 +41,13 @@ import pysam
 from shared.errors import InputError
 from shared.panel import Panel
 from shared.plink import harmonize_plink, is_plink
+from shared.progress import Progress
 from shared.tokenizer import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 
 _COMPLEMENT = str.maketrans("ACGT", "TGCA")
 _FLIP = np.array([GT_HOM_ALT, GT_HET, GT_HOM_REF, GT_MISSING], dtype=np.int8)
 _INDEL_WINDOW = 50  # bp searched around a panel indel for other representations
+log = logging.getLogger(__name__)
 
 
 def parse_gt(gt: str) -> list[int | None]:
@@ -396,12 +400,16 @@ def soft_columns(codes: np.ndarray, soft: dict[int, np.ndarray]) -> np.ndarray |
 
 
 
+_CHECK_CELLS = 1 << 22  # codes checked at once: a biobank's codes are never copied whole
+
+
 def require_calls(codes: np.ndarray, found: np.ndarray, vcf_path: Path) -> None:
     """Refuse genotypes a model cannot learn from: no panel variant in the VCF, or every call
     at the ones found missing (no GT, DS or GP a reader understands)."""
     if not found.any():
         raise InputError(vcf_path, "no panel variant is present in this VCF")
-    if (codes[:, found] == GT_MISSING).all():
+    rows = max(1, _CHECK_CELLS // max(1, codes.shape[1]))
+    if all((codes[lo:lo + rows, found] == GT_MISSING).all() for lo in range(0, len(codes), rows)):
         raise InputError(vcf_path, f"every call at the {int(found.sum())} panel variant(s) "
                                    "found is missing (FORMAT without GT, DS or GP?)")
 
@@ -503,6 +511,8 @@ def harmonize_panel_genotypes(
     INFO) below it is left missing ("low-quality"); PLINK files state none. Several files
     (per-chromosome VCF/BCFs) are read as one by `shared.per_chromosome`. A panel with
     positions for several builds is looked up at the reference's build's (`Panel.on_build`).
+    Each record is decoded as the reader passes it, so reading holds the result and one record
+    at a time; a large read logs its progress (`shared.progress`).
     """
     if panel.build_pos and fasta_path is not None:
         from shared.builds import reference_build
@@ -547,38 +557,80 @@ def harmonize_panel_genotypes(
             np.zeros(len(panel), dtype=bool), ["missing"] * len(panel),
         )
         cols = np.array([where[s] for s in samples], dtype=np.int64)
-        soft: dict[int, np.ndarray] = {}  # panel index -> [N, 3] read from DS/GP
+        sink = _Columns(result, cols, min_quality, vcf_path,
+                        Progress(log, f"reading {vcf_path.name}", len(panel),
+                                 len(panel) * len(samples)))
         for contig, fa_contig, targets in _targets_by_contig(vf, panel, fasta):
             ref_fa = fasta if fa_contig else None
             if len(targets) >= _SCAN_MIN_VARIANTS:
-                hits = _scan(vf, contig, targets, ref_fa, fa_contig)
+                _scan(vf, contig, targets, ref_fa, fa_contig, sink)
             else:
-                hits = _fetch_each(vf, contig, targets, ref_fa, fa_contig)
-            for j, (rec, alt_index, kind) in hits.items():
-                if min_quality > 0:  # the site's filter on imputation quality
-                    quality = imputation_quality(rec, alt_index)
-                    if quality is not None and quality < min_quality:
-                        result.how[j] = "low-quality"
-                        continue
-                try:
-                    codes, probs = record_calls(rec, alt_index=alt_index)
-                except ValueError as err:
-                    raise InputError(vcf_path, str(err), f"{rec.chrom}:{rec.pos}") from err
-                codes = codes[cols]
-                result.codes[:, j] = _FLIP[codes] if kind.endswith("swapped") else codes
-                if probs is not None:  # a swap reverses them: P(0 ALT) is P(2 REF)
-                    soft[j] = probs[cols, ::-1] if kind.endswith("swapped") else probs[cols]
-                result.found[j] = True
-                result.how[j] = kind
+                _fetch_each(vf, contig, targets, ref_fa, fa_contig, sink)
+            sink.next_contig(len(targets))
+        sink.progress.update(len(panel))
     finally:
         vf.close()
         if fasta is not None:
             fasta.close()
-    result.probs = soft_columns(result.codes, soft)
+    result.probs = soft_columns(result.codes, sink.soft)
     return result
 
 
 _SCAN_MIN_VARIANTS = 64  # panel variants on a contig above which one pass beats many fetches
+
+
+class _Columns:
+    """Writes a panel variant's codes as soon as a record matches it better than any before.
+
+    Decoding as the records stream past, rather than once the scan ends, keeps no record
+    alive: a biobank's matched records would otherwise be a second copy of its genotypes.
+    A record superseded by a better match later (rare: the exact match wins) is simply
+    overwritten. Also counts panel variants passed, for the progress lines.
+    """
+
+    def __init__(self, result: PanelGenotypes, cols: np.ndarray, min_quality: float,
+                 path: Path, progress: Progress) -> None:
+        self.result, self.cols, self.min_quality, self.path = result, cols, min_quality, path
+        self.rank = np.full(len(result.found), len(_RANK), dtype=np.int8)
+        self.progress, self.base = progress, 0
+        self.soft: dict[int, np.ndarray] = {}  # panel index -> [N, 3] read from DS/GP
+
+    def take(self, j: int, rec: pysam.VariantRecord, alt_index: int, kind: str) -> None:
+        """Record `rec`'s allele `alt_index` as panel variant j if it matches better (`kind`)
+        than what j holds; the first among equals stays, as in `_better`."""
+        if _RANK[kind] >= self.rank[j]:
+            return
+        self.rank[j] = _RANK[kind]
+        result = self.result
+        if self.min_quality > 0:  # the site's filter on imputation quality
+            quality = imputation_quality(rec, alt_index)
+            if quality is not None and quality < self.min_quality:
+                result.codes[:, j] = GT_MISSING
+                result.found[j] = False
+                result.how[j] = "low-quality"
+                self.soft.pop(j, None)
+                return
+        try:
+            codes, probs = record_calls(rec, alt_index=alt_index)
+        except ValueError as err:
+            raise InputError(self.path, str(err), f"{rec.chrom}:{rec.pos}") from err
+        codes = codes[self.cols]
+        swapped = kind.endswith("swapped")
+        result.codes[:, j] = _FLIP[codes] if swapped else codes
+        if probs is None:
+            self.soft.pop(j, None)
+        else:  # a swap reverses them: P(0 ALT) is P(2 REF)
+            self.soft[j] = probs[self.cols, ::-1] if swapped else probs[self.cols]
+        result.found[j] = True
+        result.how[j] = kind
+
+    def passed(self, n: int) -> None:
+        """n panel variants of the current contig are behind the reader."""
+        self.progress.update(self.base + n)
+
+    def next_contig(self, n: int) -> None:
+        self.base += n
+        self.progress.update(self.base)
 
 
 def _targets_by_contig(
@@ -608,15 +660,16 @@ def _alleles(rec: pysam.VariantRecord) -> list[tuple[int, str]]:
 
 def _scan(
     vf: pysam.VariantFile, contig: str, targets: dict[int, Target],
-    fasta: pysam.FastaFile | None, fa_contig: str | None,
-) -> dict[int, Hit]:
+    fasta: pysam.FastaFile | None, fa_contig: str | None, sink: _Columns,
+) -> None:
     by_pos: dict[int, list[int]] = {}
     for j, t in targets.items():
         by_pos.setdefault(t[0], []).append(j)
     lo = min(t[0] for t in targets.values()) - 1 - _INDEL_WINDOW
     hi = max(t[0] + len(t[1]) for t in targets.values()) + _INDEL_WINDOW
-    hits: dict[int, Hit] = {}
+    marks = sorted(t[0] for t in targets.values())
     for rec in records_in(vf, contig, max(0, lo), hi):
+        sink.passed(bisect_right(marks, rec.pos))
         simple = len(rec.ref) == 1 and all(len(a) == 1 for a in rec.alts or ())
         if simple and rec.pos not in by_pos:
             continue  # a plain SNV normalizes to itself: nothing at this position
@@ -625,24 +678,22 @@ def _scan(
             for j in by_pos.get(norm[0], ()):
                 kind = _match(targets[j], norm)
                 if kind is not None and _plausible(kind, norm, fasta, fa_contig):
-                    hits[j] = _better(hits.get(j), rec, i, kind)
-    return hits
+                    sink.take(j, rec, i, kind)
 
 
 def _fetch_each(
     vf: pysam.VariantFile, contig: str, targets: dict[int, Target],
-    fasta: pysam.FastaFile | None, fa_contig: str | None,
-) -> dict[int, Hit]:
-    hits: dict[int, Hit] = {}
-    for j, target in targets.items():
+    fasta: pysam.FastaFile | None, fa_contig: str | None, sink: _Columns,
+) -> None:
+    for n, (j, target) in enumerate(targets.items()):
+        sink.passed(n)
         snv = len(target[1]) == len(target[2]) == 1
         pad = 0 if snv else _INDEL_WINDOW
         records = records_in(vf, contig, max(0, target[0] - 1 - pad),
                              target[0] + len(target[1]) + pad)
         hit = _best_match(records, target, fasta, fa_contig)
         if hit is not None:
-            hits[j] = hit
-    return hits
+            sink.take(j, *hit)
 
 
 def records_in(vf: pysam.VariantFile, contig: str, start: int, end: int):  # noqa: ANN201

@@ -14,6 +14,7 @@ import pytest
 
 from deploy.bench import readme as readme_table
 from deploy.bench.data_path import parse_gt_lines
+from deploy.bench.data_scale import QUICK_SIZES, growth
 from deploy.bench.run import code_revision, format_table
 from shared.genotypes import gt_code
 
@@ -57,6 +58,44 @@ def test_data_path_measures_every_decoder(quick_run: tuple[Path, dict, str]) -> 
         assert any(c.startswith("bcftools") for c in data["agree_checks"])
     assert data["agree"] is True
     assert data["cached_load_s"] < data["cold_load_s"]
+
+
+def test_data_path_scale_rows_agree_and_stay_in_memory(
+        quick_run: tuple[Path, dict, str]) -> None:
+    """Every reader loads every size in its own process, all to the same codes, and loading
+    holds the codes plus bounded overhead."""
+    _, doc, _ = quick_run
+    scale = doc["data_path"]["scale"]
+    assert [(r["people"], r["variants"]) for r in scale["sizes"]] == list(QUICK_SIZES)
+    readers = {"genofed_vcf", "genofed_plink", "pgenlib", "load_site"}
+    if shutil.which("bcftools") is not None:
+        readers.add("bcftools")
+    else:
+        assert all("bcftools" in r["bcftools"]["reason"] for r in scale["sizes"])
+    for row in scale["sizes"]:
+        assert set(row["agree"]) == readers
+        for reader in readers:
+            m = row[reader]
+            assert m["seconds"] > 0 and m["output_bytes"] == row["people"] * row["variants"]
+            assert m["peak_bytes"] >= m["baseline_bytes"] > 0
+    assert scale["memory_goal"]["met"] is True
+    assert set(scale["growth"]) == readers
+    goal = [g for g in doc["targets"] if g["name"] == "load_memory"]
+    assert len(goal) == 1 and goal[0]["met"]
+
+
+def test_growth_exponents_follow_the_times() -> None:
+    """Time linear in variants and quadratic in people reads as exponents 1 and 2."""
+    rows = [{"people": p, "variants": v,
+             "genofed_vcf": {"seconds": 1e-6 * p * p * v, "output_bytes": p * v,
+                             "extra_bytes": 3 * p * v + 1000}}
+            for p, v in ((10, 10), (10, 100), (10, 1000), (100, 10), (100, 100))]
+    got = growth(rows)["genofed_vcf"]
+    assert got["time_exponent_variants"] == pytest.approx(1.0)
+    assert got["time_exponent_people"] == pytest.approx(2.0)
+    assert got["extra_per_output_byte"] == pytest.approx(3.0)
+    assert got["extra_constant_bytes"] == pytest.approx(1000, abs=1e-6)
+    assert got["ns_per_call"]["100x10"] == pytest.approx(1e3 * 100)
 
 
 def test_only_merges_and_records_the_machine(quick_run: tuple[Path, dict, str]) -> None:

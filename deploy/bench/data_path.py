@@ -9,7 +9,10 @@ One site VCF is simulated, then every decoder is timed on that same file:
   slow), extrapolated to calls/s;
 - `bcftools query -f '[%GT\\t]\\n'` piped into a vectorised numpy parse, end to end;
 - `client.data.load_site` with an empty on-disk genotype cache (cold) and with it populated
-  (cached), the in-process memory cache cleared before each.
+  (cached), the in-process memory cache cleared before each;
+- `scale`: load time and peak memory as a site grows to 100,000 people or 100,000 variants,
+  for genofed's VCF and PLINK paths, pgenlib alone and `bcftools query`
+  (`deploy.bench.data_scale`).
 
 genofed's codes must equal the bcftools ones on every record (and the per-sample pysam ones on
 its subset, and the panel path's at the panel variants), or the section fails.
@@ -371,4 +374,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
         timing=f"time.perf_counter, best of {reps}; OS page cache warm",
         config=dataclasses.asdict(config),
     )
+    from deploy.bench import data_scale
+
+    result["scale"] = data_scale.run(work_dir, quick)
     return result

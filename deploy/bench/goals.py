@@ -30,3 +30,7 @@ CALIBRATION_INTERCEPT = 0.1
 EVALUATION_COVERAGE = 0.8
 # `make bench` finishes within this many seconds on the development machine.
 BENCH_BUDGET_S = 3600.0
+# Loading a site's genotypes holds the people x variants int8 result plus at most this factor of
+# it and this constant more (peak over the process before loading): streamed, never whole-file.
+LOAD_MEMORY_FACTOR = 0.5
+LOAD_MEMORY_CONSTANT_BYTES = 256 * 2**20

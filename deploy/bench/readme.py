@@ -25,6 +25,8 @@ from deploy.bench.goals import (
     COORDINATOR_OVERHEAD,
     DP_STEP_RATIO,
     EVALUATION_COVERAGE,
+    LOAD_MEMORY_CONSTANT_BYTES,
+    LOAD_MEMORY_FACTOR,
 )
 from deploy.simulate import POPULATIONS as SIMULATED
 from shared.fsio import atomic_write
@@ -256,6 +258,17 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         or "not measured",
         None if worst_cover is None else worst_cover - EVALUATION_COVERAGE,
         worst_cover is not None and worst_cover >= EVALUATION_COVERAGE))
+
+    memory = _get(doc, "data_path", "scale", "memory_goal")
+    if memory:  # judged once the data-path section has measured its scale rows
+        margin = _num(memory.get("margin_bytes"))
+        goals.append(_goal(
+            "load_memory",
+            f"loading a site peaks at ≤ the people × variants codes × "
+            f"{1 + LOAD_MEMORY_FACTOR:g} + {LOAD_MEMORY_CONSTANT_BYTES / 2**20:g} MiB, up to "
+            "100,000 people or variants",
+            f"tightest: {memory.get('worst') or 'not measured'}",
+            None if margin is None else margin / 2**20, memory.get("met")))
 
     walls = [_num(v.get("wall_s")) for k, v in doc.items()
              if k not in ("meta", "targets") and isinstance(v, dict)]
@@ -558,6 +571,7 @@ def render(doc: dict[str, Any]) -> str:
               f"({mia.get('members', '?')} members vs as many non-members, "
               f"{mia.get('epochs', '?')} epochs).",
               ""]
+    lines += _scale_table(data.get("scale") or {})
     return "\n".join(lines)
 
 
@@ -633,6 +647,43 @@ def _designs_table(designs: dict[str, Any]) -> list[str]:
             f"{_fmt(_get(every, 'meta_gwas_multi', p))})" for p in POPULATIONS) + "."]
     lines += ["", f"![AUROC per population as hospitals join]({gain_curve.FILE})"]
     return lines
+
+
+_SCALE_READERS = (("genofed_vcf", "genofed, VCF"), ("genofed_plink", "genofed, PLINK .bed"),
+                  ("pgenlib", "pgenlib alone"), ("bcftools", "bcftools query"),
+                  ("load_site", "load_site, cold"))
+
+
+def _scale_table(scale: dict[str, Any]) -> list[str]:
+    """Load time and peak memory per size and reader, and how time grows."""
+    rows = scale.get("sizes") or []
+    if not rows:
+        return []
+    lines = ["## Loading a site as it grows", "",
+             "Seconds, and peak memory above the process before loading, in MiB (the "
+             "people × variants codes themselves included).", "",
+             "| people × variants | " + " | ".join(name for _, name in _SCALE_READERS) + " |",
+             "|---|" + "---|" * len(_SCALE_READERS)]
+    for row in rows:
+        cells = []
+        for key, _ in _SCALE_READERS:
+            m = row.get(key) or {}
+            seconds = _num(m.get("seconds"))
+            cells.append("n/a" if seconds is None else
+                         f"{seconds:.2f} s, {(m['peak_bytes'] - m['baseline_bytes']) / 2**20:.0f}"
+                         " MiB")
+        lines.append(f"| {row['people']:,} × {row['variants']:,} | " + " | ".join(cells) + " |")
+    lines += ["", "| reader | ns per call (each size) | time ~ variants^b | time ~ people^b | "
+                  "extra MiB per MiB of codes |", "|---|---|---|---|---|"]
+    for key, name in _SCALE_READERS:
+        g = (scale.get("growth") or {}).get(key)
+        if not g:
+            continue
+        per_call = ", ".join(f"{v:.1f}" for v in g.get("ns_per_call", {}).values())
+        lines.append(f"| {name} | {per_call} | {_fmt(g.get('time_exponent_variants'), 2)} | "
+                     f"{_fmt(g.get('time_exponent_people'), 2)} | "
+                     f"{_fmt(g.get('extra_per_output_byte'), 2)} |")
+    return [*lines, ""]
 
 
 def replace_section(text: str, section: str, start: str = START, end: str = END) -> str:
