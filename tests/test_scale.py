@@ -32,16 +32,17 @@ def test_records_are_decoded_as_they_stream_not_kept(site, monkeypatch) -> None:
     """At every decode, only the record being decoded (and the scan's current one) is alive:
     holding every matched record until the scan ends costs a whole copy of the genotypes."""
     seen: list[int] = []
-    decode = genotypes.record_codes
+    decode = genotypes.record_calls
 
-    def counting(rec: pysam.VariantRecord, alt_index: int) -> np.ndarray:
+    def counting(rec: pysam.VariantRecord, alt_index: int,
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
         if len(seen) % 25 == 0:
             seen.append(_live_records())
         else:
             seen.append(-1)
         return decode(rec, alt_index)
 
-    monkeypatch.setattr(genotypes, "record_codes", counting)
+    monkeypatch.setattr(genotypes, "record_calls", counting)
     panel = read_panel(site.panel)
     got = harmonize_panel_genotypes(site.vcf, panel, site.samples, site.reference)
     assert got.found.all() and len(seen) == site.variants
