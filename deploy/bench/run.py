@@ -58,6 +58,7 @@ SECTIONS: dict[str, Section] = {
     "data_path": _lazy("deploy.bench.data_path"),
     "utility": _lazy("deploy.bench.utility"),
     "dp_cost": _lazy("deploy.bench.dp_cost"),
+    "panel_scale": _lazy("deploy.bench.panel_scale"),
     "membership_attack": _lazy("deploy.bench.membership_attack"),
     "privacy_audit": _lazy("deploy.bench.privacy_audit"),
     "federation": _lazy("deploy.bench.federation"),

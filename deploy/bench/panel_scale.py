@@ -1,0 +1,204 @@
+"""Benchmark section `panel_scale`: what a training step costs per person as the panel grows.
+
+The demo's model (`RunSettings` defaults, but for the attention) trains on panels of 256 to
+65,536 variants with full attention (every variant attends to every other) and with local
+attention (blocks of `attention-window` variants, see `shared.model.SelfAttention._local`),
+each as a plain step and as the sites' DP-SGD step (Opacus hooks, `client.train.make_private`).
+Every configuration is measured by `deploy.bench.dp_cost`'s machinery, unchanged: memory by
+fresh worker processes (their own peak resident set over the resident set before the first
+step, or the CUDA allocator's peak on a GPU), time by one fresh process alternating plain and
+DP steps (the median of the pairs). One batch size for every panel, small enough that the
+largest panels still run; per-person figures are the step's divided by the batch.
+
+A configuration that would not fit is not started: before each panel, the plain and DP steps'
+memory and time are extrapolated from the two panels below it (as measured, a power law with
+an exponent of at least 1), and a panel whose step would need more than a share of the memory
+available now, or whose measurement would take longer than a budget, is recorded as
+`skipped: <reason>`; so are the larger panels after it. Every worker runs under a timeout.
+On a machine with CUDA the steps run there (`client.train.pick_device`), as a site trains.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from deploy.bench.common import say
+from deploy.bench.dp_cost import DEFAULT_MODE, _measure_modes
+
+ATTENTIONS = ("full", "local")
+FULL = {"variants": (256, 1024, 4096, 16384, 65536), "batch": 8, "warmup": 1, "steps": 1,
+        "repetitions": 2, "pairs": (5, 40), "pair_budget_s": 60.0, "config_budget_s": 300.0,
+        "growth": (1024, 16384)}
+QUICK = {"variants": (16, 256), "batch": 4, "warmup": 1, "steps": 1, "repetitions": 1,
+         "pairs": (2, 3), "pair_budget_s": 5.0, "config_budget_s": 120.0, "growth": (16, 256)}
+MEMORY_SHARE = 0.5  # of the memory available when a panel starts
+GROWTH_ATTENTION = "local"
+
+
+def memory_available_bytes() -> int:
+    """`MemAvailable` from /proc/meminfo: what a new process may use without swapping."""
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("/proc/meminfo has no MemAvailable line")
+
+
+def extrapolate(points: list[tuple[int, float]], variants: int) -> float | None:
+    """A measured quantity at `variants`, from its values at the last two smaller panels.
+
+    A power law through the two, its exponent between 1 and 2: fixed per-step costs make
+    small panels grow slower than large ones will, so a smaller exponent would under-predict,
+    and nothing in the model grows faster than full attention's square of the panel (a
+    near-zero reading at a tiny panel would otherwise predict a far steeper law).
+    """
+    if not points:
+        return None
+    if len(points) == 1:
+        (x, y), k = points[0], 1.0
+    else:
+        (x0, y0), (x, y) = points[-2], points[-1]
+        k = min(2.0, max(1.0, math.log(y / y0) / math.log(x / x0))) if y0 > 0 < y else 1.0
+    return y * (variants / x) ** k
+
+
+def _steps_needed(sizes: dict[str, Any]) -> int:
+    """Training steps one configuration takes: memory workers and the fewest timed pairs."""
+    return 2 * (sizes["repetitions"] * (sizes["warmup"] + sizes["steps"])
+                + sizes["warmup"] + sizes["pairs"][0])
+
+
+def plan(history: list[tuple[int, dict[str, Any]]], variants: int, sizes: dict[str, Any],
+         memory_cap: float) -> dict[str, Any]:
+    """Whether to measure one attention at `variants`, from its rows at smaller panels.
+
+    Returns {"skipped": reason} or {"pairs": how many timed pairs, "predicted_step_s": ...}.
+    """
+    if history and "step_s" not in history[-1][1]:
+        return {"skipped": f"the {history[-1][0]:,}-variant panel was not measured"}
+    memory = extrapolate([(v, max(r["step_memory_bytes"], r["plain_step_memory_bytes"]))
+                          for v, r in history], variants)
+    step = extrapolate([(v, r["step_s"]) for v, r in history], variants)
+    if memory is not None and memory > memory_cap:
+        v, r = history[-1]
+        return {"skipped": f"a step would need about {memory / 1e9:.1f} GB "
+                           f"({r['step_memory_bytes'] / 1e9:.2f} GB measured at {v:,} "
+                           f"variants), over the {memory_cap / 1e9:.1f} GB allowed "
+                           f"({MEMORY_SHARE:.0%} of the memory available)"}
+    if step is not None and step * _steps_needed(sizes) > sizes["config_budget_s"]:
+        v, r = history[-1]
+        return {"skipped": f"a DP step would take about {step:.0f} s ({r['step_s']:.2f} s "
+                           f"measured at {v:,} variants): {_steps_needed(sizes)} steps exceed "
+                           f"the {sizes['config_budget_s']:.0f} s budget per configuration"}
+    lo, hi = sizes["pairs"]
+    pairs = hi if step is None else max(lo, min(hi, int(sizes["pair_budget_s"] / (2 * step))))
+    return {"pairs": pairs, "predicted_step_s": step}
+
+
+def _row(attention: str, variants: int, pairs: int, sizes: dict[str, Any],
+         work_dir: Path) -> dict[str, Any]:
+    """One attention on one panel: plain and DP step, time and memory, per person too."""
+    batch = sizes["batch"]
+    config = {**sizes, "variants": variants, "pairs": pairs, "attention": attention,
+              "device": "auto"}
+    load = os.getloadavg()[0]
+    try:
+        base, modes = _measure_modes((DEFAULT_MODE,), config, work_dir,
+                                     tag=f"-{attention}-{variants}",
+                                     timeout_s=2 * sizes["config_budget_s"])
+    except RuntimeError as exc:  # the plain step failed: nothing to compare against
+        return {"error": str(exc)}
+    row = modes[DEFAULT_MODE]
+    if "error" in row:
+        return row
+    plain_memory = statistics.median(r["step_memory_bytes"] for r in base)
+    return {
+        **row,
+        "plain_step_memory_bytes": plain_memory,
+        "plain_s_per_sample": row["nondp_step_s"] / batch,
+        "dp_s_per_sample": row["step_s"] / batch,
+        "plain_memory_per_sample_bytes": plain_memory / batch,
+        "dp_memory_per_sample_bytes": row["step_memory_bytes"] / batch,
+        "load_average_1min": [load, os.getloadavg()[0]],
+    }
+
+
+def growth(rows: dict[str, dict[str, Any]], pair: tuple[int, int]) -> dict[str, Any]:
+    """How much longer local attention's step takes on the larger panel of `pair`."""
+    small, large = (rows.get(str(v), {}) for v in pair)
+    out: dict[str, Any] = {"attention": GROWTH_ATTENTION, "from_variants": pair[0],
+                           "to_variants": pair[1]}
+    missing = [f"{v:,} variants: {r.get('skipped') or r.get('error') or 'not measured'}"
+               for v, r in zip(pair, (small, large), strict=True) if "step_s" not in r]
+    if missing:
+        return {**out, "error": "; ".join(missing)}
+    return {**out, "dp_step_ratio": large["step_s"] / small["step_s"],
+            "plain_step_ratio": large["nondp_step_s"] / small["nondp_step_s"]}
+
+
+def _device() -> dict[str, Any]:
+    """Where the workers' steps run (`--device auto` picks the same)."""
+    import torch
+
+    from client.train import pick_device
+
+    device = pick_device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"device": str(device), "device_name": name, "torch_threads": torch.get_num_threads()}
+
+
+def run(work_dir: Path, quick: bool) -> dict[str, Any]:
+    sizes = QUICK if quick else FULL
+    load = [os.getloadavg()[0]]
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for attention in ATTENTIONS:
+        history: list[tuple[int, dict[str, Any]]] = []
+        rows[attention] = {}
+        for variants in sizes["variants"]:
+            cap = MEMORY_SHARE * memory_available_bytes()
+            decided = plan(history, variants, sizes, cap)
+            if "skipped" in decided:
+                say("panel_scale", f"{attention} attention, {variants:,} variants: skipped, "
+                                   f"{decided['skipped']}")
+                row = decided
+            else:
+                say("panel_scale", f"{attention} attention, {variants:,} variants "
+                                   f"({decided['pairs']} timed pairs)")
+                row = _row(attention, variants, decided["pairs"], sizes, work_dir)
+            rows[attention][str(variants)] = row
+            history.append((variants, row))
+    load.append(os.getloadavg()[0])
+    measured = [(a, v, r["memory_ratio"]) for a, by in rows.items() for v, r in by.items()
+                if r.get("memory_ratio") is not None]
+    worst = max(measured, key=lambda m: m[2]) if measured else None
+    return {
+        "rows": rows,
+        "growth": growth(rows[GROWTH_ATTENTION], sizes["growth"]),
+        "worst_memory_ratio": None if worst is None else worst[2],
+        "worst_memory_at": None if worst is None else f"{worst[0]}, {int(worst[1]):,} variants",
+        "failed": [f"{a}, {int(v):,} variants: {r['error']}" for a, by in rows.items()
+                   for v, r in by.items() if "error" in r],
+        "batch_size": sizes["batch"],
+        "panel_variants": list(sizes["variants"]),
+        "default_mode": DEFAULT_MODE,
+        "repetitions": sizes["repetitions"],
+        "load_average_1min": load,
+        **_device(),
+        "method": (
+            "the demo model (RunSettings defaults but for the attention) on random genotype "
+            "codes of each panel size, batch_size people per step; per configuration "
+            "deploy.bench.dp_cost's measurements: memory = the step's working memory in "
+            "`repetitions` fresh worker processes (peak RSS via VmHWM after clear_refs, minus "
+            "the RSS before the first step; on CUDA the allocator's peak), the median; time = "
+            "one fresh process alternating plain and DP steps, the median of the pairs "
+            "(pairs fitted to a time budget from the predicted step); per-sample figures are "
+            "the step's divided by the batch (the model's own weights and their gradients "
+            "are counted in every person's share); a panel predicted (power law from the two "
+            "smaller panels measured) to need more than half the memory available or more "
+            "than the budget per configuration is skipped, with its reason"
+        ),
+    }
