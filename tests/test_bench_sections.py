@@ -691,7 +691,7 @@ def test_panel_scale_extrapolates_from_smaller_panels_and_skips_what_would_not_f
     too_big = plan(history, 16384, FULL, memory_cap=1e9)["skipped"]
     assert "about 1.6 GB" in too_big and "4,096 variants" in too_big and "1.0 GB" in too_big
     slow = [(1024, _scale_row(1.0, 1e8)), (4096, _scale_row(16.0, 4e8))]  # quadratic time
-    assert "300 s budget" in plan(slow, 16384, FULL, memory_cap=1e12)["skipped"]
+    assert "420 s budget" in plan(slow, 16384, FULL, memory_cap=1e12)["skipped"]
     after = plan([*history, (16384, {"skipped": "too big"})], 65536, FULL, 1e12)
     assert after == {"skipped": "the 16,384-variant panel was not measured"}
     assert "not measured" in plan([(1024, {"error": "boom"})], 4096, FULL, 1e12)["skipped"]
@@ -707,7 +707,9 @@ def _scale_doc(growth: float = 18.0, memory: float = 1.2) -> dict:
                            "16384": _scale_row(0.1 * growth, 1.6e9),
                            "65536": _scale_row(7.0, 6.4e9 * memory, 6.4e9)}},
         "growth": {"attention": "local", "from_variants": 1024, "to_variants": 16384,
-                   "dp_step_ratio": growth, "plain_step_ratio": growth * 1.1},
+                   "dp_step_ratio": growth, "dp_step_ratio_iqr": [growth - 1, growth + 1],
+                   "plain_step_ratio": growth * 1.1, "pairs": 10, "from_step_s": 0.1,
+                   "to_step_s": 0.1 * growth},
         "wall_s": 10.0}
     return doc
 
@@ -721,7 +723,7 @@ def test_panel_scale_goals_are_judged_from_the_json() -> None:
     assert grow["met"] and grow["margin"] == pytest.approx(2.0)
     assert grow["rule"] == ("local attention's DP-SGD step on 16,384 variants ≤ 20 × on "
                             "1,024 (batch 8)")
-    assert grow["measured"].startswith("18.0x (0.100 s -> 1.800 s per step")
+    assert grow["measured"].startswith("18.0x (pairs 17.0-19.0x; 0.100 s -> 1.800 s per step")
     assert memory["met"] and memory["margin"] == pytest.approx(0.1)
     assert memory["measured"] == ("worst 1.20x (local, 65,536 variants); skipped: full 16,384")
     goals = {g["name"]: g for g in readme_table.targets(_scale_doc(growth=25.0, memory=1.4))}
@@ -749,7 +751,8 @@ def test_panel_scale_table_lists_every_panel_in_the_report_not_the_readme() -> N
     assert "| local | 1,024 | 10.00 | 11.00 | 1.10x (pairs 1.05-1.20x) | 12.5 | 12.5 | 1.00x |" \
         in report
     assert "| full | 16,384 | skipped: too slow |" in report
-    assert "local attention's DP step takes 18.0x as long" in report
+    assert "local attention's DP step takes 18.0x as long, its plain step 19.8x (the median " \
+        "of 10 steps of each panel" in report
     headline = readme_table.headline(doc)
     assert "| local | 1,024 |" not in headline and "local attention's DP-SGD step" in headline
 
@@ -780,7 +783,10 @@ def test_quick_panel_scale_section_measures_every_panel_and_judges_its_goals(
             assert row["dp_s_per_sample"] == pytest.approx(row["step_s"] / QUICK["batch"])
     grow = scale["growth"]
     assert (grow["from_variants"], grow["to_variants"]) == QUICK["growth"]
-    assert grow["dp_step_ratio"] == pytest.approx(
+    assert grow["pairs"] == QUICK["growth_pairs"]  # timed in pairs in one process
+    lo, hi = grow["dp_step_ratio_iqr"]
+    assert 0 < lo <= grow["dp_step_ratio"] <= hi and grow["plain_step_ratio"] > 0
+    assert grow["rows_dp_step_ratio"] == pytest.approx(
         scale["rows"]["local"]["256"]["step_s"] / scale["rows"]["local"]["16"]["step_s"])
     goals = {g["name"]: g for g in doc["targets"]}
     assert goals["panel_scale_local_growth"]["margin"] == pytest.approx(

@@ -234,11 +234,10 @@ def paired(mode: str, variants: int, batch: int, warmup: int, pairs: int,
             "threads": torch.get_num_threads()}
 
 
-def _run_worker(args: list[str], out: Path, timeout_s: float = WORKER_TIMEOUT_S
-                ) -> dict[str, Any]:
-    """`python -m deploy.bench.dp_cost ARGS --out OUT` in a fresh interpreter: its result or
-    error."""
-    cmd = [sys.executable, "-m", "deploy.bench.dp_cost", *args, "--out", str(out)]
+def _run_worker(args: list[str], out: Path, timeout_s: float = WORKER_TIMEOUT_S,
+                module: str = "deploy.bench.dp_cost") -> dict[str, Any]:
+    """`python -m MODULE ARGS --out OUT` in a fresh interpreter: its result or error."""
+    cmd = [sys.executable, "-m", module, *args, "--out", str(out)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                               cwd=Path(__file__).resolve().parent.parent)

@@ -16,25 +16,42 @@ an exponent of at least 1), and a panel whose step would need more than a share 
 available now, or whose measurement would take longer than a budget, is recorded as
 `skipped: <reason>`; so are the larger panels after it. Every worker runs under a timeout.
 On a machine with CUDA the steps run there (`client.train.pick_device`), as a site trains.
+
+Local attention's growth (the goal: its DP step on 16,384 variants against 1,024) is timed
+the way dp_cost times DP against plain: one fresh process holds both panels' models and
+alternates their steps, and the ratio is the median over the pairs. The rows' own medians come
+from different processes minutes apart, and on a shared machine their ratio moves with
+whatever else runs.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import os
 import statistics
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from deploy.bench.common import say
-from deploy.bench.dp_cost import DEFAULT_MODE, _measure_modes
+from deploy.bench.dp_cost import (
+    DEFAULT_MODE,
+    _measure_modes,
+    _run_worker,
+    paired_ratio,
+    training_step,
+)
 
 ATTENTIONS = ("full", "local")
 FULL = {"variants": (256, 1024, 4096, 16384, 65536), "batch": 8, "warmup": 1, "steps": 1,
-        "repetitions": 2, "pairs": (5, 40), "pair_budget_s": 60.0, "config_budget_s": 300.0,
-        "growth": (1024, 16384)}
+        "repetitions": 2, "pairs": (5, 40), "pair_budget_s": 60.0, "config_budget_s": 420.0,
+        "growth": (1024, 16384), "growth_pairs": 10}
 QUICK = {"variants": (16, 256), "batch": 4, "warmup": 1, "steps": 1, "repetitions": 1,
-         "pairs": (2, 3), "pair_budget_s": 5.0, "config_budget_s": 120.0, "growth": (16, 256)}
+         "pairs": (2, 3), "pair_budget_s": 5.0, "config_budget_s": 120.0, "growth": (16, 256),
+         "growth_pairs": 3}
 MEMORY_SHARE = 0.5  # of the memory available when a panel starts
 GROWTH_ATTENTION = "local"
 
@@ -127,8 +144,35 @@ def _row(attention: str, variants: int, pairs: int, sizes: dict[str, Any],
     }
 
 
-def growth(rows: dict[str, dict[str, Any]], pair: tuple[int, int]) -> dict[str, Any]:
-    """How much longer local attention's step takes on the larger panel of `pair`."""
+def paired_growth(small: int, large: int, batch: int, warmup: int, pairs: int,
+                  device: str = "cpu") -> dict[str, Any]:
+    """Local attention's plain and DP steps on both panels, alternately in this one process:
+    per pair, the large panel's step over the small one's, which goes first swapped."""
+    steps = {(mode, v): training_step(mode, v, batch, GROWTH_ATTENTION, device)
+             for mode in ("nondp", DEFAULT_MODE) for v in (small, large)}
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in steps}
+    for i in range(pairs):
+        for key in (steps if i % 2 == 0 else reversed(list(steps))):
+            began = time.perf_counter()
+            steps[key]()
+            times[key].append(time.perf_counter() - began)
+    dp = paired_ratio(times[DEFAULT_MODE, small], times[DEFAULT_MODE, large])
+    plain = paired_ratio(times["nondp", small], times["nondp", large])
+    return {"dp_step_ratio": dp["time_ratio"], "dp_step_ratio_iqr": dp["time_ratio_iqr"],
+            "plain_step_ratio": plain["time_ratio"],
+            "plain_step_ratio_iqr": plain["time_ratio_iqr"], "pairs": pairs,
+            "from_step_s": dp["nondp_step_s"], "to_step_s": dp["step_s"],
+            "from_plain_step_s": plain["nondp_step_s"], "to_plain_step_s": plain["step_s"]}
+
+
+def growth(rows: dict[str, dict[str, Any]], sizes: dict[str, Any], work_dir: Path
+           ) -> dict[str, Any]:
+    """How much longer local attention's steps take on the larger panel of `sizes["growth"]`,
+    timed in pairs in a fresh process where both panels' rows were measured."""
+    pair = sizes["growth"]
     small, large = (rows.get(str(v), {}) for v in pair)
     out: dict[str, Any] = {"attention": GROWTH_ATTENTION, "from_variants": pair[0],
                            "to_variants": pair[1]}
@@ -136,8 +180,14 @@ def growth(rows: dict[str, dict[str, Any]], pair: tuple[int, int]) -> dict[str, 
                for v, r in zip(pair, (small, large), strict=True) if "step_s" not in r]
     if missing:
         return {**out, "error": "; ".join(missing)}
-    return {**out, "dp_step_ratio": large["step_s"] / small["step_s"],
-            "plain_step_ratio": large["nondp_step_s"] / small["nondp_step_s"]}
+    say("panel_scale", f"{GROWTH_ATTENTION} attention's growth from {pair[0]:,} to "
+                       f"{pair[1]:,} variants, {sizes['growth_pairs']} steps of each alternating")
+    timed = _run_worker(["--growth", *(str(v) for v in pair), f"--batch={sizes['batch']}",
+                         f"--warmup={sizes['warmup']}", f"--pairs={sizes['growth_pairs']}"],
+                        work_dir / "growth.json", timeout_s=2 * sizes["config_budget_s"],
+                        module="deploy.bench.panel_scale")
+    return {**out, **timed,
+            "rows_dp_step_ratio": large["step_s"] / small["step_s"]}
 
 
 def _device() -> dict[str, Any]:
@@ -177,7 +227,7 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
     worst = max(measured, key=lambda m: m[2]) if measured else None
     return {
         "rows": rows,
-        "growth": growth(rows[GROWTH_ATTENTION], sizes["growth"]),
+        "growth": growth(rows[GROWTH_ATTENTION], sizes, work_dir),
         "worst_memory_ratio": None if worst is None else worst[2],
         "worst_memory_at": None if worst is None else f"{worst[0]}, {int(worst[1]):,} variants",
         "failed": [f"{a}, {int(v):,} variants: {r['error']}" for a, by in rows.items()
@@ -202,3 +252,26 @@ def run(work_dir: Path, quick: bool) -> dict[str, Any]:
             "than the budget per configuration is skipped, with its reason"
         ),
     }
+
+
+def _main(argv: list[str]) -> int:
+    """The paired growth timer, in its own fresh process (see `growth`)."""
+    parser = argparse.ArgumentParser(prog="python -m deploy.bench.panel_scale")
+    parser.add_argument("--growth", nargs=2, type=int, metavar=("SMALL", "LARGE"),
+                        required=True)
+    parser.add_argument("--out", required=True)
+    for key in ("batch", "warmup", "pairs"):
+        parser.add_argument(f"--{key}", type=int, required=True)
+    args = parser.parse_args(argv)
+    from client.train import pick_device
+
+    result = paired_growth(*args.growth, args.batch, args.warmup, args.pairs,
+                           str(pick_device()))
+    if not all(math.isfinite(v) for v in result.values() if isinstance(v, float)):
+        raise RuntimeError(f"non-finite measurement: {result}")
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -260,9 +260,11 @@ def _scale_goals(scale: dict[str, Any]) -> list[dict]:
             for v, row in by.items()]
     at = f" (batch {scale.get('batch_size', '?')})"
     if ratio is not None:
-        measured = (f"{ratio:.1f}x ({_fmt(_get(scale, 'rows', 'local', str(small), 'step_s'))} "
-                    f"s -> {_fmt(_get(scale, 'rows', 'local', str(large), 'step_s'))} s per "
-                    f"step; plain step {_fmt(grow.get('plain_step_ratio'), 1)}x)")
+        iqr = _pair(grow.get("dp_step_ratio_iqr"))
+        spread = "" if iqr is None else f"pairs {iqr[0]:.1f}-{iqr[1]:.1f}x; "
+        measured = (f"{ratio:.1f}x ({spread}{_fmt(grow.get('from_step_s'))} s -> "
+                    f"{_fmt(grow.get('to_step_s'))} s per step; plain step "
+                    f"{_fmt(grow.get('plain_step_ratio'), 1)}x)")
     else:
         measured = grow.get("error", "not measured")
     goals = [_goal(
@@ -343,7 +345,9 @@ def _scale_table(scale: dict[str, Any]) -> list[str]:
         lines += ["", f"From {grow['from_variants']:,} to {grow['to_variants']:,} variants "
                       f"({grow['to_variants'] / grow['from_variants']:g}x the panel) local "
                       f"attention's DP step takes {grow['dp_step_ratio']:.1f}x as long, its "
-                      f"plain step {_fmt(grow.get('plain_step_ratio'), 1)}x."]
+                      f"plain step {_fmt(grow.get('plain_step_ratio'), 1)}x (the median of "
+                      f"{grow.get('pairs', '?')} steps of each panel alternating in one "
+                      "process)."]
     return lines
 
 
