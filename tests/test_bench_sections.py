@@ -784,6 +784,7 @@ def test_quick_panel_scale_section_measures_every_panel_and_judges_its_goals(
     grow = scale["growth"]
     assert (grow["from_variants"], grow["to_variants"]) == QUICK["growth"]
     assert grow["pairs"] == QUICK["growth_pairs"]  # timed in pairs in one process
+    assert grow["threads"] == 1  # no stall per step from threads waiting on shared cores
     lo, hi = grow["dp_step_ratio_iqr"]
     assert 0 < lo <= grow["dp_step_ratio"] <= hi and grow["plain_step_ratio"] > 0
     assert grow["rows_dp_step_ratio"] == pytest.approx(

@@ -21,7 +21,9 @@ Local attention's growth (the goal: its DP step on 16,384 variants against 1,024
 the way dp_cost times DP against plain: one fresh process holds both panels' models and
 alternates their steps, and the ratio is the median over the pairs. The rows' own medians come
 from different processes minutes apart, and on a shared machine their ratio moves with
-whatever else runs.
+whatever else runs. That process runs torch on one thread: on cores shared with other work, a
+step's two threads wait for each other at every parallel region, a stall per step that does
+not grow with the panel and hides how the work grows (lab notebook, "Panel scale").
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ def paired_growth(small: int, large: int, batch: int, warmup: int, pairs: int,
                   device: str = "cpu") -> dict[str, Any]:
     """Local attention's plain and DP steps on both panels, alternately in this one process:
     per pair, the large panel's step over the small one's, which goes first swapped."""
+    import torch
+
     steps = {(mode, v): training_step(mode, v, batch, GROWTH_ATTENTION, device)
              for mode in ("nondp", DEFAULT_MODE) for v in (small, large)}
     for _ in range(warmup):
@@ -165,7 +169,8 @@ def paired_growth(small: int, large: int, batch: int, warmup: int, pairs: int,
             "plain_step_ratio": plain["time_ratio"],
             "plain_step_ratio_iqr": plain["time_ratio_iqr"], "pairs": pairs,
             "from_step_s": dp["nondp_step_s"], "to_step_s": dp["step_s"],
-            "from_plain_step_s": plain["nondp_step_s"], "to_plain_step_s": plain["step_s"]}
+            "from_plain_step_s": plain["nondp_step_s"], "to_plain_step_s": plain["step_s"],
+            "threads": torch.get_num_threads()}
 
 
 def growth(rows: dict[str, dict[str, Any]], sizes: dict[str, Any], work_dir: Path
@@ -263,8 +268,11 @@ def _main(argv: list[str]) -> int:
     for key in ("batch", "warmup", "pairs"):
         parser.add_argument(f"--{key}", type=int, required=True)
     args = parser.parse_args(argv)
+    import torch
+
     from client.train import pick_device
 
+    torch.set_num_threads(1)  # see the module's docstring
     result = paired_growth(*args.growth, args.batch, args.warmup, args.pairs,
                            str(pick_device()))
     if not all(math.isfinite(v) for v in result.values() if isinstance(v, float)):
