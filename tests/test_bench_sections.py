@@ -753,6 +753,9 @@ def test_panel_scale_table_lists_every_panel_in_the_report_not_the_readme() -> N
     assert "| full | 16,384 | skipped: too slow |" in report
     assert "local attention's DP step takes 18.0x as long, its plain step 19.8x (the median " \
         "of 10 steps of each panel" in report
+    assert "load average" not in report  # none recorded, none claimed
+    doc["panel_scale"]["rows"]["local"]["1024"]["load_average_1min"] = [1.5, 6.25]
+    assert "a 1-minute load average of 1.5 to 6.2" in readme_table.render(doc)
     headline = readme_table.headline(doc)
     assert "| local | 1,024 |" not in headline and "local attention's DP-SGD step" in headline
 

@@ -68,8 +68,10 @@ REMEDIES = {
     "dp_step_time": "a GPU, where the per-sample gradients' matmuls are cheap",
     "dp_step_memory": "smaller batches: per-sample gradients of the largest tables dominate",
     "panel_scale_local_growth": (
-        "less work per variant outside attention: the step's other per-variant parts grow with "
-        "the panel too (see the lab notebook)"
+        "a step whose activations stay in the CPU's cache (fewer people per step on large "
+        "panels: untested) or a GPU: local attention's work grows with the panel, but on "
+        "large panels the batch's activations outgrow the cache and the memory-bound steps "
+        "grow faster (see the lab notebook)"
     ),
     "panel_scale_dp_memory": (
         "smaller batches on large panels: the per-variant tables' per-sample gradients grow "
@@ -347,7 +349,13 @@ def _scale_table(scale: dict[str, Any]) -> list[str]:
                       f"attention's DP step takes {grow['dp_step_ratio']:.1f}x as long, its "
                       f"plain step {_fmt(grow.get('plain_step_ratio'), 1)}x (the median of "
                       f"{grow.get('pairs', '?')} steps of each panel alternating in one "
-                      "process)."]
+                      f"process, {grow.get('threads', '?')} thread(s))."]
+    loads = [x for by in scale["rows"].values() for r in by.values()
+             for x in r.get("load_average_1min") or [] if _num(x) is not None]
+    if loads:
+        lines += ["", f"The rows' times were taken at a 1-minute load average of "
+                      f"{min(loads):.1f} to {max(loads):.1f}: other work shared the cores, "
+                      "so compare times within a row (paired), not across rows."]
     return lines
 
 
