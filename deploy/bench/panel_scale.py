@@ -4,7 +4,7 @@ The demo's model (`RunSettings` defaults, but for the attention) trains on panel
 65,536 variants with full attention (every variant attends to every other) and with local
 attention (blocks of `attention-window` variants, see `shared.model.SelfAttention._local`),
 each as a plain step and as the sites' DP-SGD step (Opacus hooks, `client.train.make_private`).
-Every configuration is measured by `deploy.bench.dp_cost`'s machinery, unchanged: memory by
+Every configuration is measured by `deploy.bench.dp_cost`'s own workers: memory by
 fresh worker processes (their own peak resident set over the resident set before the first
 step, or the CUDA allocator's peak on a GPU), time by one fresh process alternating plain and
 DP steps (the median of the pairs). One batch size for every panel, small enough that the
@@ -12,7 +12,7 @@ largest panels still run; per-person figures are the step's divided by the batch
 
 A configuration that would not fit is not started: before each panel, the plain and DP steps'
 memory and time are extrapolated from the two panels below it (as measured, a power law with
-an exponent of at least 1), and a panel whose step would need more than a share of the memory
+an exponent from 1 to 2), and a panel whose step would need more than a share of the memory
 available now, or whose measurement would take longer than a budget, is recorded as
 `skipped: <reason>`; so are the larger panels after it. Every worker runs under a timeout.
 On a machine with CUDA the steps run there (`client.train.pick_device`), as a site trains.
