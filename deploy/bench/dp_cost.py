@@ -34,6 +34,7 @@ depend on their values. A mode that fails is recorded with its error, not droppe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -81,9 +82,15 @@ def _reset_peak_rss() -> bool:
     return True
 
 
-def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
+def training_step(mode: str, variants: int, batch: int, attention: str | None = None,
+                  device: str = "cpu") -> Callable[[], None]:
     """One configuration's training step on a fresh model with the same initial weights
-    (`torch.manual_seed(0)`) and the same random batch for every mode."""
+    (`torch.manual_seed(0)`) and the same random batch for every mode.
+
+    `attention` overrides the settings' (`full` or `local`) and `device` puts model and batch
+    on a torch device (a step on CUDA waits for the device before it returns, so it can be
+    timed): both for `deploy.bench.panel_scale`.
+    """
     import warnings
 
     import numpy as np
@@ -97,6 +104,8 @@ def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
     warnings.filterwarnings("ignore")
     settings = RunSettings()
     cfg = settings.model_config(variants)
+    if attention is not None:
+        cfg = dataclasses.replace(cfg, attention=attention)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     features = PanelFeatures(
@@ -109,14 +118,17 @@ def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
     codes = rng.choice(4, size=(batch, variants), p=[0.5, 0.35, 0.149, 0.001])
     x = torch.as_tensor(codes, dtype=torch.long)
     y = torch.as_tensor(rng.integers(0, 2, batch), dtype=torch.float32)
-    model = RiskTransformer(cfg)
+    features, x, y = features.to(device), x.to(device), y.to(device)
+    model = RiskTransformer(cfg).to(device)
     optimizer = local_optimizer(settings.optimizer, model.parameters(), settings.learning_rate)
+    wait = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     if mode == "nondp":
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
             F.binary_cross_entropy_with_logits(model(x, features), y).backward()
             optimizer.step()
+            wait()
     else:
         from torch.utils.data import DataLoader, TensorDataset
 
@@ -149,22 +161,29 @@ def training_step(mode: str, variants: int, batch: int) -> Callable[[], None]:
             dp_opt.zero_grad(set_to_none=True)
             dp_crit(dp_model(x, features), y).backward()
             dp_opt.step()
+            wait()
 
     return step
 
 
-def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+def worker(mode: str, variants: int, batch: int, warmup: int, steps: int,
+           attention: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """The working memory of `warmup + steps` steps of one configuration, alone in this
-    process (its time is measured by `paired`, against the plain step)."""
+    process (its time is measured by `paired`, against the plain step). On CUDA the step's
+    memory is the device allocator's peak over what it held before the first step."""
     import torch
 
-    step = training_step(mode, variants, batch)
+    step = training_step(mode, variants, batch, attention, device)
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)
+        gpu_before = torch.cuda.memory_allocated(device)
     peak_reset = _reset_peak_rss()
     rss_before, peak_before = _rss_bytes(), _peak_rss_bytes()
     for _ in range(warmup + steps):
         step()
     peak = _peak_rss_bytes()
-    return {
+    result = {
         "peak_rss_bytes": peak,
         "rss_before_bytes": rss_before,
         "peak_before_bytes": peak_before,
@@ -172,6 +191,10 @@ def worker(mode: str, variants: int, batch: int, warmup: int, steps: int) -> dic
         "step_memory_bytes": max(peak - rss_before, 0),
         "threads": torch.get_num_threads(),
     }
+    if on_gpu:
+        result["step_memory_bytes"] = torch.cuda.max_memory_allocated(device) - gpu_before
+        result["host_step_memory_bytes"] = max(peak - rss_before, 0)
+    return result
 
 
 def paired_ratio(base_s: list[float], dp_s: list[float]) -> dict[str, Any]:
@@ -190,12 +213,13 @@ def paired_ratio(base_s: list[float], dp_s: list[float]) -> dict[str, Any]:
             "nondp_step_s": statistics.median(base_s)}
 
 
-def paired(mode: str, variants: int, batch: int, warmup: int, pairs: int) -> dict[str, Any]:
+def paired(mode: str, variants: int, batch: int, warmup: int, pairs: int,
+           attention: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Time the plain step and one DP mode's step alternately in this one process."""
     import torch
 
-    steps = {"nondp": training_step("nondp", variants, batch),
-             mode: training_step(mode, variants, batch)}
+    steps = {"nondp": training_step("nondp", variants, batch, attention, device),
+             mode: training_step(mode, variants, batch, attention, device)}
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -210,15 +234,15 @@ def paired(mode: str, variants: int, batch: int, warmup: int, pairs: int) -> dic
             "threads": torch.get_num_threads()}
 
 
-def _run_worker(args: list[str], out: Path) -> dict[str, Any]:
-    """`python -m deploy.bench.dp_cost ARGS --out OUT` in a fresh interpreter: its result or
-    error."""
-    cmd = [sys.executable, "-m", "deploy.bench.dp_cost", *args, "--out", str(out)]
+def _run_worker(args: list[str], out: Path, timeout_s: float = WORKER_TIMEOUT_S,
+                module: str = "deploy.bench.dp_cost") -> dict[str, Any]:
+    """`python -m MODULE ARGS --out OUT` in a fresh interpreter: its result or error."""
+    cmd = [sys.executable, "-m", module, *args, "--out", str(out)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                               cwd=Path(__file__).resolve().parent.parent)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {WORKER_TIMEOUT_S} s"}
+        return {"error": f"timed out after {timeout_s:g} s"}
     if proc.returncode != 0 or not out.exists():
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         return {"error": lines[-1][:500] if lines else f"exit code {proc.returncode}"}
@@ -230,11 +254,13 @@ ROLE_SIZES = {"worker": ("variants", "batch", "warmup", "steps"),
               "paired": ("variants", "batch", "warmup", "pairs")}
 
 
-def _measure(mode: str, sizes: dict[str, int], out: Path, role: str = "worker") -> dict[str, Any]:
+def _measure(mode: str, sizes: dict[str, Any], out: Path, role: str = "worker",
+             timeout_s: float = WORKER_TIMEOUT_S) -> dict[str, Any]:
     """One configuration's memory worker (or one DP mode's paired timer) in a fresh
-    interpreter."""
-    return _run_worker([f"--{role}", mode, *(f"--{k}={sizes[k]}" for k in ROLE_SIZES[role])],
-                       out)
+    interpreter; `sizes` may also name an `attention` and a `device` (`cpu`, `auto`)."""
+    extra = [f"--{k}={sizes[k]}" for k in ("attention", "device") if k in sizes]
+    return _run_worker([f"--{role}", mode, *(f"--{k}={sizes[k]}" for k in ROLE_SIZES[role]),
+                        *extra], out, timeout_s)
 
 
 def _summary(dp: list[dict[str, Any]], base: list[dict[str, Any]],
@@ -260,7 +286,8 @@ def _summary(dp: list[dict[str, Any]], base: list[dict[str, Any]],
 
 
 def _measure_modes(
-    dp_modes: tuple[str, ...], sizes: dict[str, int], work_dir: Path, tag: str = ""
+    dp_modes: tuple[str, ...], sizes: dict[str, Any], work_dir: Path, tag: str = "",
+    timeout_s: float = WORKER_TIMEOUT_S,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """The plain step's memory workers, and each DP mode's row (or its error): `repetitions`
     fresh memory workers per configuration, then one paired timing process per DP mode."""
@@ -272,7 +299,8 @@ def _measure_modes(
             if any("error" in r for r in workers[mode]):
                 continue  # a mode that failed once fails again; do not pay for it twice
             say("dp_cost", f"{mode} memory{where} (repetition {rep + 1})")
-            workers[mode].append(_measure(mode, sizes, work_dir / f"{mode}{tag}-{rep}.json"))
+            workers[mode].append(_measure(mode, sizes, work_dir / f"{mode}{tag}-{rep}.json",
+                                          timeout_s=timeout_s))
     base = workers["nondp"]
     if any("error" in r for r in base):
         raise RuntimeError(f"the non-private step failed{where}: {base[0]['error']}")
@@ -282,7 +310,8 @@ def _measure_modes(
         if failed is None:
             say("dp_cost", f"{mode} time{where}, {sizes['pairs']} steps alternating with "
                            "plain ones")
-            timed = _measure(mode, sizes, work_dir / f"{mode}{tag}-paired.json", role="paired")
+            timed = _measure(mode, sizes, work_dir / f"{mode}{tag}-paired.json", role="paired",
+                             timeout_s=timeout_s)
             failed = timed if "error" in timed else None
         modes[mode] = ({"error": failed["error"]} if failed
                        else _summary(workers[mode], base, timed))
@@ -357,11 +386,23 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True)
     for key in ("variants", "batch", "warmup", "steps", "pairs"):
         parser.add_argument(f"--{key}", type=int, default=FULL[key])
+    parser.add_argument("--attention", choices=("full", "local"), default=None,
+                        help="override the settings' attention")
+    parser.add_argument("--device", choices=("cpu", "auto"), default="cpu",
+                        help="auto: CUDA when torch sees it, as a site trains")
     args = parser.parse_args(argv)
+    device = "cpu"
+    if args.device == "auto":
+        from client.train import pick_device
+
+        device = str(pick_device())
     if args.worker:
-        result = worker(args.worker, args.variants, args.batch, args.warmup, args.steps)
+        result = worker(args.worker, args.variants, args.batch, args.warmup, args.steps,
+                        args.attention, device)
     else:
-        result = paired(args.paired, args.variants, args.batch, args.warmup, args.pairs)
+        result = paired(args.paired, args.variants, args.batch, args.warmup, args.pairs,
+                        args.attention, device)
+    result["device"] = device
     numbers = [v for v in result.values() if isinstance(v, int | float)]
     numbers += [v for value in result.values() if isinstance(value, list) for v in value]
     if not all(math.isfinite(v) for v in numbers):

@@ -13,6 +13,9 @@ FEDERATED_VS_CENTRALIZED = 0.9
 WORST_VS_BEST = 0.8
 # A DP-SGD step costs at most this many times the same non-private step (time and memory).
 DP_STEP_RATIO = 1.3
+# Local attention's DP-SGD step on a panel 16 times larger (16,384 vs 1,024 variants, same
+# batch) takes at most this many times as long: linear growth, with a little slack.
+LOCAL_ATTENTION_GROWTH = 20.0
 # The coordinator's own work takes at most this fraction of a round, at 10 sites.
 COORDINATOR_OVERHEAD = 0.10
 # Federated DP AUROC is at least the best single site's own non-private score plus this, in

@@ -27,6 +27,7 @@ from deploy.bench.goals import (
     EVALUATION_COVERAGE,
     LOAD_MEMORY_CONSTANT_BYTES,
     LOAD_MEMORY_FACTOR,
+    LOCAL_ATTENTION_GROWTH,
 )
 from deploy.simulate import POPULATIONS as SIMULATED
 from shared.fsio import atomic_write
@@ -82,6 +83,16 @@ REMEDIES = {
     ),
     "dp_step_time": "a GPU, where the per-sample gradients' matmuls are cheap",
     "dp_step_memory": "smaller batches: per-sample gradients of the largest tables dominate",
+    "panel_scale_local_growth": (
+        "a step whose activations stay in the CPU's cache (fewer people per step on large "
+        "panels: untested) or a GPU: local attention's work grows with the panel, but on "
+        "large panels the batch's activations outgrow the cache and the memory-bound steps "
+        "grow faster (see the lab notebook)"
+    ),
+    "panel_scale_dp_memory": (
+        "smaller batches on large panels: the per-variant tables' per-sample gradients grow "
+        "with the panel"
+    ),
     "coordinator_overhead_10_sites": "more local work per round, or sites on their own machines",
     "sites_100_run": "fewer CPUs per simulated site, or fewer people per site",
     "bench_under_60_min": (
@@ -216,6 +227,8 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             measured, None if worst is None else DP_STEP_RATIO - worst,
             worst is not None and worst <= DP_STEP_RATIO))
 
+    goals += _scale_goals(doc.get("panel_scale") or {})
+
     ten = _get(doc, "federation", "sites", "10") or {}
     frac = _num(ten.get("overhead_fraction"))
     goals.append(_goal(
@@ -281,6 +294,48 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return goals
 
 
+def _scale_goals(scale: dict[str, Any]) -> list[dict]:
+    """Local attention's growth with the panel, and DP memory at every panel measured."""
+    grow = scale.get("growth") or {}
+    ratio = _num(grow.get("dp_step_ratio"))
+    small, large = grow.get("from_variants"), grow.get("to_variants")
+    rows = [(attention, int(v), row) for attention, by in (scale.get("rows") or {}).items()
+            for v, row in by.items()]
+    at = f" (batch {scale.get('batch_size', '?')})"
+    if ratio is not None:
+        iqr = _pair(grow.get("dp_step_ratio_iqr"))
+        spread = "" if iqr is None else f"pairs {iqr[0]:.1f}-{iqr[1]:.1f}x; "
+        measured = (f"{ratio:.1f}x ({spread}{_fmt(grow.get('from_step_s'))} s -> "
+                    f"{_fmt(grow.get('to_step_s'))} s per step; plain step "
+                    f"{_fmt(grow.get('plain_step_ratio'), 1)}x)")
+    else:
+        measured = grow.get("error", "not measured")
+    goals = [_goal(
+        "panel_scale_local_growth",
+        f"local attention's DP-SGD step on {large or 16384:,} variants ≤ "
+        f"{LOCAL_ATTENTION_GROWTH:g} × on {small or 1024:,}{at}",
+        measured, None if ratio is None else LOCAL_ATTENTION_GROWTH - ratio,
+        ratio is not None and ratio <= LOCAL_ATTENTION_GROWTH)]
+    ratios = [_num(row.get("memory_ratio")) for _, _, row in rows if "skipped" not in row]
+    failed = [f"fails at {a}, {v:,} variants" for a, v, row in rows if "error" in row]
+    skipped = [f"{a} {v:,}" for a, v, row in sorted(rows) if "skipped" in row]
+    known = [r for r in ratios if r is not None]
+    worst = max(known) if known and len(known) == len(ratios) else None
+    if known:
+        measured = "; ".join([
+            f"worst {max(known):.2f}x ({scale.get('worst_memory_at', '?')})", *failed,
+            *([f"skipped: {', '.join(skipped)}"] if skipped else [])])
+    else:
+        measured = "; ".join(failed) or "not measured"
+    goals.append(_goal(
+        "panel_scale_dp_memory",
+        f"DP-SGD step memory ≤ {DP_STEP_RATIO:g} × the non-private step at every panel size "
+        f"measured, full and local attention{at}",
+        measured, None if worst is None else DP_STEP_RATIO - worst,
+        worst is not None and worst <= DP_STEP_RATIO))
+    return goals
+
+
 def _audit_bounds(audit: dict[str, Any]) -> list[tuple[str, float, float]]:
     """(configuration and scorer, lower bound, claimed epsilon) of every audit that must hold."""
     out = []
@@ -301,6 +356,48 @@ def _cost_row(label: str, m: dict[str, Any]) -> str:
         return f"| {label} | fails: {m['error'][:80]} | | |"
     return (f"| {label} | {_fmt(m.get('time_ratio'), 2)}x{_pairs_spread(m)} | "
             f"{_fmt(m.get('memory_ratio'), 2)}x | {_fmt(m.get('samples_per_s'), 0)} |")
+
+
+def _scale_table(scale: dict[str, Any]) -> list[str]:
+    """Per person, plain and DP step on every panel size and attention (BENCH.md only)."""
+    if not scale.get("rows"):
+        return []
+    where = scale.get("device_name") or scale.get("device", "?")
+    lines = ["", f"## Panel scale: one training step per person as the panel grows (batch "
+                 f"{scale.get('batch_size', '?')}, {where}, {scale.get('default_mode', '?')} "
+                 "mode; time: the median of steps alternating with plain ones)", "",
+             "| attention | variants | plain ms/person | DP ms/person | DP/plain time | "
+             "plain MB/person | DP MB/person | DP/plain memory |", "|---" * 8 + "|"]
+    for attention, by in scale["rows"].items():
+        for v, r in sorted(by.items(), key=lambda item: int(item[0])):
+            head = f"| {attention} | {int(v):,} |"
+            if "skipped" in r or "error" in r:
+                why = f"skipped: {r['skipped']}" if "skipped" in r else f"fails: {r['error']}"
+                lines.append(f"{head} {why[:160]} | | | | | |")
+                continue
+            ms = [None if _num(r.get(k)) is None else 1e3 * r[k]
+                  for k in ("plain_s_per_sample", "dp_s_per_sample")]
+            mb = [None if _num(r.get(k)) is None else r[k] / 1e6
+                  for k in ("plain_memory_per_sample_bytes", "dp_memory_per_sample_bytes")]
+            lines.append(f"{head} {_fmt(ms[0], 2)} | {_fmt(ms[1], 2)} | "
+                         f"{_fmt(r.get('time_ratio'), 2)}x{_pairs_spread(r)} | "
+                         f"{_fmt(mb[0], 1)} | {_fmt(mb[1], 1)} | "
+                         f"{_fmt(r.get('memory_ratio'), 2)}x |")
+    grow = scale.get("growth") or {}
+    if _num(grow.get("dp_step_ratio")) is not None:
+        lines += ["", f"From {grow['from_variants']:,} to {grow['to_variants']:,} variants "
+                      f"({grow['to_variants'] / grow['from_variants']:g}x the panel) local "
+                      f"attention's DP step takes {grow['dp_step_ratio']:.1f}x as long, its "
+                      f"plain step {_fmt(grow.get('plain_step_ratio'), 1)}x (the median of "
+                      f"{grow.get('pairs', '?')} steps of each panel alternating in one "
+                      f"process, {grow.get('threads', '?')} thread(s))."]
+    loads = [x for by in scale["rows"].values() for r in by.values()
+             for x in r.get("load_average_1min") or [] if _num(x) is not None]
+    if loads:
+        lines += ["", f"The rows' times were taken at a 1-minute load average of "
+                      f"{min(loads):.1f} to {max(loads):.1f}: other work shared the cores, "
+                      "so compare times within a row (paired), not across rows."]
+    return lines
 
 
 def _pairs_spread(row: dict[str, Any]) -> str:
@@ -492,6 +589,8 @@ def render(doc: dict[str, Any]) -> str:
     if cost.get("at_batch"):
         lines += ["", "A site larger than batch-size x max-steps-per-epoch trains on larger "
                       "batches; the last row measures the default mode at one."]
+
+    lines += _scale_table(doc.get("panel_scale") or {})
 
     fed = doc.get("federation", {})
     steady = sorted({len(s.get("per_round") or [1]) for s in (fed.get("sites") or {}).values()

@@ -59,6 +59,7 @@ SECTIONS: dict[str, Section] = {
     "utility": _lazy("deploy.bench.utility"),
     "designs": _lazy("deploy.bench.designs"),
     "dp_cost": _lazy("deploy.bench.dp_cost"),
+    "panel_scale": _lazy("deploy.bench.panel_scale"),
     "membership_attack": _lazy("deploy.bench.membership_attack"),
     "privacy_audit": _lazy("deploy.bench.privacy_audit"),
     "federation": _lazy("deploy.bench.federation"),
