@@ -31,7 +31,7 @@ The file (`panel.ancestry.json`, next to `panel.tsv`; see `ancestry_path`) is JS
 Why the residual: distances between centroids are measured within the reference's principal
 axes, and a person of a population the reference does not span differs from it mostly off
 those axes, so their projection can land near some centroid. Their residual gives them away
-(see the lab notebook, 2026-12-02, genetic ancestry labels); a diverse reference (1000
+(see the lab notebook, "genetic ancestry labels"); a diverse reference (1000
 Genomes) still matters.
 
 Projection: missing calls (and panel variants a site lacks) are mean-imputed, i.e. contribute
