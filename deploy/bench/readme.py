@@ -670,7 +670,7 @@ def render(doc: dict[str, Any]) -> str:
               f"({mia.get('members', '?')} members vs as many non-members, "
               f"{mia.get('epochs', '?')} epochs).",
               ""]
-    lines += _scale_table(data.get("scale") or {})
+    lines += _load_scale_table(data.get("scale") or {})
     return "\n".join(lines)
 
 
@@ -753,7 +753,7 @@ _SCALE_READERS = (("genofed_vcf", "genofed, VCF"), ("genofed_plink", "genofed, P
                   ("load_site", "load_site, cold"))
 
 
-def _scale_table(scale: dict[str, Any]) -> list[str]:
+def _load_scale_table(scale: dict[str, Any]) -> list[str]:
     """Load time and peak memory per size and reader, and how time grows."""
     rows = scale.get("sizes") or []
     if not rows:
