@@ -349,16 +349,25 @@ def auprc_from_hist(hist_case: np.ndarray, hist_control: np.ndarray) -> float:
     return float(np.dot(hc, precision) / n1)
 
 
+CALIBRATION_NOISE_SDS = 3.0
+
+
 def calibration_fit(stats: GroupStats, center: float = 0.0) -> tuple[float, float]:
     """(intercept, slope) of the logistic recalibration ``logit P(y) = a + b * logit(p)``.
 
     Cox's calibration: slope < 1 means over-confident predictions, intercept != 0 a shifted
     baseline risk. Fitted by Newton-Raphson on per-bin (representative logit, cases, people)
     triples. NaN when the fit does not exist (fewer than two occupied bins, separation).
+
+    On DP-noised histograms a bin whose noisy total is within CALIBRATION_NOISE_SDS standard
+    deviations of its noise is left out: there the clipped zero-mean noise adds about equal
+    case and control mass where there are hardly any people, which flattens the fitted slope
+    (measured in the lab notebook's "worth joining? The baselines" entry).
     """
     cases = np.clip(stats.hist_case, 0, None)
     counts = cases + np.clip(stats.hist_control, 0, None)
-    idx = np.flatnonzero(counts > 0)
+    floor = CALIBRATION_NOISE_SDS * math.sqrt(2 * stats.noise_var)  # total = case + control
+    idx = np.flatnonzero(counts > floor)
     if idx.size < 2:
         return (math.nan, math.nan)
     x = bin_logits(center)[idx]

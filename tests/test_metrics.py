@@ -643,6 +643,30 @@ def test_calibration_fit_is_logistic_regression_on_bin_representatives() -> None
     assert over_slope < 0.7
 
 
+def test_calibration_fit_on_noisy_histograms_leaves_out_bins_within_the_noise() -> None:
+    """A calibrated model's DP release (three sites' noise, sigma 2.18 each, 500 people): bins
+    within the noise carry clipped noise as equal case and control mass, which flattens the
+    fit. Left out, the fitted slope stays near the exact histograms' (measured: the untrimmed
+    fit's median slope is off by more than twice as much)."""
+    risk, labels = calibrated_risk(500, 13)
+    exact = single_group(risk, labels)
+    _, exact_slope = calibration_fit(exact)
+    rng = np.random.default_rng(0)
+    kept, untrimmed = [], []
+    for _ in range(100):
+        noisy = GroupStats(exact.hist_case + rng.normal(0, 2.18 * math.sqrt(3), N_BINS),
+                           exact.hist_control + rng.normal(0, 2.18 * math.sqrt(3), N_BINS),
+                           noise_var=3 * 2.18**2)
+        kept.append(calibration_fit(noisy)[1])
+        untrimmed.append(calibration_fit(GroupStats(noisy.hist_case, noisy.hist_control))[1])
+    off_kept = abs(np.nanmedian(kept) - exact_slope)
+    off_untrimmed = abs(np.nanmedian(untrimmed) - exact_slope)
+    assert off_kept < 0.5 * off_untrimmed and off_kept < 0.15, (off_kept, off_untrimmed)
+    # Exact histograms (no noise) keep every occupied bin, as before.
+    assert calibration_fit(exact) == calibration_fit(GroupStats(exact.hist_case,
+                                                                exact.hist_control, 0.0))
+
+
 def test_calibration_fit_with_center_uses_shifted_bins() -> None:
     risk, labels = calibrated_risk(20000, 12)
     center = -0.5
