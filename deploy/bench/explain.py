@@ -29,11 +29,10 @@ import numpy as np
 
 from deploy.bench.common import say
 from deploy.bench.utility import (
-    CV_CS,
-    CV_FOLDS,
     PLAIN_LEARNING_RATE,
     federated_model,
     fresh_model,
+    linear_search,
     load_cohort,
     train_plain,
 )
@@ -127,18 +126,7 @@ def _top_count(expl: Explanation) -> int:
 
 def linear_score(data: Any, seed: int) -> tuple[ScoreFn, dict[str, Any]]:
     """`utility`'s linear score, fitted the same way, as a function of genotype codes."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    pipe = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(),
-                         LogisticRegression(max_iter=5000))
-    search = GridSearchCV(
-        pipe, {"logisticregression__C": list(CV_CS)}, scoring="roc_auc",
-        cv=StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed), n_jobs=1,
-    )
+    search = linear_search(seed)
     search.fit(dosage(data.train.genotypes), data.train.labels)
     return (lambda codes: search.decision_function(dosage(codes)),
             {"C": float(search.best_params_["logisticregression__C"])})

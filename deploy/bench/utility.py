@@ -513,12 +513,9 @@ def true_pair_products(cohort_dir: Path, data: CohortData) -> tuple[np.ndarray, 
     return products(train), products(test)
 
 
-def linear_prs(
-    data: CohortData, seed: int, extra: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Held-out scores of an L2 logistic regression on dosages, C by CV on the training people.
-
-    `extra`: (training, held-out) feature columns appended to the dosages."""
+def linear_search(seed: int):  # noqa: ANN201 (sklearn's GridSearchCV)
+    """The linear score's model, unfitted: mean-imputed, standardised dosages into an L2
+    logistic regression whose C is chosen by CV_FOLDS-fold CV AUROC over CV_CS."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -527,10 +524,19 @@ def linear_prs(
 
     pipe = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(),
                          LogisticRegression(max_iter=5000))
-    search = GridSearchCV(
+    return GridSearchCV(
         pipe, {"logisticregression__C": list(CV_CS)}, scoring="roc_auc",
         cv=StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed), n_jobs=1,
     )
+
+
+def linear_prs(
+    data: CohortData, seed: int, extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Held-out scores of an L2 logistic regression on dosages, C by CV on the training people.
+
+    `extra`: (training, held-out) feature columns appended to the dosages."""
+    search = linear_search(seed)
     train, test = dosages(data.train.genotypes), dosages(data.test.genotypes)
     if extra is not None:
         train, test = np.hstack([train, extra[0]]), np.hstack([test, extra[1]])
