@@ -2,9 +2,10 @@
 
 A model trained with DP-SGD on case-enriched, ancestry-skewed sites ranks people well but its
 probabilities are off (shifted and over- or under-confident), differently in each ancestry. The
-coordinator already holds, for every evaluated round, each ancestry group's Cox calibration fit
+coordinator already holds, for every evaluated round, each ancestry group's recalibration
 ``logit P(y) = a + b * logit(p)`` computed from the sites' DP-noised score histograms
-(`shared.metrics.calibration_fit`): post-processing of released statistics, so recalibrating
+(`shared.metrics.recalibration_fit`: the simplest of no update, intercept only, or intercept and
+slope that the statistics support): post-processing of released statistics, so recalibrating
 costs no privacy budget. `Recalibration` carries those fits with the checkpoint they were
 measured on, and a site applies them to its own people's logits when it scores them.
 
@@ -24,9 +25,15 @@ OVERALL = "overall"
 
 
 def _fit(metrics: dict[str, Any]) -> tuple[float, float] | None:
+    """A group's (intercept, slope); ledgers written before `recalibration_fit` carry only
+    Cox's two-parameter fit, which is then used."""
     if metrics.get("suppressed"):
         return None
-    a, b = metrics.get("calibration_intercept"), metrics.get("calibration_slope")
+    chosen = metrics.get("recalibration")
+    if isinstance(chosen, dict):
+        a, b = chosen.get("intercept"), chosen.get("slope")
+    else:
+        a, b = metrics.get("calibration_intercept"), metrics.get("calibration_slope")
     if not all(isinstance(v, int | float) and math.isfinite(v) for v in (a, b)):
         return None
     return float(a), float(b)

@@ -352,12 +352,8 @@ def auprc_from_hist(hist_case: np.ndarray, hist_control: np.ndarray) -> float:
 CALIBRATION_NOISE_SDS = 3.0
 
 
-def calibration_fit(stats: GroupStats, center: float = 0.0) -> tuple[float, float]:
-    """(intercept, slope) of the logistic recalibration ``logit P(y) = a + b * logit(p)``.
-
-    Cox's calibration: slope < 1 means over-confident predictions, intercept != 0 a shifted
-    baseline risk. Fitted by Newton-Raphson on per-bin (representative logit, cases, people)
-    triples. NaN when the fit does not exist (fewer than two occupied bins, separation).
+def _fit_bins(stats: GroupStats, center: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(representative logit, cases, people) of the bins a calibration fit may use.
 
     On DP-noised histograms a bin whose noisy total is within CALIBRATION_NOISE_SDS standard
     deviations of its noise is left out: there the clipped zero-mean noise adds about equal
@@ -368,24 +364,92 @@ def calibration_fit(stats: GroupStats, center: float = 0.0) -> tuple[float, floa
     counts = cases + np.clip(stats.hist_control, 0, None)
     floor = CALIBRATION_NOISE_SDS * math.sqrt(2 * stats.noise_var)  # total = case + control
     idx = np.flatnonzero(counts > floor)
-    if idx.size < 2:
+    return bin_logits(center)[idx], cases[idx], counts[idx]
+
+
+def calibration_fit(stats: GroupStats, center: float = 0.0) -> tuple[float, float]:
+    """(intercept, slope) of the logistic recalibration ``logit P(y) = a + b * logit(p)``.
+
+    Cox's calibration: slope < 1 means over-confident predictions, intercept != 0 a shifted
+    baseline risk. Fitted by Newton-Raphson on per-bin (representative logit, cases, people)
+    triples, leaving out bins lost in the DP noise (`_fit_bins`). NaN when the fit does not
+    exist (fewer than two usable bins, separation).
+    """
+    x, cases, counts = _fit_bins(stats, center)
+    if x.size < 2:
         return (math.nan, math.nan)
-    x = bin_logits(center)[idx]
-    beta = _newton_logistic(x, cases[idx], counts[idx])
+    beta = _newton_logistic(np.column_stack([np.ones_like(x), x]), cases, counts)
     return (float(beta[0]), float(beta[1]))
 
 
-def _newton_logistic(x: np.ndarray, cases: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Binomial-logit MLE with step halving; NaNs if it does not converge (separation)."""
-    design = np.column_stack([np.ones_like(x), x])
+# Closed testing of the recalibration (`recalibration_fit`): chi-square critical values at 5%.
+RECALIBRATION_CHI2_1DF = 3.841
+RECALIBRATION_CHI2_2DF = 5.991
+
+
+def recalibration_fit(stats: GroupStats, center: float = 0.0) -> dict[str, Any]:
+    """The recalibration a site should apply: the simplest update the statistics support.
+
+    Vergouwe et al.'s closed testing procedure (Stat Med 2017;36:4529): keep the model
+    (``"none"``: intercept 0, slope 1) unless the intercept-and-slope update fits significantly
+    better (likelihood ratio, 2 df, 5%); then update the intercept only (``"intercept"``, slope
+    1) unless the slope also differs significantly from 1 (1 df, 5%), else both
+    (``"logistic"``, Cox's fit). The likelihood ratios are divided by the quasi-binomial
+    dispersion (Pearson's chi-square of Cox's fit per residual degree of freedom, at least 1):
+    DP noise makes the released counts vary more than binomially, and an untested likelihood
+    would read that noise as miscalibration. A small group's fitted slope is mostly noise,
+    sampling and DP alike; estimating it anyway spends that noise on every person the fit is
+    applied to (lab notebook, "calibrated risk, attempt 3"). ``update`` is None (and the numbers
+    NaN) when no usable bin remains.
+    """
+    none: dict[str, Any] = {"update": None, "intercept": math.nan, "slope": math.nan}
+    x, cases, counts = _fit_bins(stats, center)
+    if x.size < 1:
+        return none
+
+    shift = _newton_logistic(np.ones((x.size, 1)), cases, counts, offset=x)
+    full = (_newton_logistic(np.column_stack([np.ones_like(x), x]), cases, counts)
+            if x.size >= 2 else np.array([math.nan, math.nan]))
+    ll_none = -_binomial_nll(x, cases, counts)
+    ll_shift = (-_binomial_nll(x + shift[0], cases, counts) if np.isfinite(shift).all()
+                else -math.inf)
+    ll_full = (-_binomial_nll(full[0] + full[1] * x, cases, counts) if np.isfinite(full).all()
+               else -math.inf)
+    if max(ll_shift, ll_full) == -math.inf:
+        return none
+    phi = 1.0  # quasi-binomial dispersion: DP noise makes the counts vary more than binomial
+    if np.isfinite(full).all() and x.size > 2:
+        mu = expit(full[0] + full[1] * x)
+        pearson = (cases - counts * mu) ** 2 / np.maximum(counts * mu * (1 - mu), 1e-12)
+        phi = max(1.0, float(pearson.sum()) / (x.size - 2))
+    if 2 * (max(ll_full, ll_shift) - ll_none) / phi < RECALIBRATION_CHI2_2DF:
+        return {"update": "none", "intercept": 0.0, "slope": 1.0}
+    if ll_full == -math.inf or 2 * (ll_full - ll_shift) / phi < RECALIBRATION_CHI2_1DF:
+        return {"update": "intercept", "intercept": float(shift[0]), "slope": 1.0}
+    return {"update": "logistic", "intercept": float(full[0]), "slope": float(full[1])}
+
+
+def _binomial_nll(eta: np.ndarray, cases: np.ndarray, counts: np.ndarray) -> float:
+    """Negative binomial log-likelihood of (cases, counts) at logits ``eta``."""
+    return float(-(cases * log_expit(eta) + (counts - cases) * log_expit(-eta)).sum())
+
+
+def _newton_logistic(design: np.ndarray, cases: np.ndarray, counts: np.ndarray,
+                     offset: np.ndarray | None = None) -> np.ndarray:
+    """Binomial-logit MLE (``logit P = offset + design @ beta``) by Newton-Raphson with step
+    halving, from intercept 0 and slope 1 (the model as it is); NaNs if it does not converge
+    (separation)."""
+    offset = np.zeros(len(design)) if offset is None else offset
 
     def nll(beta: np.ndarray) -> float:
-        eta = design @ beta
-        return float(-(cases * log_expit(eta) + (counts - cases) * log_expit(-eta)).sum())
+        return _binomial_nll(offset + design @ beta, cases, counts)
 
-    beta, current = np.array([0.0, 1.0]), nll(np.array([0.0, 1.0]))
+    start = np.zeros(design.shape[1])
+    if design.shape[1] > 1:
+        start[1] = 1.0
+    beta, current = start, nll(start)
     for _ in range(100):
-        mu = expit(design @ beta)
+        mu = expit(offset + design @ beta)
         grad = design.T @ (cases - counts * mu)
         hess = (design * (counts * mu * (1 - mu))[:, None]).T @ design
         try:
@@ -401,7 +465,7 @@ def _newton_logistic(x: np.ndarray, cases: np.ndarray, counts: np.ndarray) -> np
         current = nll(beta)
         if np.max(np.abs(scale * step)) < 1e-9:
             return beta
-    return np.array([math.nan, math.nan])
+    return np.full(design.shape[1], math.nan)
 
 
 def brier_score(stats: GroupStats, center: float = 0.0) -> float:
@@ -475,6 +539,7 @@ def group_metrics(
         "brier": brier_score(stats, center),
         "calibration_slope": slope,
         "calibration_intercept": intercept,
+        "recalibration": recalibration_fit(stats, center),
         "ece": expected_calibration_error(stats, center),
         **threshold_metrics(stats, threshold, center),
         "calibration_curve": calibration_curve(stats, min_count=min_cell, center=center),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deploy.bench import calibration as risk
 from deploy.bench import readme as readme_table
 from deploy.bench.federation import (
     busy_s,
@@ -137,6 +138,32 @@ def test_the_calibration_goal_needs_every_population_and_run_within_bounds() -> 
     assert found["met"] is False and found["margin"] == pytest.approx(1.25 - 1.4)
     unknown = {**good, POPULATIONS[2]: {"slope": None, "intercept": None}}
     assert calibration_goal([unknown])["met"] is False
+
+
+def test_calibration_intervals_say_how_precisely_the_held_out_people_measure_it() -> None:
+    """A calibrated score measured on 500 people: its intervals hold slope 1 and intercept 0,
+    and a miss whose intervals reach into the bounds is flagged as within measurement error,
+    while one whose intervals do not is not."""
+    rng = np.random.default_rng(3)
+    logit = rng.normal(-1.2, 1.1, 500)
+    y = (rng.random(500) < 1 / (1 + np.exp(-logit))).astype(float)
+    got = risk.intervals(y, logit, resamples=200, seed=0)
+    lo, hi = got["slope_interval"]
+    assert lo < 1 < hi and hi - lo < 1.0
+    lo, hi = got["intercept_interval"]
+    assert lo < 0 < hi and 0.1 < hi - lo < 0.8
+    row = {"slope": 1.0, "intercept": 0.15, "slope_interval": [0.8, 1.2],
+           "intercept_interval": [-0.05, 0.35]}
+    near = calibration_goal([{p: row for p in POPULATIONS}])
+    assert near["met"] is False and near["within_measurement_error"] is True
+    far = {**row, "intercept": 0.9, "intercept_interval": [0.7, 1.1]}
+    assert calibration_goal([{p: far for p in POPULATIONS}])["within_measurement_error"] is False
+    assert calibration_goal([{p: {"slope": 1.0, "intercept": 0.0} for p in POPULATIONS}]
+                            )["within_measurement_error"] is None
+    table = "\n".join(readme_table._calibration_table(
+        {"federated_dp_raw": [{p: row for p in POPULATIONS}],
+         "federated_dp_recalibrated": [{p: row for p in POPULATIONS}]}))
+    assert "0.15 (-0.05 to 0.35)" in table
 
 
 def _held_out(n_per_pop: int = 400, seed: int = 0) -> tuple[People, np.ndarray]:

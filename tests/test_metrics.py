@@ -45,6 +45,7 @@ from shared.metrics import (
     expected_calibration_error,
     is_small_cell,
     logit_to_bin,
+    recalibration_fit,
     threshold_metrics,
 )
 
@@ -688,6 +689,50 @@ def test_calibration_fit_undefined_for_separated_or_single_bin() -> None:
     assert not math.isnan(calibration_fit(clipped)[1])
 
 
+def test_recalibration_fit_takes_the_simplest_update_the_statistics_support() -> None:
+    """Closed testing: a calibrated model is kept, a shifted one gets its intercept moved back
+    (slope left at 1), an over-confident one gets Cox's two-parameter fit."""
+    risk, labels = calibrated_risk(2000, 21)
+    kept = recalibration_fit(single_group(risk, labels))
+    assert kept == {"update": "none", "intercept": 0.0, "slope": 1.0}
+    shifted = recalibration_fit(single_group(risk + 2.0, labels))
+    assert shifted["update"] == "intercept" and shifted["slope"] == 1.0
+    assert shifted["intercept"] == pytest.approx(-2.0, abs=0.15)
+    over = single_group(2.0 * risk, labels)
+    assert recalibration_fit(over) == {"update": "logistic",
+                                       "intercept": pytest.approx(calibration_fit(over)[0]),
+                                       "slope": pytest.approx(calibration_fit(over)[1])}
+    empty = recalibration_fit(GroupStats(np.zeros(N_BINS), np.zeros(N_BINS), noise_var=1.0))
+    assert empty["update"] is None and math.isnan(empty["slope"])
+
+
+def test_recalibration_fit_on_a_small_noisy_group_spends_less_noise_than_coxs_fit() -> None:
+    """A small group (300 people) whose model is shifted by +2 logits but has the right slope,
+    released with three sites' DP noise: the closed test leaves the slope alone in most releases,
+    so its recalibrated slope errs less than Cox's fitted one, and its intercept no worse."""
+    risk, labels = calibrated_risk(300, 23)
+    exact = single_group(risk + 2.0, labels)
+    rng = np.random.default_rng(1)
+    sd = 2.18 * math.sqrt(3)
+    chosen, cox = [], []
+    for _ in range(200):
+        noisy = GroupStats(exact.hist_case + rng.normal(0, sd, N_BINS),
+                           exact.hist_control + rng.normal(0, sd, N_BINS), noise_var=sd**2)
+        fit = recalibration_fit(noisy)
+        chosen.append((fit["intercept"], fit["slope"], fit["update"]))
+        cox.append(calibration_fit(noisy))
+    updates = [u for _, _, u in chosen]
+    assert updates.count("intercept") >= 0.7 * len(updates), updates
+    slope_err = np.nanmedian([abs(b - 1) for _, b, _ in chosen])
+    cox_slope_err = np.nanmedian([abs(b - 1) for _, b in cox])
+    assert slope_err < 0.5 * cox_slope_err, (slope_err, cox_slope_err)
+    # The recalibrated intercept at the group's mean logit (what calibration-in-the-large sees).
+    mean = float(np.mean(risk + 2.0))
+    err = np.nanmedian([abs(a + (b - 1) * mean + 2.0) for a, b, _ in chosen])
+    cox_err = np.nanmedian([abs(a + (b - 1) * mean + 2.0) for a, b in cox])
+    assert err <= cox_err * 1.05, (err, cox_err)
+
+
 def test_brier_and_ece_are_per_person_on_bin_representatives() -> None:
     risk, labels = calibrated_risk(20000, 13)
     stats = single_group(risk, labels)
@@ -855,9 +900,11 @@ def test_to_dict_schema_is_strict_json() -> None:
     assert report["dp"]["center"] == scores.center
     expected = {
         "n", "cases", "noise_sd", "auroc", "auroc_ci", "auprc", "brier", "calibration_slope",
-        "calibration_intercept", "ece", "sensitivity", "specificity", "ppv", "calibration_curve",
+        "calibration_intercept", "recalibration", "ece", "sensitivity", "specificity", "ppv",
+        "calibration_curve",
     }  # fmt: skip
     assert set(report["overall"]) == expected
+    assert set(report["overall"]["recalibration"]) == {"update", "intercept", "slope"}
     assert set(report["by_group"]["EUR"]) == expected
     eur_ = report["by_group"]["EUR"]
     assert type(eur_["n"]) is int and type(eur_["cases"]) is int

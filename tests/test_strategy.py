@@ -649,7 +649,8 @@ def test_each_evaluated_checkpoint_carries_the_recalibration_its_dp_evaluation_f
     second = Recalibration.from_metrics(ledger_bodies(tmp_path)[1]["metrics"])
     latest = load_checkpoint(folder.latest)
     assert latest.round == 2 and latest.calibration() == second != expected
-    # The fits are the ledger's own numbers: intercept and slope per shown group.
+    # The fits are the ledger's own numbers: the closed-tested update per shown group.
     for name, (a, b) in second.by_group.items():
-        shown = ledger_bodies(tmp_path)[1]["metrics"]["by_group"][name]
-        assert (a, b) == (shown["calibration_intercept"], shown["calibration_slope"])
+        shown = ledger_bodies(tmp_path)[1]["metrics"]["by_group"][name]["recalibration"]
+        assert shown["update"] in ("none", "intercept", "logistic")
+        assert (a, b) == (shown["intercept"], shown["slope"])

@@ -65,12 +65,34 @@ def clinical(y: np.ndarray, score: np.ndarray) -> dict[str, float | None]:
     return out
 
 
+def intervals(y: np.ndarray, logit: np.ndarray, resamples: int, seed: int,
+              level: float = 0.95) -> dict[str, list[float] | None]:
+    """Percentile bootstrap intervals of the slope and calibration-in-the-large over the
+    held-out people: how precisely this many people can measure calibration at all."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"slope": [], "intercept": []}
+    for _ in range(resamples):
+        pick = rng.integers(0, len(y), len(y))
+        got = calibration(y[pick], logit[pick])
+        for key in draws:
+            if got[key] is not None:
+                draws[key].append(got[key])
+    tail = (1 - level) / 2 * 100
+    return {f"{key}_interval": (None if len(v) < resamples // 2 else
+                                [float(q) for q in np.percentile(v, [tail, 100 - tail])])
+            for key, v in draws.items()}
+
+
 def by_population(y: np.ndarray, logit: np.ndarray, ancestry: np.ndarray,
-                  populations: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Calibration and clinical cut-offs per population (the cut-offs within the population)."""
+                  populations: tuple[str, ...], resamples: int = 0, seed: int = 0,
+                  ) -> dict[str, dict[str, Any]]:
+    """Calibration and clinical cut-offs per population (the cut-offs within the population),
+    with bootstrap intervals of the calibration figures when `resamples` > 0."""
     out: dict[str, dict[str, Any]] = {}
     for pop in populations:
         mask = ancestry == pop
         out[pop] = {**calibration(y[mask], logit[mask]), **clinical(y[mask], logit[mask]),
                     "n": int(mask.sum())}
+        if resamples:
+            out[pop].update(intervals(y[mask], logit[mask], resamples, seed))
     return out

@@ -199,6 +199,8 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{_margin_interval(v, '; margin ')})" for p, v in by_pop.items())
         elif name == "calibrated_risk":
             measured = _calibration_text(_get(doc, "utility", "calibration") or {})
+            if t.get("within_measurement_error") and not t.get("met"):
+                measured += " (every interval reaches the bounds)"
         else:
             measured = ", ".join(
                 f"{p} {_fmt(v.get('federated_auroc'))} vs {_fmt(_rival(v))}"
@@ -682,17 +684,32 @@ def _calibration_table(cal: dict[str, Any]) -> list[str]:
     lines = ["", "## Risk calibration and clinical cut-offs on held-out people (first "
                  "federated run; slope 1 and intercept 0 are ideal)", "",
              "| population | slope raw | slope recalibrated | intercept raw | intercept "
-             "recalibrated | top 5% PPV | top 10% sensitivity | OR top decile vs middle |",
-             "|---|---|---|---|---|---|---|---|"]
+             "recalibrated | Cox fit: slope, intercept | top 5% PPV | top 10% sensitivity | "
+             "OR top decile vs middle |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    cox = (cal.get("federated_dp_recalibrated_cox") or [{}])[0]
     for pop in POPULATIONS:
-        a, b = raw[0].get(pop) or {}, recal[0].get(pop) or {}
-        lines.append(f"| {pop} | {_fmt(a.get('slope'), 2)} | {_fmt(b.get('slope'), 2)} | "
-                     f"{_fmt(a.get('intercept'), 2)} | {_fmt(b.get('intercept'), 2)} | "
+        a, b, c = raw[0].get(pop) or {}, recal[0].get(pop) or {}, cox.get(pop) or {}
+        lines.append(f"| {pop} | {_fmt(a.get('slope'), 2)} | "
+                     f"{_fmt(b.get('slope'), 2)}{_span(b.get('slope_interval'))} | "
+                     f"{_fmt(a.get('intercept'), 2)} | "
+                     f"{_fmt(b.get('intercept'), 2)}{_span(b.get('intercept_interval'))} | "
+                     f"{_fmt(c.get('slope'), 2)}, {_fmt(c.get('intercept'), 2)} | "
                      f"{_fmt(b.get('top5_ppv'), 2)} | {_fmt(b.get('top10_sensitivity'), 2)} | "
                      f"{_fmt(b.get('or_top_decile_vs_middle'), 1)} |")
     lines += ["", "The recalibration is the checkpoint's own: fitted by the coordinator from the "
-                  "sites' DP-noised evaluation histograms, per ancestry."]
+                  "sites' DP-noised evaluation histograms, per ancestry, as the simplest update "
+                  "the statistics support (none, intercept only, or intercept and slope); the "
+                  "Cox fit column applies the two-parameter fit from the same releases instead. "
+                  "Intervals: 95% bootstrap over the held-out people, i.e. how precisely they "
+                  "measure calibration."]
     return lines
+
+
+def _span(pair: Any) -> str:
+    """' (lo to hi)' of a JSON [lo, hi], or nothing where it is missing."""
+    got = _pair(pair)
+    return "" if got is None else f" ({got[0]:.2f} to {got[1]:.2f})"
 
 
 def _explain_table(ex: dict[str, Any]) -> list[str]:
