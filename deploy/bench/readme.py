@@ -73,8 +73,10 @@ REMEDIES = {
         "gap (see the lab notebook)"
     ),
     "calibrated_risk": (
-        "recalibration from larger evaluation splits: the fit is two numbers per ancestry from "
-        "DP-noised histograms of a few hundred people (see the lab notebook)"
+        "larger evaluation splits per ancestry: from DP-noised histograms of a few hundred "
+        "people the fit cannot always tell a slope of 0.6 from 1, and the ±0.1 intercept "
+        "bound is narrower than 500 held-out people measure (about ±0.25; see the lab "
+        "notebook)"
     ),
     "worst_vs_best_population": (
         "ancestry reweighting (`balance = \"reweight\"` in site.toml) or more sites holding "
