@@ -17,6 +17,7 @@ is rejected with its reason and the round goes on with the others.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from logging import INFO, WARNING
@@ -274,9 +275,10 @@ class GenofedStrategy(FedAvg):
         round into the ledger: such a round is complete once it is trained and evaluated."""
         rec = self._record(server_round)
         # With `panel` centring the sites chose the bins' centre from public inputs: any on the
-        # grid is accepted, and the first accepted reply's is the one the others must share.
+        # grid is accepted, and the replies pooled are those sharing the centre most sites
+        # chose, so one site binning elsewhere (first to answer or not) cannot set it for all.
         fixed = self.settings.score_centering == "fixed"
-        merged = GroupedScores(groups={}, center=self.settings.score_center)
+        accepted: list[tuple[protocol.SiteReply, str, GroupedScores]] = []
         seen: set[str] = set()
         for proxy, res in results:
             try:
@@ -290,13 +292,24 @@ class GenofedStrategy(FedAvg):
                                      check_epsilon=not from_fit)
                 scores = GroupedScores.from_json(
                     reply.scores, center=self.settings.score_center if fixed else None)
-                merged = merged.merge(scores)  # refuses a centre other than the first's
             except ValueError as err:  # ProtocolError is a ValueError
                 log(WARNING, "round %d: evaluation from %s rejected: %s", server_round,
                     res.metrics.get("site", proxy.cid), err)
                 continue
+            accepted.append((reply, str(receipt_text), scores))
+        merged = GroupedScores(groups={}, center=self.settings.score_center)
+        centres = Counter(scores.center for _, _, scores in accepted if scores.groups)
+        # The most common centre; a tie goes to the one the earliest of them sent.
+        centre = max(centres, key=centres.__getitem__) if centres else None
+        for reply, receipt_text, scores in accepted:
+            if scores.groups and scores.center != centre:
+                log(WARNING, "round %d: evaluation from %s rejected: binned around %g where "
+                    "most sites binned around %g", server_round, reply.site, scores.center,
+                    centre)
+                continue
+            merged = merged.merge(scores)
             rec.evaluated_by.append(reply.site)
-            rec.evaluation_receipts[reply.site] = json.loads(str(receipt_text))
+            rec.evaluation_receipts[reply.site] = json.loads(receipt_text)
             # A training reply's epsilon is after that round's training: the next round's.
             if not from_fit and reply.epsilon is not None and reply.delta is not None:
                 rec.privacy[reply.site] = {"epsilon": reply.epsilon, "delta": reply.delta}

@@ -608,18 +608,20 @@ def test_results_and_ledger_read_back_as_the_same_round(tmp_path: Path) -> None:
 
 def test_sites_bin_centres_are_taken_when_on_the_grid_and_shared(tmp_path: Path) -> None:
     """With `panel` centring each site's payload carries the centre it chose from public
-    inputs: the coordinator takes one on the grid, pools only replies with the same centre,
-    and reads the merged metrics around it; `fixed` centring still demands its own."""
+    inputs: the coordinator takes the centre on the grid that most replies share, even when
+    another site answers first, pools only those replies, and reads the merged metrics around
+    it; `fixed` centring still demands its own."""
     strat = make_strategy(tmp_path, num_server_rounds=1)
     assert strat.settings.score_centering == "panel"
     centre = -3.25
-    strat.aggregate_evaluate(1, [evaluation(strat, 1, "good-1", site_scores(1, centre)),
+    strat.aggregate_evaluate(1, [evaluation(strat, 1, "first", site_scores(3, -1.0)),  # another
+                                 evaluation(strat, 1, "good-1", site_scores(1, centre)),
                                  evaluation(strat, 1, "good-2", site_scores(2, centre)),
-                                 evaluation(strat, 1, "ok", site_scores(3, -1.0)),  # another
                                  evaluation(strat, 1, "d", site_scores(4, -3.3))],  # off-grid
                              [])
     rec = strat.rounds[1]
     assert sorted(rec.evaluated_by) == ["good-1", "good-2"]
+    assert sorted(rec.evaluation_receipts) == ["good-1", "good-2"]
     assert rec.metrics["by_group"]["A"]["auroc"] > 0.6  # the two sites' people, ranked
     fixed = make_strategy(tmp_path / "fixed", num_server_rounds=1, score_centering="fixed")
     fixed.aggregate_evaluate(1, [evaluation(fixed, 1, "good-1", site_scores(1, centre)),
