@@ -614,7 +614,7 @@ def test_sites_bin_centres_are_taken_when_on_the_grid_and_shared(tmp_path: Path)
     strat = make_strategy(tmp_path, num_server_rounds=1)
     assert strat.settings.score_centering == "panel"
     centre = -3.25
-    strat.aggregate_evaluate(1, [evaluation(strat, 1, "first", site_scores(3, -1.0)),  # another
+    strat.aggregate_evaluate(1, [evaluation(strat, 1, "ok", site_scores(3, -1.0)),  # another, first
                                  evaluation(strat, 1, "good-1", site_scores(1, centre)),
                                  evaluation(strat, 1, "good-2", site_scores(2, centre)),
                                  evaluation(strat, 1, "d", site_scores(4, -3.3))],  # off-grid
