@@ -7,6 +7,11 @@ VCF is (`shared.genotypes`: normalized alleles, the exact match first, swaps and
 only where plausible). PLINK's conventions, as PLINK 2 reads them: a .bim's fifth column (A1)
 is the ALT allele and its sixth (A2) the REF; a .pvar says REF and ALT itself. A .bim's REF is
 often the major allele rather than the reference base; harmonization flips those.
+
+A .pgen's dosages (imputed data: `plink2 --vcf ... dosage=DS`) reach the model as fractions,
+as a VCF's DS does: the genotype weights interpolate between the two nearest genotypes, and a
+person whose hard call PLINK left missing (a dosage far from any integer) gets the nearest
+genotype as the call. Another ALT of a multi-allelic .pvar line is read as hard calls.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ def harmonize_plink(path: str | Path, panel, samples: list[str],  # noqa: ANN001
         canonical_contig,
         contig_alias,
         normalize,
+        soft_columns,
     )
 
     files = PlinkFiles.of(path)
@@ -160,6 +166,9 @@ def harmonize_plink(path: str | Path, panel, samples: list[str],  # noqa: ANN001
         raise InputError(files.genotypes, f"cannot read PLINK genotypes ({err})") from None
     counts = np.empty(len(subset), dtype=np.int8)
     alleles = np.empty(2 * len(subset), dtype=np.int32)
+    dosages = np.empty(len(subset), dtype=np.float64)
+    has_dosages = files.genotypes.suffix == ".pgen"  # a .bed holds hard calls only
+    soft: dict[int, np.ndarray] = {}
     progress = Progress(log, f"reading {files.genotypes.name}", len(panel),
                         len(panel) * len(samples))
     try:
@@ -191,22 +200,43 @@ def harmonize_plink(path: str | Path, panel, samples: list[str],  # noqa: ANN001
             if best is None:
                 continue
             i, k, kind = best
+            probs = None
             if k == 1:
                 reader.read(i, counts)
                 n_alt = counts.astype(np.int16)
+                if has_dosages:
+                    reader.read_dosages(i, dosages)
+                    n_alt, probs = _with_dosages(n_alt, dosages)
             else:  # another ALT of a multi-allelic .pvar line: count that allele
                 reader.read_alleles(i, alleles)
                 pairs = alleles.reshape(-1, 2)
                 n_alt = (pairs == k).sum(axis=1).astype(np.int16)
                 n_alt[(pairs < 0).any(axis=1)] = -9
             codes = np.where(n_alt < 0, GT_MISSING, n_alt).astype(np.int8)[order]
-            result.codes[:, j] = _FLIP[codes] if kind.endswith("swapped") else codes
+            swapped = kind.endswith("swapped")
+            result.codes[:, j] = _FLIP[codes] if swapped else codes
+            if probs is not None:  # a swap reverses them: P(0 ALT) is P(2 REF)
+                soft[j] = probs[order, ::-1] if swapped else probs[order]
             result.found[j] = True
             result.how[j] = kind
         progress.update(len(panel))
     finally:
         reader.close()
+    result.probs = soft_columns(result.codes, soft)
     return result
+
+
+def _with_dosages(n_alt: np.ndarray, dosages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ALT counts with missing hard calls filled from the dosage's nearest genotype,
+    genotype weights [n, 3]) of one variant's hard calls and ALT dosages (-9 = missing)."""
+    from shared.genotypes import dosage_probs
+
+    have = dosages >= 0
+    nearest = np.minimum(2, np.floor(np.where(have, dosages, 0) + 0.5)).astype(np.int16)
+    n_alt = np.where((n_alt < 0) & have, nearest, n_alt)
+    probs = dosage_probs(np.where(have, dosages, np.clip(n_alt, 0, 2))).astype(np.float32)
+    probs[~have & (n_alt < 0)] = 0.0  # missing both ways: no weight, as a missing call
+    return n_alt, probs
 
 
 def _near(sorted_pos: np.ndarray, rows: np.ndarray, center: int, within: int) -> np.ndarray:

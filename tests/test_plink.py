@@ -130,3 +130,40 @@ def test_a_site_holding_plink_files_checks_trains_and_reads_as_from_its_vcf(
     companion.unlink()
     with pytest.raises(InputError, match="a PLINK fileset needs all three"):
         load_site(site, EncoderSettings())
+
+
+def test_pgen_dosages_reach_the_model_as_fractions(tmp_path: Path) -> None:
+    """A .pgen holding dosages (imputed data): a fractional dosage becomes genotype weights
+    interpolated between its two nearest genotypes, as a VCF's DS does; a person whose hard
+    call PLINK left missing gets the nearest genotype; missing both ways stays missing; a
+    swapped panel reverses the weights; and a .pgen of whole dosages reads as codes alone."""
+    people = [f"P{i}" for i in range(5)]
+    (tmp_path / "genotypes.psam").write_text("#IID\n" + "".join(f"{p}\n" for p in people))
+    (tmp_path / "genotypes.pvar").write_text(
+        "#CHROM\tPOS\tID\tREF\tALT\n22\t100\t.\tA\tG\n22\t200\t.\tC\tT\n")
+    imputed = np.array([[0.0, 0.6, 1.5, 2.0, -9], [1.0, 0.0, 2.0, 1.0, 0.0]])
+
+    def write(rows: np.ndarray) -> None:
+        writer = pgenlib.PgenWriter(bytes(str(tmp_path / "genotypes.pgen"), "utf-8"),
+                                    len(people), variant_ct=len(rows), nonref_flags=False,
+                                    dosage_present=True)
+        for row in rows:
+            writer.append_dosages(np.ascontiguousarray(row, dtype=np.float32))
+        writer.close()
+
+    write(imputed)
+    panel = read_panel(_write(tmp_path / "panel.tsv", "22\t100\tA\tG\n22\t200\tC\tT\n"))
+    got = harmonize_panel_genotypes(tmp_path / "genotypes.pgen", panel, people)
+    assert got.how == ["same", "same"] and got.probs is not None
+    np.testing.assert_array_equal(got.codes[:, 0], [0, 1, 2, 2, GT_MISSING])  # 0.6 -> 1
+    weights = got.probs[:, 0]
+    np.testing.assert_allclose(weights[1], [0.4, 0.6, 0.0], atol=1e-3)  # 0.6 (PLINK: 1/16384)
+    np.testing.assert_allclose(weights[2], [0.0, 0.5, 0.5], atol=1e-3)
+    np.testing.assert_array_equal(weights[4], [0, 0, 0])
+    np.testing.assert_allclose(got.dosage[:4, 0], [0.0, 0.6, 1.5, 2.0], atol=1e-3)
+    np.testing.assert_array_equal(got.probs[:, 1], np.eye(3)[[1, 0, 2, 1, 0]])  # whole: one-hot
+    swapped = read_panel(_write(tmp_path / "swapped.tsv", "22\t100\tG\tA\n22\t200\tT\tC\n"))
+    flipped = harmonize_panel_genotypes(tmp_path / "genotypes.pgen", swapped, people)
+    np.testing.assert_allclose(flipped.probs[:4, 0], weights[:4, ::-1])
+    write(np.clip(np.round(imputed), -9, 2))  # whole dosages: nothing soft to carry
+    assert harmonize_panel_genotypes(tmp_path / "genotypes.pgen", panel, people).probs is None
