@@ -8,7 +8,7 @@ string to a genotype code once, so the cost is per record, not per person.
 Harmonization: a hospital's VCF describes the coordinator's panel variant in its own way. We match
 on normalized alleles (common suffix and prefix trimmed, indels left-aligned against the
 reference when one is given); an exact match wins over every fallback, and a fallback is taken
-only where it is plausible (`_plausible`: never for a record whose REF is the reference's own
+only where it is plausible (`plausible_match`: never for a record whose REF is the reference's own
 sequence, so a neighbouring insertion is never read as a swapped deletion). We accept
   - contig names with or without the `chr` prefix (`chr22` = `22`, `chrM` = `MT`);
   - REF/ALT swapped relative to the panel: the alt dosage is flipped (0 <-> 2);
@@ -40,13 +40,12 @@ import pysam
 
 from shared.errors import InputError
 from shared.panel import Panel
-from shared.plink import harmonize_plink, is_plink
 from shared.progress import Progress
 from shared.tokenizer import GT_HET, GT_HOM_ALT, GT_HOM_REF, GT_MISSING
 
 _COMPLEMENT = str.maketrans("ACGT", "TGCA")
-_FLIP = np.array([GT_HOM_ALT, GT_HET, GT_HOM_REF, GT_MISSING], dtype=np.int8)
-_INDEL_WINDOW = 50  # bp searched around a panel indel for other representations
+FLIP = np.array([GT_HOM_ALT, GT_HET, GT_HOM_REF, GT_MISSING], dtype=np.int8)
+INDEL_WINDOW = 50  # bp searched around a panel indel for other representations
 log = logging.getLogger(__name__)
 
 
@@ -437,7 +436,7 @@ def imputation_quality(rec: pysam.VariantRecord, alt_index: int) -> float | None
     return None
 
 
-def _match(
+def match_alleles(
     target: tuple[int, str, str], rec_norm: tuple[int, str, str]
 ) -> str | None:
     """How a normalized record allele pair relates to the normalized panel variant."""
@@ -463,7 +462,7 @@ Target = tuple[int, str, str]
 Hit = tuple[pysam.VariantRecord, int, str]
 
 
-def _plausible(kind: str, rec_norm: Target, fasta: pysam.FastaFile | None,
+def plausible_match(kind: str, rec_norm: Target, fasta: pysam.FastaFile | None,
                contig: str | None) -> bool:
     """Whether a non-exact match can be the panel variant at all.
 
@@ -481,7 +480,7 @@ def _plausible(kind: str, rec_norm: Target, fasta: pysam.FastaFile | None,
     return fasta.fetch(contig, pos - 1, pos - 1 + len(ref)).upper() != ref
 
 
-def _better(hit: Hit | None, rec: pysam.VariantRecord, index: int, kind: str) -> Hit:
+def better_hit(hit: Hit | None, rec: pysam.VariantRecord, index: int, kind: str) -> Hit:
     """The better of the best match so far and a new one (the first among equals)."""
     if hit is None or _RANK[kind] < _RANK[hit[2]]:
         return rec, index, kind
@@ -520,7 +519,7 @@ def harmonize_panel_genotypes(
         lookup, swapped = panel.on_build(reference_build(fasta_path))
         result = harmonize_panel_genotypes(vcf_path, replace(lookup, build_pos=None), samples,
                                            fasta_path, min_quality)
-        result.codes[:, swapped] = _FLIP[result.codes[:, swapped]]  # counts of the panel's ALT
+        result.codes[:, swapped] = FLIP[result.codes[:, swapped]]  # counts of the panel's ALT
         return result
     if not isinstance(vcf_path, str | Path):
         from shared.per_chromosome import harmonize_files
@@ -528,6 +527,8 @@ def harmonize_panel_genotypes(
         return harmonize_files([Path(p) for p in vcf_path], panel, samples, fasta_path,
                                min_quality)
     vcf_path = Path(vcf_path)
+    from shared.plink import harmonize_plink, is_plink  # plink reads through this module
+
     if is_plink(vcf_path):
         fasta = open_reference(fasta_path) if fasta_path else None
         try:
@@ -597,7 +598,7 @@ class _Columns:
 
     def take(self, j: int, rec: pysam.VariantRecord, alt_index: int, kind: str) -> None:
         """Record `rec`'s allele `alt_index` as panel variant j if it matches better (`kind`)
-        than what j holds; the first among equals stays, as in `_better`."""
+        than what j holds; the first among equals stays, as in `better_hit`."""
         if _RANK[kind] >= self.rank[j]:
             return
         self.rank[j] = _RANK[kind]
@@ -616,7 +617,7 @@ class _Columns:
             raise InputError(self.path, str(err), f"{rec.chrom}:{rec.pos}") from err
         codes = codes[self.cols]
         swapped = kind.endswith("swapped")
-        result.codes[:, j] = _FLIP[codes] if swapped else codes
+        result.codes[:, j] = FLIP[codes] if swapped else codes
         if probs is None:
             self.soft.pop(j, None)
         else:  # a swap reverses them: P(0 ALT) is P(2 REF)
@@ -665,8 +666,8 @@ def _scan(
     by_pos: dict[int, list[int]] = {}
     for j, t in targets.items():
         by_pos.setdefault(t[0], []).append(j)
-    lo = min(t[0] for t in targets.values()) - 1 - _INDEL_WINDOW
-    hi = max(t[0] + len(t[1]) for t in targets.values()) + _INDEL_WINDOW
+    lo = min(t[0] for t in targets.values()) - 1 - INDEL_WINDOW
+    hi = max(t[0] + len(t[1]) for t in targets.values()) + INDEL_WINDOW
     marks = sorted(t[0] for t in targets.values())
     for rec in records_in(vf, contig, max(0, lo), hi):
         sink.passed(bisect_right(marks, rec.pos))
@@ -676,8 +677,8 @@ def _scan(
         for i, ralt in _alleles(rec):
             norm = normalize(rec.pos, rec.ref, ralt, fasta, fa_contig)
             for j in by_pos.get(norm[0], ()):
-                kind = _match(targets[j], norm)
-                if kind is not None and _plausible(kind, norm, fasta, fa_contig):
+                kind = match_alleles(targets[j], norm)
+                if kind is not None and plausible_match(kind, norm, fasta, fa_contig):
                     sink.take(j, rec, i, kind)
 
 
@@ -688,7 +689,7 @@ def _fetch_each(
     for n, (j, target) in enumerate(targets.items()):
         sink.passed(n)
         snv = len(target[1]) == len(target[2]) == 1
-        pad = 0 if snv else _INDEL_WINDOW
+        pad = 0 if snv else INDEL_WINDOW
         records = records_in(vf, contig, max(0, target[0] - 1 - pad),
                              target[0] + len(target[1]) + pad)
         hit = _best_match(records, target, fasta, fa_contig)
@@ -727,9 +728,9 @@ def _best_match(
     for rec in records:
         for i, ralt in _alleles(rec):
             norm = normalize(rec.pos, rec.ref, ralt, fasta, contig)
-            kind = _match(target, norm)
-            if kind is not None and _plausible(kind, norm, fasta, contig):
-                best = _better(best, rec, i, kind)
+            kind = match_alleles(target, norm)
+            if kind is not None and plausible_match(kind, norm, fasta, contig):
+                best = better_hit(best, rec, i, kind)
     return best
 
 

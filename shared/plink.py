@@ -24,6 +24,19 @@ import numpy as np
 import pysam
 
 from shared.errors import InputError
+from shared.genotypes import (
+    FLIP,
+    INDEL_WINDOW,
+    PanelGenotypes,
+    better_hit,
+    canonical_contig,
+    contig_alias,
+    dosage_probs,
+    match_alleles,
+    normalize,
+    plausible_match,
+    soft_columns,
+)
 from shared.progress import Progress
 from shared.tokenizer import GT_MISSING
 
@@ -125,18 +138,6 @@ def harmonize_plink(path: str | Path, panel, samples: list[str],  # noqa: ANN001
     """Genotype codes of `samples` at every panel variant from a PLINK fileset (see module)."""
     import pgenlib
 
-    from shared.genotypes import (
-        _FLIP,
-        _INDEL_WINDOW,
-        PanelGenotypes,
-        _better,
-        _match,
-        _plausible,
-        canonical_contig,
-        contig_alias,
-        normalize,
-        soft_columns,
-    )
 
     files = PlinkFiles.of(path)
     ids = read_samples(files)
@@ -186,7 +187,7 @@ def harmonize_plink(path: str | Path, panel, samples: list[str],  # noqa: ANN001
             ref_fa = fasta if fa_contig else None
             target = normalize(int(p), r, a, ref_fa, fa_contig)
             near = _near(sorted_pos[canon_chrom], rows, target[0],
-                         len(target[1]) + _INDEL_WINDOW)
+                         len(target[1]) + INDEL_WINDOW)
             best = None
             for i in near.tolist():
                 for k, alt in enumerate(variants.alts[i], start=1):
@@ -194,9 +195,9 @@ def harmonize_plink(path: str | Path, panel, samples: list[str],  # noqa: ANN001
                         continue
                     norm = normalize(int(variants.pos[i]), variants.ref[i], alt, ref_fa,
                                      fa_contig)
-                    kind = _match(target, norm)
-                    if kind is not None and _plausible(kind, norm, ref_fa, fa_contig):
-                        best = _better(best, i, k, kind)
+                    kind = match_alleles(target, norm)
+                    if kind is not None and plausible_match(kind, norm, ref_fa, fa_contig):
+                        best = better_hit(best, i, k, kind)
             if best is None:
                 continue
             i, k, kind = best
@@ -214,7 +215,7 @@ def harmonize_plink(path: str | Path, panel, samples: list[str],  # noqa: ANN001
                 n_alt[(pairs < 0).any(axis=1)] = -9
             codes = np.where(n_alt < 0, GT_MISSING, n_alt).astype(np.int8)[order]
             swapped = kind.endswith("swapped")
-            result.codes[:, j] = _FLIP[codes] if swapped else codes
+            result.codes[:, j] = FLIP[codes] if swapped else codes
             if probs is not None:  # a swap reverses them: P(0 ALT) is P(2 REF)
                 soft[j] = probs[order, ::-1] if swapped else probs[order]
             result.found[j] = True
@@ -229,8 +230,6 @@ def harmonize_plink(path: str | Path, panel, samples: list[str],  # noqa: ANN001
 def _with_dosages(n_alt: np.ndarray, dosages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ALT counts with missing hard calls filled from the dosage's nearest genotype,
     genotype weights [n, 3]) of one variant's hard calls and ALT dosages (-9 = missing)."""
-    from shared.genotypes import dosage_probs
-
     have = dosages >= 0
     nearest = np.minimum(2, np.floor(np.where(have, dosages, 0) + 0.5)).astype(np.int16)
     n_alt = np.where((n_alt < 0) & have, nearest, n_alt)
