@@ -338,14 +338,13 @@ def calibration_goal(by_run: list[dict[str, dict]]) -> dict[str, Any]:
 def _intervals_reach_bounds(by_run: list[dict[str, dict]]) -> bool | None:
     """Whether every population's bootstrap intervals reach into the bounds: the held-out
     people cannot tell such a miss from a met goal. None without intervals."""
-    lo, hi = CALIBRATION_SLOPE
+    (lo, hi), bound = CALIBRATION_SLOPE, CALIBRATION_INTERCEPT
     reach = []
     for run in by_run:
         for row in run.values():
             slope, large = row.get("slope_interval"), row.get("intercept_interval")
             if slope is None or large is None:
                 return None
-            bound = CALIBRATION_INTERCEPT
             reach.append(slope[1] >= lo and slope[0] <= hi
                          and large[1] >= -bound and large[0] <= bound)
     return all(reach) if reach else None
@@ -578,11 +577,17 @@ def oracle_scores(cohort_dir: Path, test: People) -> np.ndarray:
     return liability.loc[test.sample_id].to_numpy()
 
 
+def run_results(run_dir: Path) -> tuple[dict[str, Any], list[RoundRecord]]:
+    """A federated run's results.json and its rounds."""
+    results = json.loads(RunFolder(run_dir).results.read_text())
+    return results, read_rounds(results["rounds"])
+
+
 def cox_recalibration(run_dir: Path) -> Recalibration:
     """Cox's two-parameter fits of the run's last evaluation: the recalibration before closed
     testing, from the same DP releases the checkpoint's own recalibration came from."""
-    results = json.loads(RunFolder(run_dir).results.read_text())
-    last = next(r for r in reversed(read_rounds(results["rounds"])) if r.metrics)
+    _, rounds = run_results(run_dir)
+    last = next(r for r in reversed(rounds) if r.metrics)
 
     def cox(metrics: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in metrics.items() if k != "recalibration"}
@@ -600,8 +605,7 @@ def federation_reported(run_dir: Path) -> dict[str, Any]:
     """What the coordinator itself reported for its last round (AUROC from the sites' DP-noised
     histograms, with its noise-aware interval), and each site's epsilon after the first and the
     last round."""
-    results = json.loads(RunFolder(run_dir).results.read_text())
-    rounds = read_rounds(results["rounds"])
+    results, rounds = run_results(run_dir)
     last = next(r for r in reversed(rounds) if r.metrics)
     first = next((r for r in rounds if r.privacy), RoundRecord(round=0))
     return {
